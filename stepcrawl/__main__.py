@@ -1,0 +1,5 @@
+import sys
+
+from stepcrawl.cli import main
+
+sys.exit(main())
