@@ -1,0 +1,391 @@
+"""Documents → token ids + per-token flags, and the parallel corpus encoder.
+
+A document becomes ``<|meta|> meta-body <|/meta|> body </s>``:
+- meta tokens are flagged ``META|LOSS`` (the trainer drops their loss when the curriculum says);
+- body tokens are flagged ``LOSS`` where the document's spans carry loss (plain text: all);
+- ``</s>`` closes every document and is a target (the model must learn to stop). No ``<s>``:
+  in packed sequences the previous document's ``</s>`` already marks the boundary.
+
+Structured documents (those with ``spans``) are encoded span by span, and role markers inside
+them are inserted by id, so token masks line up with character spans exactly and markers are
+never split. Plain documents are encoded in one batched sentencepiece call (the fast path).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing as mp
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import sentencepiece as spm
+from tqdm import tqdm
+
+from stepcrawl.document import Document
+from stepcrawl.io import document_files, read_documents, read_json, write_json, write_parquet
+from tokenizer import special
+from tokenizer.indexed import IndexedDatasetWriter, token_dtype
+from tokenizer.masks import LOSS, META
+from tokenizer.meta import meta_body
+from tokenizer.train import TOKENIZER_INFO, TOKENIZER_MODEL, file_sha256
+
+log = logging.getLogger(__name__)
+
+_MARKER_RE = re.compile("|".join(re.escape(m) for m in special.SPLIT_MARKERS))
+
+
+class Tokenizer:
+    """A trained tokenizer folder: sentencepiece model + ``tokenizer.json``."""
+
+    def __init__(self, folder: str | os.PathLike) -> None:
+        self.folder = Path(folder)
+        model = self.folder / TOKENIZER_MODEL
+        if not model.exists():
+            raise FileNotFoundError(f"no tokenizer at {self.folder} (missing {TOKENIZER_MODEL}); run `stepcrawl train-tokenizer`")
+        self.sp = spm.SentencePieceProcessor(model_file=str(model))
+        info_path = self.folder / TOKENIZER_INFO
+        self.info = read_json(info_path) if info_path.exists() else {"sha256": file_sha256(model)}
+        self.vocab_size = self.sp.get_piece_size()
+        self.special_ids = {s: self.sp.piece_to_id(s) for s in special.CONTROL_SYMBOLS}
+        self.id_to_special = {i: s for s, i in self.special_ids.items()}
+        self.eos_id = self.sp.eos_id()
+        self.pad_id = self.sp.pad_id()
+        self.dtype = token_dtype(self.vocab_size)
+
+    @property
+    def sha256(self) -> str:
+        return self.info["sha256"]
+
+    # -- text ------------------------------------------------------------------------------
+    def encode_text(self, text: str) -> list[int]:
+        return self.sp.encode(text) if text else []
+
+    def encode_with_markers(self, text: str) -> list[int]:
+        """Encode text in which role/meta marker strings become their single control ids."""
+        ids: list[int] = []
+        pos = 0
+        for m in _MARKER_RE.finditer(text):
+            ids.extend(self.encode_text(text[pos : m.start()]))
+            ids.append(self.special_ids[m.group(0)])
+            pos = m.end()
+        ids.extend(self.encode_text(text[pos:]))
+        return ids
+
+    def decode(self, ids) -> str:
+        """Inverse of encoding: control ids are rendered as their marker strings."""
+        out: list[str] = []
+        run: list[int] = []
+        for i in map(int, ids):
+            if i in self.id_to_special:
+                if run:
+                    out.append(self.sp.decode(run))
+                    run = []
+                out.append(self.id_to_special[i])
+            elif i == self.eos_id:
+                if run:
+                    out.append(self.sp.decode(run))
+                    run = []
+            else:
+                run.append(i)
+        if run:
+            out.append(self.sp.decode(run))
+        return "".join(out)
+
+    # -- documents -------------------------------------------------------------------------
+    def meta_ids(self, doc: Document) -> list[int]:
+        return [self.special_ids[special.META_OPEN], *self.encode_text(meta_body(doc)), self.special_ids[special.META_CLOSE]]
+
+    def body_ids(self, doc: Document) -> tuple[list[int], list[int]]:
+        """Body ids and their flags, honouring spans (uncovered characters carry loss)."""
+        if not doc.spans:
+            ids = self.encode_text(doc.text)
+            return ids, [LOSS] * len(ids)
+        ids: list[int] = []
+        flags: list[int] = []
+        pos = 0
+        for span in sorted(doc.spans, key=lambda s: (s.start, s.end)):
+            start, end = max(span.start, pos), min(span.end, len(doc.text))
+            if start > pos:  # gap between spans
+                gap = self.encode_with_markers(doc.text[pos:start])
+                ids += gap
+                flags += [LOSS] * len(gap)
+            if end > start:
+                part = self.encode_with_markers(doc.text[start:end])
+                ids += part
+                flags += [LOSS if span.loss else 0] * len(part)
+                pos = end
+        if pos < len(doc.text):
+            tail = self.encode_with_markers(doc.text[pos:])
+            ids += tail
+            flags += [LOSS] * len(tail)
+        return ids, flags
+
+    def encode_document(self, doc: Document, with_meta: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        ids: list[int] = []
+        flags: list[int] = []
+        if with_meta:
+            meta = self.meta_ids(doc)
+            ids += meta
+            flags += [LOSS | META] * len(meta)
+        body, body_flags = self.body_ids(doc)
+        ids += body
+        flags += body_flags
+        ids.append(self.eos_id)
+        flags.append(LOSS)
+        return np.asarray(ids, dtype=self.dtype), np.asarray(flags, dtype=np.uint8)
+
+    def encode_documents(self, docs: list[Document], with_meta: bool = True) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Batch form: plain documents go through one sentencepiece call."""
+        plain = [i for i, d in enumerate(docs) if not d.spans]
+        results: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(docs)
+        if plain:
+            texts = [docs[i].text for i in plain]
+            metas = [meta_body(docs[i]) for i in plain] if with_meta else []
+            bodies = self.sp.encode(texts, num_threads=1)
+            meta_tokens = self.sp.encode(metas, num_threads=1) if with_meta else []
+            open_id, close_id = self.special_ids[special.META_OPEN], self.special_ids[special.META_CLOSE]
+            for k, i in enumerate(plain):
+                body = bodies[k]
+                if with_meta:
+                    meta = [open_id, *meta_tokens[k], close_id]
+                    ids = np.asarray([*meta, *body, self.eos_id], dtype=self.dtype)
+                    flags = np.full(len(ids), LOSS, dtype=np.uint8)
+                    flags[: len(meta)] |= META
+                else:
+                    ids = np.asarray([*body, self.eos_id], dtype=self.dtype)
+                    flags = np.full(len(ids), LOSS, dtype=np.uint8)
+                results[i] = (ids, flags)
+        for i, d in enumerate(docs):
+            if results[i] is None:
+                results[i] = self.encode_document(d, with_meta)
+        return results  # type: ignore[return-value]
+
+
+# ---------------------------------------------------------------------------------------------
+# Parallel corpus encoding: one work unit per input file → one output shard (resumable).
+
+DOCS_SCHEMA = pa.schema(
+    [
+        ("doc_id", pa.string()),
+        ("source", pa.string()),
+        ("kind", pa.string()),
+        ("lang", pa.string()),
+        ("tier", pa.string()),
+        ("cluster", pa.int64()),
+        ("n_tokens", pa.int64()),
+        ("n_chars", pa.int64()),
+        ("url", pa.string()),
+        ("warc_file", pa.string()),
+        ("warc_offset", pa.int64()),
+        ("meta", pa.string()),
+    ]
+)
+
+SHARD_FILES = (".bin", ".idx", ".mask.bin", ".mask.idx", ".docs.parquet")
+
+
+@dataclass(frozen=True)
+class EncodeTask:
+    source: str
+    input_file: str
+    out_prefix: str  # folder/part-NNNNN
+    tokenizer_dir: str
+    with_meta: bool = True
+    batch_docs: int = 256
+
+
+_WORKER_TOKENIZER: dict[str, Tokenizer] = {}
+
+
+def _tokenizer(folder: str) -> Tokenizer:
+    if folder not in _WORKER_TOKENIZER:
+        _WORKER_TOKENIZER[folder] = Tokenizer(folder)
+    return _WORKER_TOKENIZER[folder]
+
+
+def _done_path(prefix: str) -> Path:
+    return Path(prefix + ".done.json")
+
+
+def encode_shard(task: EncodeTask) -> dict:
+    """Encode one input file into ``out_prefix``.{bin,idx,mask.*,docs.parquet}; returns its
+    record (also written as ``.done.json``, the resume marker, after every file is in place)."""
+    done = _done_path(task.out_prefix)
+    if done.exists():
+        return read_json(done)
+    tok = _tokenizer(task.tokenizer_dir)
+    rows: list[dict] = []
+    tokens = IndexedDatasetWriter(task.out_prefix, dtype=tok.dtype)
+    masks = IndexedDatasetWriter(task.out_prefix + ".mask", dtype=np.uint8)
+    n_tokens = 0
+    by_tier: dict[str, int] = {}
+    try:
+        batch: list[Document] = []
+
+        def flush() -> None:
+            nonlocal n_tokens
+            for doc, (ids, flags) in zip(batch, tok.encode_documents(batch, task.with_meta)):
+                tokens.add(ids)
+                masks.add(flags)
+                n_tokens += len(ids)
+                tier = doc.tier or "none"
+                by_tier[tier] = by_tier.get(tier, 0) + len(ids)
+                rows.append(
+                    {
+                        "doc_id": doc.id,
+                        "source": doc.source,
+                        "kind": doc.kind,
+                        "lang": doc.lang,
+                        "tier": doc.tier,
+                        "cluster": doc.cluster,
+                        "n_tokens": len(ids),
+                        "n_chars": doc.n_chars,
+                        "url": doc.url,
+                        "warc_file": doc.warc_file,
+                        "warc_offset": doc.warc_offset,
+                        "meta": json.dumps(doc.meta, ensure_ascii=False, sort_keys=True),
+                    }
+                )
+            batch.clear()
+
+        for doc in read_documents(task.input_file):
+            batch.append(doc)
+            if len(batch) >= task.batch_docs:
+                flush()
+        flush()
+    except BaseException:
+        tokens.abort()
+        masks.abort()
+        raise
+    tokens.close()
+    masks.close()
+    write_parquet(task.out_prefix + ".docs.parquet", pa.Table.from_pylist(rows, schema=DOCS_SCHEMA))
+    record = {
+        "name": Path(task.out_prefix).name,
+        "input": task.input_file,
+        "n_docs": len(rows),
+        "n_tokens": n_tokens,
+        "by_tier": by_tier,
+        "sha256": {Path(task.out_prefix + ext).name: file_sha256(task.out_prefix + ext) for ext in SHARD_FILES},
+    }
+    write_json(done, record)
+    return record
+
+
+def corpus_sources(corpus: str | os.PathLike) -> dict[str, Path]:
+    """Source name → folder. A corpus is a folder of per-source folders; a folder that directly
+    holds Parquet/JSONL files is a single source named after the folder."""
+    root = Path(corpus)
+    if not root.is_dir():
+        raise FileNotFoundError(f"corpus folder not found: {root}")
+    direct = [f for f in root.iterdir() if f.is_file() and f.name.endswith((".parquet", ".jsonl", ".jsonl.gz"))]
+    if direct:
+        return {root.name: root}
+    sources = {
+        d.name: d
+        for d in sorted(root.iterdir())
+        if d.is_dir() and not d.name.startswith(("_", ".")) and d.name != "rejected" and document_files(d)
+    }
+    if not sources:
+        raise ValueError(f"{root}: no source folders with Parquet/JSONL documents")
+    return sources
+
+
+def tokenize_corpus(
+    corpus: str | os.PathLike,
+    tokenizer_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    workers: int = 1,
+    sources: list[str] | None = None,
+    with_meta: bool = True,
+    progress: bool = True,
+) -> dict[str, dict]:
+    """Encode every source of ``corpus`` into ``out_dir/<source>/``; returns manifests by source.
+
+    Work units are input files; finished units (``.done.json``) are skipped on re-run, so a
+    killed job resumes where it stopped. Manifests are written last.
+    """
+    tok = Tokenizer(tokenizer_dir)
+    all_sources = corpus_sources(corpus)
+    if sources:
+        unknown = sorted(set(sources) - set(all_sources))
+        if unknown:
+            raise ValueError(f"unknown sources {unknown}; the corpus has {sorted(all_sources)}")
+        all_sources = {k: v for k, v in all_sources.items() if k in sources}
+    tasks: list[EncodeTask] = []
+    for name, folder in all_sources.items():
+        for i, f in enumerate(document_files(folder)):
+            prefix = str(Path(out_dir) / name / f"part-{i:05d}")
+            tasks.append(EncodeTask(name, str(f), prefix, str(tokenizer_dir), with_meta))
+        (Path(out_dir) / name).mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    records: dict[str, list[dict]] = {name: [] for name in all_sources}
+    bar = tqdm(total=len(tasks), desc="tokenize", unit="shard", disable=not progress)
+    if workers <= 1:
+        for task in tasks:
+            records[task.source].append(encode_shard(task))
+            bar.update()
+    else:
+        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+        with ctx.Pool(workers) as pool:
+            for task, rec in zip(tasks, pool.imap(encode_shard, tasks)):
+                records[task.source].append(rec)
+                bar.update()
+    bar.close()
+    manifests = {}
+    for name, recs in records.items():
+        by_tier: dict[str, int] = {}
+        for r in recs:
+            for tier, n in r["by_tier"].items():
+                by_tier[tier] = by_tier.get(tier, 0) + n
+        manifest = {
+            "source": name,
+            "corpus": str(all_sources[name]),
+            "tokenizer": {"path": str(tokenizer_dir), "sha256": tok.sha256, "vocab_size": tok.vocab_size},
+            "dtype": np.dtype(tok.dtype).name,
+            "with_meta": with_meta,
+            "n_docs": sum(r["n_docs"] for r in recs),
+            "n_tokens": sum(r["n_tokens"] for r in recs),
+            "by_tier": dict(sorted(by_tier.items())),
+            "shards": [{k: r[k] for k in ("name", "n_docs", "n_tokens", "sha256")} for r in recs],
+            "wall_time_s": round(time.time() - t0, 3),
+        }
+        write_json(Path(out_dir) / name / "manifest.json", manifest)
+        manifests[name] = manifest
+    return manifests
+
+
+def verify_shards(source_dir: str | os.PathLike) -> list[str]:
+    """Re-hash every shard file of a source against its manifest; returns mismatching files."""
+    folder = Path(source_dir)
+    manifest = read_json(folder / "manifest.json")
+    bad = []
+    for shard in manifest["shards"]:
+        for fname, digest in shard["sha256"].items():
+            if not (folder / fname).exists() or file_sha256(folder / fname) != digest:
+                bad.append(fname)
+    return bad
+
+
+def iter_shard_documents(source_dir: str | os.PathLike) -> Iterator[tuple[str, int, np.ndarray, np.ndarray]]:
+    """(shard name, doc index, tokens, flags) for every document of a tokenized source."""
+    from tokenizer.indexed import IndexedDataset
+
+    manifest = read_json(Path(source_dir) / "manifest.json")
+    for shard in manifest["shards"]:
+        prefix = Path(source_dir) / shard["name"]
+        toks, flags = IndexedDataset(prefix), IndexedDataset(str(prefix) + ".mask")
+        for i in range(len(toks)):
+            yield shard["name"], i, toks[i], flags[i]
+
+
+def docs_table(source_dir: str | os.PathLike, shard: str) -> pa.Table:
+    return pq.read_table(Path(source_dir) / f"{shard}.docs.parquet")
