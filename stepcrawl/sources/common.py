@@ -1,0 +1,291 @@
+"""Shared machinery of the source adapters: chat rendering with loss spans, and the stage writer.
+
+Every adapter is a generator of ``Document | Drop | BadRecord`` items; ``write_stage`` is the one
+thin executor that turns such a stream into ``OUT/part-*.parquet`` + ``_manifest.json`` with
+exact accounting (in = out + Σ drops), optional ``OUT/rejected/`` shards, and a list of the
+malformed records by file:line. Adapters therefore stay pure and testable without any I/O.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from tqdm import tqdm
+
+from stepcrawl.document import Document, Span, text_id
+from stepcrawl.io import BadRecord, ShardWriter, iter_jsonl
+from stepcrawl.manifest import MANIFEST_NAME, Accounting, StageManifest, config_hash, file_hash
+from stepcrawl.steps import Drop
+
+log = logging.getLogger(__name__)
+
+# The tokenizer reserves exactly these strings as single tokens (see tokenizer area).
+SYSTEM, USER, ASSISTANT = "<|system|>", "<|user|>", "<|assistant|>"
+TOOL_CALL, TOOL_RESULT, END = "<|tool_call|>", "<|tool_result|>", "<|end|>"
+THINK, END_THINK = "<|think|>", "<|/think|>"
+MARKERS = (SYSTEM, USER, ASSISTANT, TOOL_CALL, TOOL_RESULT, END, THINK, END_THINK)
+
+# Roles used in spans. "scaffold" = template text / role markers that a sampler or chat template
+# inserts (never a loss target: the model is not asked to predict boilerplate).
+ROLES = ("system", "user", "assistant", "tool_call", "tool_result", "think", "scaffold")
+
+# How many malformed records are listed by file:line in the manifest (all are counted).
+MAX_LISTED_ERRORS = 200
+
+
+def strip_markers(text: str) -> str:
+    """Defuse reserved marker strings that occur inside content (e.g. a trace quoting a
+    marker) so a document's structure cannot be forged by its content: ``<|end|>`` →
+    ``<| end |>``. Keeps the text readable; the tokenizer then sees ordinary characters."""
+    if "<|" not in text:
+        return text
+    for m in MARKERS:
+        if m in text:
+            text = text.replace(m, m.replace("<|", "<| ").replace("|>", " |>"))
+    return text
+
+
+@dataclass
+class SpanText:
+    """Builds a text from (piece, role) parts and the spans that cover it exactly.
+
+    Adjacent pieces with the same role are merged into one span, so the result is the minimal
+    exact cover: spans are sorted, contiguous, non-overlapping, and ``spans[0].start == 0``,
+    ``spans[-1].end == len(text)``. Loss is assigned per role by ``loss_roles``.
+    """
+
+    loss_roles: frozenset[str]
+    parts: list[str] = field(default_factory=list)
+    spans: list[Span] = field(default_factory=list)
+    length: int = 0
+
+    def add(self, piece: str, role: str) -> "SpanText":
+        if not piece:
+            return self
+        if role not in ROLES:
+            raise ValueError(f"unknown span role {role!r}")
+        loss = role in self.loss_roles
+        start, end = self.length, self.length + len(piece)
+        if self.spans and self.spans[-1].role == role and self.spans[-1].loss == loss:
+            last = self.spans.pop()
+            self.spans.append(Span(last.start, end, role, loss))
+        else:
+            self.spans.append(Span(start, end, role, loss))
+        self.parts.append(piece)
+        self.length = end
+        return self
+
+    def build(self) -> tuple[str, list[Span]]:
+        return "".join(self.parts), list(self.spans)
+
+
+def check_spans(text: str, spans: list[Span]) -> None:
+    """Raise ValueError unless ``spans`` cover every character of ``text`` exactly once."""
+    pos = 0
+    for s in spans:
+        if s.start != pos or s.end <= s.start:
+            raise ValueError(f"span {s} does not continue at offset {pos}")
+        pos = s.end
+    if pos != len(text):
+        raise ValueError(f"spans end at {pos}, text has {len(text)} characters")
+
+
+def parse_roles(value: str | Iterable[str]) -> frozenset[str]:
+    """``"assistant,tool_call"`` → frozenset; unknown role names are an error (typos would
+    silently mask everything)."""
+    roles = [r.strip() for r in (value.split(",") if isinstance(value, str) else value) if r.strip()]
+    bad = [r for r in roles if r not in ROLES]
+    if bad:
+        raise ValueError(f"unknown role(s) {bad}; known: {', '.join(ROLES)}")
+    return frozenset(roles)
+
+
+def natural_language(text: str) -> tuple[str | None, float | None]:
+    """(language code, score) of the prose of a document (issue text, user turns, problem
+    statements) with the project's bundled fastText model (``stepcrawl.langid``); (None, None)
+    when there is no prose or the model cannot be loaded. Code docs use the programming
+    language instead (``Document.lang`` = "python", …; see code.py)."""
+    if not text.strip():
+        return None, None
+    try:
+        from stepcrawl.langid import identify
+
+        lang, score = identify(text)
+    except (ImportError, FileNotFoundError, OSError, ValueError) as exc:  # pragma: no cover
+        log.debug("language id unavailable: %s", exc)
+        return None, None
+    return (None, None) if lang == "und" else (lang, round(float(score), 4))
+
+
+def make_id(source: str, *key: Any) -> str:
+    """A stable document id from the source name and a natural key (repo, sha, path, …)."""
+    return text_id("\x1f".join(str(k) for k in key), prefix=source)
+
+
+def rejected_doc(err: BadRecord, raw: str = "") -> Document:
+    """A placeholder document for a malformed record, so ``--keep-rejected`` loses nothing."""
+    return Document(
+        id=make_id("malformed", err.path, err.line),
+        text=raw,
+        source="malformed",
+        kind="other",
+        meta={"file": err.path, "line": err.line, "error": str(err)},
+    )
+
+
+def iter_json_records(path: str | Path) -> Iterator[tuple[int, dict] | BadRecord]:
+    """Records of a JSONL(.gz) file, or of a ``.json`` file holding one object or a list of
+    objects. Yields ``(line, obj)``; malformed records are yielded as ``BadRecord`` (never
+    raised), so a caller counts them and goes on. For a ``.json`` file the "line" is the
+    1-based index of the record in the list."""
+    path = str(path)
+    if path.endswith(".json"):
+        try:
+            with open(path, encoding="utf-8") as fh:
+                data = json.load(fh)
+        except (OSError, ValueError) as exc:
+            yield BadRecord(path, None, f"cannot read JSON: {exc}")
+            return
+        items = data if isinstance(data, list) else [data]
+        for i, obj in enumerate(items, 1):
+            if isinstance(obj, dict):
+                yield i, obj
+            else:
+                yield BadRecord(path, i, f"expected a JSON object, got {type(obj).__name__}")
+        return
+    errors: list[BadRecord] = []
+    for lineno, obj in iter_jsonl(path, on_error=errors.append):
+        while errors:
+            yield errors.pop(0)
+        yield lineno, obj
+    yield from errors
+
+
+def input_files(paths: Iterable[str | Path]) -> list[Path]:
+    """Expand inputs: files as given; folders → their *.jsonl / *.jsonl.gz / *.json, sorted."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out.extend(sorted(f for f in p.rglob("*") if f.is_file() and f.name.endswith((".jsonl", ".jsonl.gz", ".json"))))
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise FileNotFoundError(f"no such input: {p}")
+    return out
+
+
+def inputs_hash(paths: Iterable[Path]) -> str:
+    """Hash of the input files' contents (for the manifest's input identity)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for p in paths:
+        h.update(str(p).encode())
+        h.update(file_hash(p).encode())
+    return h.hexdigest()[:16]
+
+
+@dataclass
+class StageResult:
+    manifest: StageManifest
+    errors: list[str]
+    skipped: bool = False
+
+
+def write_stage(
+    items: Iterable[Document | Drop | BadRecord],
+    out: str | Path,
+    stage: str,
+    config: Any,
+    *,
+    input_id: str | None = None,
+    keep_rejected: bool = False,
+    shard_docs: int = 10_000,
+    force: bool = True,
+    progress: bool = True,
+    extra: dict[str, Any] | None = None,
+) -> StageResult:
+    """Consume an adapter's stream and write the stage folder.
+
+    * ``Document`` → kept, written to ``OUT/part-NNNNN.parquet``.
+    * ``Drop(reason, doc)`` → counted under ``reason``; with ``keep_rejected`` written to
+      ``OUT/rejected/part-*.parquet`` with a ``drop_reason`` column.
+    * ``BadRecord`` → counted under ``malformed`` and listed (file:line: message) in the
+      manifest's ``extra.errors`` and the log; the job goes on.
+
+    Re-running with the same config and input on a finished folder is a no-op unless ``force``.
+    Old shards of a previous run are removed first so a folder never mixes two runs.
+    """
+    out = Path(out)
+    cfg = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)
+    chash = config_hash(cfg)
+    if not force and (out / MANIFEST_NAME).exists():
+        prev = StageManifest.read(out)
+        if prev.config_hash == chash and prev.input_manifest_hash == input_id:
+            log.info("%s: %s is up to date (same config and input); skipping", stage, out)
+            return StageResult(prev, [], skipped=True)
+    _clear_stage(out)
+    started = time.time()
+    acc = Accounting()
+    errors: list[str] = []
+    writer = ShardWriter(out, "part", shard_docs)
+    rej = ShardWriter(out / "rejected", "part", shard_docs, rejected=True) if keep_rejected else None
+    for item in tqdm(items, desc=stage, unit="doc", disable=not progress, leave=False):
+        if isinstance(item, Document):
+            acc.seen(item.n_chars)
+            acc.kept(item.n_chars)
+            writer.write(item)
+        elif isinstance(item, Drop):
+            n = item.doc.n_chars if item.doc is not None else 0
+            acc.seen(n)
+            acc.dropped(item.reason, n)
+            if rej is not None and item.doc is not None:
+                rej.write(item.doc, item.reason)
+        elif isinstance(item, BadRecord):
+            acc.seen(0)
+            acc.dropped("malformed", 0)
+            errors.append(str(item))
+            if len(errors) <= MAX_LISTED_ERRORS:
+                log.warning("malformed record: %s", item)
+            if rej is not None:
+                rej.write(rejected_doc(item), "malformed")
+        else:  # pragma: no cover - adapter bug
+            raise TypeError(f"adapter yielded {type(item).__name__}")
+    files = writer.close()
+    if rej is not None:
+        rej.close()
+    bytes_out = sum(f.stat().st_size for f in files)
+    manifest = StageManifest(
+        stage=stage,
+        config=cfg,
+        config_hash=chash,
+        input_manifest_hash=input_id,
+        accounting=acc,
+        bytes_out=bytes_out,
+        wall_time_s=time.time() - started,
+        shards=[f.name for f in files],
+        extra={
+            **(extra or {}),
+            "n_malformed": len(errors),
+            "errors": errors[:MAX_LISTED_ERRORS],
+        },
+    )
+    manifest.write(out)
+    return StageResult(manifest, errors)
+
+
+def _clear_stage(out: Path) -> None:
+    if not out.exists():
+        return
+    for f in out.glob("part-*.parquet"):
+        f.unlink()
+    if (out / "rejected").is_dir():
+        shutil.rmtree(out / "rejected")
+    (out / MANIFEST_NAME).unlink(missing_ok=True)
