@@ -2,7 +2,7 @@
 write .bin/.idx + masks + docs.parquet + sha256 manifest) against raw sentencepiece encoding of
 the same texts, in the same run.
 
-    .venv/bin/python bench/tokenize.py [--docs 4000] [--vocab 8000]
+    .venv/bin/python bench/tokenize_throughput.py [--docs 4000] [--vocab 8000]
 
 Goal (issue 5): ≥ 0.9× raw sentencepiece per core, ≥ 1.8× that on 2 processes.
 """
@@ -12,8 +12,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# This file is named like the stdlib module `tokenize`; drop bench/ from the path before any
-# import can pick it up, and put the repository root there instead.
+# Named so as not to shadow the stdlib `tokenize` module; still, put the repository root
+# first on the path so the packages resolve when run as a script.
 sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 import argparse

@@ -1,0 +1,234 @@
+"""The local dedup executor: URL → exact → MinHash-LSH near-duplicates, one process.
+
+Pass 1 streams the input once and keeps, per document, only what the decisions need (id,
+tier, length, URL key, exact key, MinHash signature: ~0.5 KB at 112 permutations). The global
+decisions (groups, LSH buckets, union-find, survivors) are made in memory, then pass 2 streams
+the input again and writes the kept documents (``dup_cluster`` set) and, on request, the
+rejected ones with their reason. Memory therefore grows with the number of documents, not
+their text: a few million documents per run. Larger corpora use the Beam form of the same
+pure functions (``beam_pipelines``: signatures → band keys → GroupByKey → components).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+from tqdm import tqdm
+
+from stepcrawl.dedup.config import DedupConfig
+from stepcrawl.dedup.minhash import MAX_HASH, MinHasher, band_ids
+from stepcrawl.dedup.normalize import exact_key, normalize_url
+from stepcrawl.dedup.survivor import survivor_key
+from stepcrawl.dedup.unionfind import UnionFind
+from stepcrawl.document import Document
+from stepcrawl.io import ShardWriter, read_documents
+from stepcrawl.manifest import MANIFEST_NAME, Accounting, StageManifest, config_hash, manifest_hash
+
+log = logging.getLogger(__name__)
+
+STAGE = "dedup"
+DROP_URL, DROP_EXACT, DROP_NEAR = "dup:url", "dup:exact", "dup:near"
+
+
+@dataclass
+class DedupPlan:
+    """The outcome of pass 1 for ``n`` documents (by input position)."""
+
+    n: int
+    ids: list[str]
+    drop: list[str | None]  # drop reason per position, None = kept
+    cluster: list[str | None]  # dup_cluster per position (survivor id), None = no duplicates
+    extra: dict = field(default_factory=dict)
+
+
+def _iter_input(docs_or_path) -> tuple[callable, str | None]:
+    """A function returning a fresh iterator over the input (read twice), and its manifest hash."""
+    if isinstance(docs_or_path, (str, os.PathLike)):
+        path = Path(docs_or_path)
+        return (lambda: read_documents(path)), (manifest_hash(path) if path.is_dir() else None)
+    if isinstance(docs_or_path, (list, tuple)):
+        return (lambda: iter(docs_or_path)), None
+    docs = list(docs_or_path)  # a one-shot iterable: materialise so pass 2 can see it again
+    return (lambda: iter(docs)), None
+
+
+def _batches(docs: Iterable[Document], size: int) -> Iterator[list[Document]]:
+    batch: list[Document] = []
+    for doc in docs:
+        batch.append(doc)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def plan_dedup(docs: Iterable[Document], cfg: DedupConfig, progress: bool = True) -> DedupPlan:
+    """Pass 1 + global decisions: which positions are dropped and why, and their clusters."""
+    ids: list[str] = []
+    keys: list[tuple] = []
+    url_keys: list[str | None] = []
+    exact_keys: list[str | None] = []
+    sig_blocks: list[np.ndarray] = []
+    hasher = MinHasher(cfg) if cfg.near else None
+    bar = tqdm(desc="dedup: signing", unit="doc", disable=not progress or None)
+    for batch in _batches(docs, cfg.batch_docs):
+        for doc in batch:
+            ids.append(doc.id)
+            keys.append(survivor_key(doc))
+            url_keys.append(normalize_url(doc.url) if cfg.url else None)
+            exact_keys.append(exact_key(doc.text) if cfg.exact else None)
+        if hasher is not None:
+            sig_blocks.append(hasher.signatures([d.text for d in batch]))
+        bar.update(len(batch))
+    bar.close()
+    n = len(ids)
+    drop: list[str | None] = [None] * n
+    uf = UnionFind()
+    # Survivor order: the documented rule, then input position (ids need not be unique).
+    rank = [(*k, i) for i, k in enumerate(keys)]
+
+    def resolve(groups: Iterable[list[int]], reason: str) -> None:
+        for members in groups:
+            alive = [i for i in members if drop[i] is None]
+            if len(alive) < 2:
+                continue
+            keep = min(alive, key=rank.__getitem__)
+            for i in alive:
+                if i != keep:
+                    drop[i] = reason
+                    uf.union(keep, i)
+
+    def grouped(values: list) -> list[list[int]]:
+        groups: dict = {}
+        for i, v in enumerate(values):
+            if v is not None and drop[i] is None:
+                groups.setdefault(v, []).append(i)
+        return [g for g in groups.values() if len(g) > 1]
+
+    if cfg.url:
+        resolve(grouped(url_keys), DROP_URL)
+    if cfg.exact:
+        resolve(grouped(exact_keys), DROP_EXACT)
+    no_shingles = 0
+    candidate_pairs = 0
+    if cfg.near and n:
+        sigs = np.concatenate(sig_blocks)
+        empty = np.all(sigs == MAX_HASH, axis=1)
+        no_shingles = int(empty.sum())
+        live = np.flatnonzero(~empty & np.array([d is None for d in drop]))
+        near = UnionFind()
+        if len(live) > 1:
+            bids = band_ids(sigs[live], cfg)
+            for band in range(cfg.bands):
+                col = bids[:, band]
+                order = np.argsort(col, kind="stable")
+                same = col[order][1:] == col[order][:-1]
+                for j in np.flatnonzero(same).tolist():  # chain each bucket's members
+                    near.union(int(live[order[j]]), int(live[order[j + 1]]))
+                    candidate_pairs += 1
+        resolve(near.components(), DROP_NEAR)
+    # dup_cluster: the id of the one kept member of each union-find component.
+    cluster: list[str | None] = [None] * n
+    sizes: Counter = Counter()
+    for members in uf.components():
+        kept = [i for i in members if drop[i] is None]
+        assert len(kept) == 1, "a duplicate cluster must keep exactly one document"
+        for i in members:
+            cluster[i] = ids[kept[0]]
+        sizes[len(members)] += 1
+    n_clusters = sum(sizes.values())
+    extra = {
+        "cluster_sizes": {str(k): v for k, v in sorted(sizes.items())},
+        "n_dup_clusters": n_clusters,
+        "largest_cluster": max(sizes, default=1),
+        "singletons": n - sum(k * v for k, v in sizes.items()),
+        "no_shingles": no_shingles,
+        "lsh": {
+            "num_perm": cfg.num_perm,
+            "bands": cfg.bands,
+            "rows": cfg.rows,
+            "threshold": round(cfg.threshold, 4),
+            "bucket_links": candidate_pairs,
+        },
+    }
+    return DedupPlan(n=n, ids=ids, drop=drop, cluster=cluster, extra=extra)
+
+
+def _clear_outputs(out_dir: Path) -> None:
+    for pattern in ("part-*.parquet", "rejected/part-*.parquet", MANIFEST_NAME):
+        for f in out_dir.glob(pattern):
+            f.unlink()
+
+
+def run_dedup(
+    docs_or_path,
+    out_dir: str | os.PathLike,
+    cfg: DedupConfig | None = None,
+    keep_rejected: bool = False,
+    progress: bool = True,
+    force: bool = False,
+) -> StageManifest:
+    """Deduplicate documents (a Parquet/JSONL path or Documents) into ``out_dir``.
+
+    Writes ``part-*.parquet`` (kept documents, ``dup_cluster`` = survivor id for members of a
+    duplicate cluster), ``rejected/part-*.parquet`` with ``drop_reason`` when
+    ``keep_rejected``, and ``_manifest.json`` (drops by reason, cluster-size histogram). A
+    finished output with the same config and input manifest is reused unless ``force``.
+    """
+    cfg = cfg or DedupConfig()
+    out = Path(out_dir)
+    started = time.time()
+    open_input, input_hash = _iter_input(docs_or_path)
+    conf = {**cfg.to_dict(), "keep_rejected": keep_rejected}
+    chash = config_hash(conf)
+    if not force and (out / MANIFEST_NAME).exists():
+        old = StageManifest.read(out)
+        if old.stage == STAGE and old.config_hash == chash and input_hash is not None and old.input_manifest_hash == input_hash:
+            log.info("dedup: %s is up to date (same config and input); skipping", out)
+            return old
+    out.mkdir(parents=True, exist_ok=True)
+    _clear_outputs(out)
+
+    plan = plan_dedup(open_input(), cfg, progress=progress)
+    acc = Accounting()
+    writer = ShardWriter(out, "part", cfg.shard_docs)
+    rejected = ShardWriter(out / "rejected", "part", cfg.shard_docs, rejected=True) if keep_rejected else None
+    seen = 0
+    for i, doc in enumerate(tqdm(open_input(), total=plan.n, desc="dedup: writing", unit="doc", disable=not progress or None)):
+        if i >= plan.n or doc.id != plan.ids[i]:
+            raise RuntimeError(f"dedup: input changed between passes at document {i} ({doc.id!r})")
+        seen += 1
+        acc.seen(doc.n_chars)
+        doc = doc.replace(dup_cluster=plan.cluster[i])
+        reason = plan.drop[i]
+        if reason is None:
+            acc.kept(doc.n_chars)
+            writer.write(doc)
+        else:
+            acc.dropped(reason, doc.n_chars)
+            if rejected is not None:
+                rejected.write(doc, reason)
+    if seen != plan.n:
+        raise RuntimeError(f"dedup: input changed between passes ({plan.n} then {seen} documents)")
+    files = writer.close() + (rejected.close() if rejected is not None else [])
+    manifest = StageManifest(
+        stage=STAGE,
+        config=conf,
+        config_hash=chash,
+        input_manifest_hash=input_hash,
+        accounting=acc,
+        bytes_out=sum(f.stat().st_size for f in files),
+        wall_time_s=time.time() - started,
+        shards=[str(f.relative_to(out)) for f in files],
+        extra=plan.extra,
+    )
+    manifest.write(out)
+    return manifest
