@@ -1,0 +1,350 @@
+"""``python -m beam_pipelines.curate``: the curate stage as one Apache Beam pipeline.
+
+    WARC files ─MatchFiles→Reshuffle→ReadWarcFile─► RawRecord
+      ─ExtractDoFn (stepcrawl.extract.extract_record)─► Document
+      ─StepsDoFn: annotate (LangIdStep, QualitySignalsStep[, QualityClassifierStep])
+                  filter (TierStep)                          (stepcrawl.curate's step lists)
+      ─Dedup: URL / exact GroupByKey, MinHash-LSH bands → GroupByKey → edges →
+              Large-Star/Small-Star connected components → survivors (choose_survivor)
+      ─StepsDoFn: decontam (DecontamStep)                     (when --decontam is given)
+      ─► OUTPUT/<source>/part-*.parquet (Document ARROW_SCHEMA) + _manifest.json
+
+The same step objects and pure functions as ``stepcrawl curate`` (``stepcrawl.curate``), built
+from the same ``CurateConfig``; only data movement differs. The manifest has the local
+executor's layout (stage ``curate``; in = out + Σ drops by reason; the per-step funnel; langs,
+tiers, input errors) plus ``extra.runner``.
+
+Example (DirectRunner on this machine; see docs/BEAM.md for Dataflow, Flink and Spark)::
+
+    python -m beam_pipelines.curate --input data/demo/crawl --output data/beam-corpus \\
+        --runner DirectRunner --direct_num_workers 2 --direct_running_mode multi_processing
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+
+from beam_pipelines import io as bio
+from beam_pipelines.components import DEFAULT_MAX_ROUNDS
+from beam_pipelines.dedup import Dedup
+from beam_pipelines.options import make_options
+from beam_pipelines.transforms import DROPPED, AccountingFn, CountOut, ExtractDoFn, apply_step_groups, event
+from stepcrawl.document import TIERS
+
+log = logging.getLogger(__name__)
+
+STEP_ORDER = ("extract", "annotate", "filter", "dedup", "decontam")
+
+
+# ------------------------------------------------------------------------------ steps
+@dataclass(frozen=True)
+class FilterFactory:
+    """Builds ``stepcrawl.curate``'s annotate + filter step lists on the worker (picklable)."""
+
+    cfg: Any  # stepcrawl.curate.CurateConfig
+
+    def __call__(self):
+        from stepcrawl.curate import annotate_steps, filter_steps
+
+        cfg = localize_config(self.cfg)
+        return [("annotate", annotate_steps(cfg)), ("filter", filter_steps(cfg))]
+
+
+@dataclass(frozen=True)
+class DecontamFactory:
+    """Builds the ``DecontamStep`` exactly as ``stepcrawl.curate.run_decontam_stage`` does."""
+
+    cfg: Any
+
+    def __call__(self):
+        from stepcrawl.decontam import DecontamStep
+
+        cfg = localize_config(self.cfg)
+        return [("decontam", [DecontamStep(eval_sets=list(cfg.decontam_sets), n=cfg.decontam_n, mode=cfg.decontam_mode)])]
+
+
+def localize_config(cfg):
+    """The config with remote model / eval-set paths (gs://…) replaced by local copies.
+
+    fastText and the decontam index read local files; on a cluster the files live in the
+    bucket. Eval sets keep their name (``name=path``) so drop reasons do not change.
+    """
+    import dataclasses
+
+    from stepcrawl.decontam import parse_eval_set
+
+    changes: dict[str, Any] = {}
+    for name in ("quality_model", "langid_model"):
+        path = getattr(cfg, name)
+        if path and bio.is_remote(path):
+            changes[name] = bio.localize(path)
+    sets = []
+    for spec in cfg.decontam_sets:
+        name = parse_eval_set(spec)[0]  # the drop reason's set name, from the original spec
+        head, sep, tail = spec.partition("=")
+        path = tail if sep and "/" not in head else spec
+        sets.append(f"{name}={bio.localize(path)}" if bio.is_remote(path) else spec)
+    if sets != list(cfg.decontam_sets):
+        changes["decontam_sets"] = sets
+    return dataclasses.replace(cfg, **changes) if changes else cfg
+
+
+# ------------------------------------------------------------------------------ manifest
+def _doc_stats(doc) -> tuple[str, str]:
+    return doc.lang or "und", doc.tier or "none"
+
+
+class _StatsFn(beam.CombineFn):
+    """Kept documents → (docs, chars, Counter of langs, Counter of tiers)."""
+
+    def create_accumulator(self):
+        return [0, 0, Counter(), Counter()]
+
+    def add_input(self, acc, doc):
+        acc[0] += 1
+        acc[1] += doc.n_chars
+        lang, tier = _doc_stats(doc)
+        acc[2][lang] += 1
+        acc[3][tier] += 1
+        return acc
+
+    def merge_accumulators(self, accs):
+        out = self.create_accumulator()
+        for a in accs:
+            out[0] += a[0]
+            out[1] += a[1]
+            out[2].update(a[2])
+            out[3].update(a[3])
+        return out
+
+    def extract_output(self, acc):
+        return acc
+
+
+def build_manifest(cfg, steps: dict, stats, files: list[str], errors: list[dict], n_units: int, stages: list[str],
+                   wall_s: float, runner: str, sizes: dict[str, int]):
+    """The curate ``StageManifest``, as ``stepcrawl.curate.publish`` builds it."""
+    from stepcrawl.curate import funnel_entry
+    from stepcrawl.manifest import Accounting, StageManifest, config_hash
+
+    order = [s for s in STEP_ORDER if s in steps]
+    funnel = [funnel_entry(name, steps[name]) for name in order]
+    acc = Accounting()
+    acc.docs_in = funnel[0]["docs_in"] if funnel else 0
+    acc.chars_in = funnel[0]["chars_in"] if funnel else 0
+    acc.docs_out, acc.chars_out = stats[0], stats[1]
+    for f in funnel:
+        for reason, n in (f.get("drops") or {}).items():
+            acc.drops[reason] += n
+            acc.drop_chars[reason] += (f.get("drop_chars") or {}).get(reason, 0)
+    names = sorted(FileSystems.split(f)[1] for f in files)
+    return StageManifest(
+        stage="curate",
+        config=cfg.to_dict(),
+        config_hash=config_hash(cfg.to_dict()),
+        input_manifest_hash=None,
+        accounting=acc,
+        bytes_out=sum(sizes.values()),
+        wall_time_s=wall_s,
+        shards=names,
+        extra={
+            "stages": stages,
+            "units": n_units,
+            "errors": errors,
+            "wall_time_total_s": round(wall_s, 3),
+            "funnel": funnel,
+            "langs": dict(sorted(stats[2].items())),
+            "tiers": {t: stats[3].get(t, 0) for t in TIERS if stats[3].get(t)},
+            "runner": runner,
+        },
+    )
+
+
+class WriteManifest(beam.DoFn):
+    """Runs once, after the Parquet files are final (they arrive as a side input)."""
+
+    def __init__(self, out_dir: str, cfg, stages: list[str], t0: float, runner: str) -> None:
+        self.out_dir, self.cfg, self.stages, self.t0, self.runner = out_dir, cfg, stages, t0, runner
+
+    def process(self, _, steps, stats, files, errors, n_units):
+        from stepcrawl.manifest import Accounting
+
+        steps = dict(steps)
+        for name in self.stages_steps():
+            steps.setdefault(name, Accounting())
+        sizes = {}
+        if files:
+            for m in FileSystems.match(list(files)):
+                for md in m.metadata_list:
+                    sizes[md.path] = md.size_in_bytes
+        manifest = build_manifest(self.cfg, steps, stats, list(files), sorted(errors, key=lambda e: (e["file"], e["offset"])),
+                                  n_units, self.stages, time.time() - self.t0, self.runner, sizes)
+        path = bio.write_manifest(self.out_dir, manifest)
+        yield path
+
+    def stages_steps(self) -> list[str]:
+        names = ["extract", "annotate", "filter"]
+        if "dedup" in self.stages:
+            names.append("dedup")
+        if "decontam" in self.stages:
+            names.append("decontam")
+        return names
+
+
+# ------------------------------------------------------------------------------ pipeline
+def build_pipeline(p: beam.Pipeline, input_path: str, output: str, cfg, *, keep_rejected: bool = False,
+                   max_rounds: int = DEFAULT_MAX_ROUNDS, num_shards: int = 0, runner: str = "DirectRunner"):
+    """Add the curate graph to ``p``; returns the PCollection holding the manifest's path."""
+    from stepcrawl.dedup import DedupConfig
+
+    if cfg.cluster:
+        raise ValueError("beam_pipelines.curate: --cluster is not available in the Beam pipeline yet; run `stepcrawl curate --cluster`")
+    t0 = time.time()
+    out_dir = FileSystems.join(output.rstrip("/"), cfg.source)
+    stages = ["filter"] + (["dedup"] if cfg.dedup else []) + (["decontam"] if cfg.decontam_sets else [])
+
+    read = p | "ReadWarc" >> bio.ReadWarc(input_path)
+    n_units = (
+        p
+        | "MatchAgain" >> beam.io.fileio.MatchFiles(bio.input_pattern(input_path))
+        | "OnlyWarcFiles" >> beam.Filter(lambda m: bio.is_warc_name(m.path))
+        | "CountFiles" >> beam.combiners.Count.Globally()
+    )
+    ext = read.records | "Extract" >> beam.ParDo(ExtractDoFn(cfg.extract)).with_outputs(DROPPED, "events", main="docs")
+    dropped = [ext[DROPPED]]
+    events = [ext.events]
+
+    docs, d, ev = apply_step_groups(ext.docs, "AnnotateFilter", factory=FilterFactory(cfg))
+    dropped.append(d)
+    events.append(ev)
+
+    if cfg.dedup:
+        entering = docs
+        docs, d = entering | "Dedup" >> Dedup(DedupConfig(), max_rounds)
+        dropped.append(d)
+        events.append(docs | "DedupKeptEvents" >> beam.Map(lambda x: event("dedup", None, x.n_chars, x.n_chars)))
+        events.append(d | "DedupDropEvents" >> beam.Map(lambda rd: event("dedup", rd[0], rd[1].n_chars, 0)))
+
+    if cfg.decontam_sets:
+        docs, d, ev = apply_step_groups(docs, "Decontam", factory=DecontamFactory(cfg))
+        dropped.append(d)
+        events.append(ev)
+
+    docs = docs | "CountOut" >> beam.ParDo(CountOut())
+    files = docs | "WriteParquet" >> bio.WriteDocuments(out_dir, num_shards=num_shards)
+    if keep_rejected:
+        _ = (
+            tuple(dropped)
+            | "AllDropped" >> beam.Flatten()
+            | "WriteRejected" >> bio.WriteDocuments(FileSystems.join(output.rstrip("/"), "rejected"), rejected=True)
+        )
+    steps = tuple(events) | "AllEvents" >> beam.Flatten() | "StepAccounting" >> beam.CombinePerKey(AccountingFn())
+    stats = docs | "OutputStats" >> beam.CombineGlobally(_StatsFn())
+    return (
+        p
+        | "Once" >> beam.Create([None])
+        | "WriteManifest"
+        >> beam.ParDo(
+            WriteManifest(out_dir, cfg, stages, t0, runner),
+            steps=beam.pvalue.AsList(steps),
+            stats=beam.pvalue.AsSingleton(stats),
+            files=beam.pvalue.AsList(files),
+            errors=beam.pvalue.AsList(read.damaged),
+            n_units=beam.pvalue.AsSingleton(n_units),
+        )
+    )
+
+
+def config_from_args(args: argparse.Namespace):
+    """A ``CurateConfig`` from the same flags as ``stepcrawl curate``."""
+    from stepcrawl.curate import CurateConfig
+    from stepcrawl.extract import ExtractConfig
+    from stepcrawl.quality import TierConfig
+
+    tiers = TierConfig.from_yaml(bio.localize(args.tiers)) if args.tiers else TierConfig()
+    langs = [x.strip() for x in args.langs.split(",") if x.strip()] if args.langs else None
+    return CurateConfig(
+        langs=langs,
+        lang_threshold=args.lang_threshold,
+        quality_model=args.quality_model,
+        tiers=tiers,
+        min_tier=args.min_tier,
+        extract=ExtractConfig(max_html_bytes=args.max_html_bytes),
+        dedup=not args.no_dedup,
+        decontam_sets=list(args.decontam or []),
+        decontam_mode=args.decontam_mode,
+        cluster=False,
+    )
+
+
+def _curate_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:
+    """Curate's own flags (the same names as ``stepcrawl curate``, Beam's underscore style);
+    everything else goes to Beam."""
+    ap = argparse.ArgumentParser(
+        prog="python -m beam_pipelines.curate",
+        description="Curate WARC files into a Parquet corpus with Apache Beam (any runner).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="pipeline options (beam_pipelines/options.py):\n"
+        "  --input PATH          WARC file, folder (recursive) or glob; local, gs://, s3://, hdfs:// (required)\n"
+        "  --output PATH         output folder: OUTPUT/web/part-*.parquet + _manifest.json (required)\n"
+        "  --cc_max_rounds N     Large-Star/Small-Star rounds for near-dup clusters (default 20; fails if not converged)\n"
+        "  --keep_rejected       also write dropped documents to OUTPUT/rejected/ with drop_reason\n"
+        "  --num_shards N        output Parquet files (default 0: the runner decides)\n"
+        "Beam options (--runner, --temp_location, --num_workers, --setup_file, --extra_package,\n"
+        "--direct_num_workers, --direct_running_mode, …) are passed through. Example:\n"
+        "  python -m beam_pipelines.curate --input data/demo/crawl --output data/beam-corpus \\\n"
+        "      --runner DirectRunner --direct_num_workers 2 --direct_running_mode multi_processing\n",
+    )
+    ap.add_argument("--langs", help="comma-separated allowed languages (default: all)")
+    ap.add_argument("--lang_threshold", "--lang-threshold", type=float, default=0.0)
+    ap.add_argument("--quality_model", "--quality-model", help="fastText hq/lq model (local path or gs://…)")
+    ap.add_argument("--tiers", help="TierConfig YAML")
+    ap.add_argument("--min_tier", "--min-tier", default="Medium", choices=TIERS)
+    ap.add_argument("--max_html_bytes", "--max-html-bytes", type=int, default=2_000_000)
+    ap.add_argument("--no_dedup", "--no-dedup", action="store_true")
+    ap.add_argument("--decontam", action="append", metavar="EVAL_SET", help="eval set (repeatable; name=path allowed)")
+    ap.add_argument("--decontam_mode", "--decontam-mode", default="drop", choices=["drop", "flag"])
+    return ap.parse_known_args(list(argv) if argv is not None else sys.argv[1:])
+
+
+def run(argv: Sequence[str] | None = None, wait: bool = True):
+    """Parse flags, build and run the pipeline; returns the ``PipelineResult``."""
+    args, beam_argv = _curate_args(argv)
+    opts, ours = make_options(beam_argv, "input", "output")
+    cfg = config_from_args(args)
+    runner = opts.get_all_options()["runner"]
+    p = beam.Pipeline(options=opts)
+    build_pipeline(p, ours.input, ours.output, cfg, keep_rejected=ours.keep_rejected, max_rounds=ours.cc_max_rounds,
+                   num_shards=ours.num_shards, runner=str(runner))
+    result = p.run()
+    if wait:
+        result.wait_until_finish()
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    result = run(argv)
+    from beam_pipelines.transforms import NAMESPACE
+
+    try:
+        counters = result.metrics().query()["counters"]
+        totals = {c.key.metric.name: c.committed for c in counters if c.key.metric.namespace == NAMESPACE}
+        drops = ", ".join(f"{k[5:]}={v}" for k, v in sorted(totals.items()) if k.startswith("drop:"))
+        print(f"curate (beam): {totals.get('docs_in', 0)} in → {totals.get('docs_out', 0)} out ({drops or 'no drops'})")
+    except (NotImplementedError, KeyError, AttributeError):  # some runners do not report committed metrics
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

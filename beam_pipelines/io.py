@@ -1,0 +1,248 @@
+"""Beam I/O for stepcrawl: a per-file WARC source, a Document Parquet sink, stage manifests.
+
+All file access goes through ``apache_beam.io.filesystems.FileSystems`` so the same pipeline
+reads ``gs://``, ``s3://``, ``hdfs://`` or local paths (tests/test_beam_pipelines.py checks
+that nothing in ``beam_pipelines/`` opens files any other way).
+
+Why a per-file source (``MatchFiles`` → ``Reshuffle`` → ``ParDo(ReadWarcFile)``) rather than a
+splittable byte-range source: a gzipped WARC is a sequence of gzip members whose boundaries
+are only known by reading, and Common Crawl files are ~1 GB each, so one file per work item
+is the natural unit (the same choice as datatrove's WarcReader and cc_net). The Reshuffle
+spreads files over workers after the (cheap) match.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import posixpath
+import time
+from typing import Any, Iterator
+
+import apache_beam as beam
+from apache_beam.io import fileio
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+
+from stepcrawl.document import ARROW_SCHEMA, REJECTED_SCHEMA
+from stepcrawl.manifest import MANIFEST_NAME, StageManifest
+
+log = logging.getLogger(__name__)
+
+NAMESPACE = "stepcrawl"
+WARC_SUFFIXES = (".warc", ".warc.gz", ".arc.gz")
+_GLOB_CHARS = "*?["
+
+
+def input_pattern(path: str) -> str:
+    """A file, a glob, or a folder (→ every file below it, recursively) as one match pattern.
+
+    Pure string logic (no filesystem call) so it works at graph-construction time for any
+    scheme. ``**`` is Beam's recursive wildcard on every FileSystem.
+    """
+    if any(c in path for c in _GLOB_CHARS) or path.endswith(WARC_SUFFIXES):
+        return path
+    return path.rstrip("/") + "/**"  # "/" is the separator of every Beam FileSystem, local included
+
+
+def is_warc_name(path: str) -> bool:
+    name = posixpath.basename(path)
+    return name.endswith(WARC_SUFFIXES) and not name.startswith(".")
+
+
+def warc_name(path: str) -> str:
+    """The ``warc_file`` provenance value: the file's base name, as the local reader records."""
+    return posixpath.basename(path.rstrip("/"))
+
+
+def iter_warc_records_any(path: str) -> Iterator[Any]:
+    """RawRecords of one WARC file on any FileSystem, read by the curation code itself.
+
+    ``stepcrawl.extract.iter_warc_records`` (the local executor's reader: record selection,
+    offsets, truncation checks) opens a local path, so a local file is passed straight to it
+    and a remote one (gs://, s3://, …) is first copied to the worker's temp disk through
+    ``FileSystems`` and deleted afterwards. One reader, no second implementation; the cost is
+    one sequential copy per file (see docs/BEAM.md, "Gaps").
+    """
+    from stepcrawl.extract import WarcReadError, iter_warc_records
+
+    if not is_remote(path):
+        yield from iter_warc_records(path, warc_name=warc_name(path))
+        return
+    import os
+    import shutil
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="stepcrawl-warc-") as tmp:
+        local = os.path.join(tmp, warc_name(path))
+        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as src, open(local, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+        try:
+            yield from iter_warc_records(local, warc_name=warc_name(path))
+        except WarcReadError as err:  # name the bucket object, not the temp copy
+            raise WarcReadError(path, err.offset, str(err).split(f"offset {err.offset}: ", 1)[-1]) from err
+
+
+class ReadWarcFile(beam.DoFn):
+    """One WARC file (path or ``FileMetadata``) → its RawRecords.
+
+    A damaged file yields every record before the damage, then logs the file and offset,
+    counts ``stepcrawl:warc:damaged-files`` and emits ``{file, offset, error}`` on the tagged
+    output ``damaged`` (the manifest's ``errors``) — the local executor's behaviour — or, with
+    ``strict=True``, fails the bundle.
+    """
+
+    DAMAGED = "damaged"
+
+    def __init__(self, strict: bool = False) -> None:
+        self.strict = strict
+
+    def setup(self) -> None:
+        self.files = Metrics.counter(NAMESPACE, "warc:files")
+        self.records = Metrics.counter(NAMESPACE, "warc:records")
+        self.damaged = Metrics.counter(NAMESPACE, "warc:damaged-files")
+
+    def process(self, element) -> Iterator[Any]:
+        from stepcrawl.extract import WarcReadError
+
+        path = element.path if hasattr(element, "path") else str(element)
+        self.files.inc()
+        try:
+            for raw in iter_warc_records_any(path):
+                self.records.inc()
+                yield raw
+        except WarcReadError as err:
+            if self.strict:
+                raise
+            self.damaged.inc()
+            log.error("%s", err)
+            yield beam.pvalue.TaggedOutput(self.DAMAGED, {"file": err.warc_file, "offset": err.offset, "error": str(err)})
+
+
+class ReadWarc(beam.PTransform):
+    """A file/folder/glob of WARC files → PCollection of ``RawRecord`` (tagged output
+    ``damaged`` carries {file, offset, error} for truncated/corrupt files)."""
+
+    def __init__(self, path: str, strict: bool = False) -> None:
+        super().__init__()
+        self.path, self.strict = path, strict
+
+    def expand(self, pbegin):
+        return (
+            pbegin
+            | "Match" >> fileio.MatchFiles(input_pattern(self.path), empty_match_treatment=fileio.EmptyMatchTreatment.DISALLOW)
+            | "OnlyWarc" >> beam.Filter(lambda m: is_warc_name(m.path))
+            | "SpreadFiles" >> beam.Reshuffle()
+            | "ReadRecords" >> beam.ParDo(ReadWarcFile(self.strict)).with_outputs(ReadWarcFile.DAMAGED, main="records")
+        )
+
+
+class WriteDocuments(beam.PTransform):
+    """Documents → ``<folder>/part-SSSSS-of-NNNNN.parquet`` with the Document ARROW_SCHEMA
+    (or REJECTED_SCHEMA when elements are ``(reason, Document)`` pairs). Returns the final file
+    names. Beam's FileBasedSink writes to a temp folder and renames on finalize, so a shard is
+    never visible half-written (the same guarantee as ``stepcrawl.io.atomic_path``)."""
+
+    def __init__(self, folder: str, num_shards: int = 0, rejected: bool = False) -> None:
+        super().__init__()
+        self.folder, self.num_shards, self.rejected = folder, num_shards, rejected
+
+    def expand(self, pcoll):
+        if self.rejected:
+            to_rec = lambda rd: {**rd[1].to_record(), "drop_reason": rd[0]}  # noqa: E731
+            schema = REJECTED_SCHEMA
+        else:
+            to_rec = lambda d: d.to_record()  # noqa: E731
+            schema = ARROW_SCHEMA
+        return (
+            pcoll
+            | "ToRecord" >> beam.Map(to_rec)
+            | "WriteParquet"
+            >> beam.io.WriteToParquet(
+                FileSystems.join(self.folder, "part"),
+                schema=schema,
+                codec="zstd",
+                file_name_suffix=".parquet",
+                num_shards=self.num_shards,
+            )
+        )
+
+
+def write_bytes(path: str, data: bytes) -> None:
+    """Write a small file through FileSystems, atomically: temp name, then rename."""
+    parent, name = FileSystems.split(path)
+    tmp = FileSystems.join(parent, f".tmp-{name}.{time.time_ns()}")
+    with FileSystems.create(tmp, mime_type="application/json", compression_type=CompressionTypes.UNCOMPRESSED) as fh:
+        fh.write(data)
+    if FileSystems.exists(path):
+        FileSystems.delete([path])
+    FileSystems.rename([tmp], [path])
+
+
+def write_manifest(folder: str, manifest: StageManifest) -> str:
+    """``<folder>/_manifest.json`` (same content as ``StageManifest.write``, any filesystem)."""
+    manifest.accounting.check(manifest.stage)
+    path = FileSystems.join(folder, MANIFEST_NAME)
+    blob = json.dumps(manifest.to_dict(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    write_bytes(path, blob.encode("utf-8"))
+    return path
+
+
+def read_bytes(path: str) -> bytes:
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as fh:
+        return fh.read()
+
+
+def read_json(path: str) -> Any:
+    return json.loads(read_bytes(path).decode("utf-8"))
+
+
+def list_document_files(path: str) -> list[str]:
+    """The Parquet/JSONL files of a dataset path, sorted, with ``stepcrawl.io.document_files``'
+    rules (hidden/underscore folders and ``rejected/`` skipped) but through FileSystems."""
+    suffixes = (".parquet", ".jsonl", ".jsonl.gz", ".json")
+    if any(c in path for c in _GLOB_CHARS) or path.endswith(suffixes):
+        pattern, root = path, None
+    else:
+        root = path.rstrip("/")
+        pattern = root + "/**"
+    files = []
+    for m in FileSystems.match([pattern])[0].metadata_list:
+        p = m.path
+        if not p.endswith(suffixes):
+            continue
+        if root is not None:
+            rel = p[len(root) :].lstrip("/")
+            parts = rel.split("/")
+            if any(x.startswith((".", "_")) for x in parts) or "rejected" in parts:
+                continue
+        files.append(p)
+    return sorted(files)
+
+
+def is_remote(path: str) -> bool:
+    """True for paths of a non-local Beam FileSystem (gs://, s3://, hdfs://, …)."""
+    return FileSystems.get_scheme(path) not in (None, "file")
+
+
+_LOCALIZED: dict[str, str] = {}
+
+
+def localize(path: str) -> str:
+    """A local path for ``path``: itself when local, else a copy in a per-process temp folder
+    (once per worker process). For libraries that can only read local files (fastText,
+    sentencepiece, the decontam index builder)."""
+    if not is_remote(path):
+        return path
+    if path not in _LOCALIZED:
+        import os
+        import shutil
+        import tempfile
+
+        folder = tempfile.mkdtemp(prefix="stepcrawl-beam-")
+        local = os.path.join(folder, FileSystems.split(path)[1])
+        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as src, open(local, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+        _LOCALIZED[path] = local
+    return _LOCALIZED[path]
