@@ -1,0 +1,290 @@
+"""The frontier: every URL the crawl has seen, in SQLite, plus the in-memory scheduler.
+
+Durability model (why a crawl survives SIGKILL at any instant):
+
+- The database runs in WAL mode; each fetched page is *one* transaction (its row's new state,
+  its WARC file/offset, and all its outlinks). A process kill loses at most the transaction in
+  flight, never half of one.
+- A page's row is committed right after its WARC record is written to the *open* WARC file
+  (``.NAME.open``); the file is renamed to ``NAME`` only when complete (all its rows committed
+  first). On resume, ``reset_unarchived`` puts back to ``queued`` every row whose WARC file is
+  not a completed file on disk, and the leftover open file is deleted. So a page is either in a
+  completed WARC *and* marked fetched, or it is queued again: nothing lost, nothing twice.
+- URLs being fetched are not marked in the database at all ("in flight" is memory-only), so a
+  kill leaves them ``queued``.
+
+The scheduler (``HostScheduler``) is the priority queue StepCrawl's idea needs: one heap per
+host ordered by (−priority, insertion id), and a heap of *eligible* hosts (idle connection
+slot, politeness delay elapsed) ordered by their best URL. Popping takes the globally best URL
+among hosts that may be contacted now; ties break by insertion order, so a given seed list and
+config always yields the same order (with concurrency 1; with more, completion order varies).
+"""
+
+from __future__ import annotations
+
+import heapq
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+STATES = (
+    "queued",        # waiting to be fetched (also: being fetched right now, in memory)
+    "fetched",       # response stored in a WARC file
+    "redirected",    # 3xx stored in a WARC file; target enqueued (column redirect_to)
+    "failed",        # network error / timeout / 4xx / 5xx after retries (column reason)
+    "disallowed",    # robots.txt forbids it; never requested
+    "out_of_scope",  # domain / depth / include-exclude rules (column reason)
+    "skipped",       # content type not kept, category budget spent, private address…
+    "invalid",       # a link that is not a fetchable URL (column reason)
+)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS urls (
+    id          INTEGER PRIMARY KEY,          -- insertion sequence: the tie-break
+    url         TEXT NOT NULL UNIQUE,
+    host        TEXT NOT NULL,
+    state       TEXT NOT NULL,
+    depth       INTEGER NOT NULL DEFAULT 0,
+    priority    REAL NOT NULL DEFAULT 0,      -- inherited from the linking page's score
+    score       REAL,                         -- this page's own score once fetched
+    category    TEXT,
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    redirects   INTEGER NOT NULL DEFAULT 0,   -- redirect hops that led here
+    parent      INTEGER,
+    reason      TEXT,
+    status      INTEGER,
+    content_type TEXT,
+    n_bytes     INTEGER,
+    redirect_to TEXT,
+    warc_file   TEXT,
+    warc_offset INTEGER,
+    fetched_at  REAL,
+    added_at    REAL
+);
+CREATE INDEX IF NOT EXISTS urls_state ON urls(state);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, n INTEGER NOT NULL);
+"""
+
+
+@dataclass(frozen=True, order=True)
+class QueueItem:
+    """A queued URL as the scheduler holds it; ordering = (−priority, id)."""
+
+    neg_priority: float
+    id: int
+    url: str
+    host: str
+    depth: int
+    category: str
+    attempts: int
+    redirects: int
+
+    @property
+    def priority(self) -> float:
+        return -self.neg_priority
+
+
+class Frontier:
+    """SQLite-backed URL states. All writes go through here; ``commit()`` ends a transaction."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(str(self.path), isolation_level="DEFERRED")
+        self.db.execute("PRAGMA journal_mode=WAL")
+        # NORMAL is durable against process death (the kernel holds the WAL pages); only an
+        # OS crash could lose the last transactions, and those pages would then be refetched.
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.executescript(SCHEMA)
+        self.db.commit()
+
+    # -- meta / counters ----------------------------------------------------------------------
+    def get_meta(self, key: str, default: str | None = None) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return row[0] if row else default
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
+
+    def bump(self, name: str, n: int = 1) -> None:
+        self.db.execute(
+            "INSERT INTO counters(name, n) VALUES (?, ?) "
+            "ON CONFLICT(name) DO UPDATE SET n = n + excluded.n",
+            (name, n),
+        )
+
+    # -- rows -----------------------------------------------------------------------------------
+    def add(
+        self,
+        url: str,
+        host: str,
+        *,
+        state: str = "queued",
+        depth: int = 0,
+        priority: float = 0.0,
+        category: str = "unknown",
+        parent: int | None = None,
+        reason: str | None = None,
+        redirects: int = 0,
+    ) -> QueueItem | None:
+        """Insert a URL if unseen. Returns the ``QueueItem`` when a *queued* row was created."""
+        cur = self.db.execute(
+            "INSERT OR IGNORE INTO urls(url, host, state, depth, priority, category, parent, "
+            "reason, redirects, added_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (url, host, state, depth, priority, category, parent, reason, redirects, time.time()),
+        )
+        if cur.rowcount != 1 or state != "queued":
+            return None
+        return QueueItem(-priority, cur.lastrowid, url, host, depth, category, 0, redirects)
+
+    def update(self, row_id: int, **fields) -> None:
+        cols = ", ".join(f"{k}=?" for k in fields)
+        self.db.execute(f"UPDATE urls SET {cols} WHERE id=?", (*fields.values(), row_id))
+
+    def id_of(self, url: str) -> int | None:
+        row = self.db.execute("SELECT id FROM urls WHERE url=?", (url,)).fetchone()
+        return row[0] if row else None
+
+    def commit(self) -> None:
+        self.db.commit()
+
+    def close(self) -> None:
+        self.db.commit()
+        self.db.close()
+
+    def queued(self) -> Iterator[QueueItem]:
+        for row in self.db.execute(
+            "SELECT id, url, host, depth, priority, category, attempts, redirects FROM urls "
+            "WHERE state='queued' ORDER BY id"
+        ):
+            rid, url, host, depth, prio, cat, attempts, redirects = row
+            yield QueueItem(-prio, rid, url, host, depth, cat or "unknown", attempts, redirects)
+
+    def count(self, state: str | None = None) -> int:
+        if state is None:
+            return self.db.execute("SELECT COUNT(*) FROM urls").fetchone()[0]
+        return self.db.execute("SELECT COUNT(*) FROM urls WHERE state=?", (state,)).fetchone()[0]
+
+    def counts_by(self, column: str, where: str = "1") -> dict[str, int]:
+        assert column in ("state", "reason", "category", "content_type", "host", "status")
+        rows = self.db.execute(
+            f"SELECT {column}, COUNT(*) FROM urls WHERE {where} GROUP BY {column} "
+            f"ORDER BY COUNT(*) DESC, {column}"
+        )
+        return {str(k): n for k, n in rows}
+
+    def fetched_by_category(self) -> dict[str, int]:
+        return self.counts_by("category", "state='fetched'")
+
+    def reset_unarchived(self, completed: Iterable[str]) -> int:
+        """Re-queue rows whose WARC file is not a completed file (see module doc)."""
+        completed = set(completed)
+        names = [r[0] for r in self.db.execute(
+            "SELECT DISTINCT warc_file FROM urls WHERE warc_file IS NOT NULL")]
+        n = 0
+        for name in names:
+            if name not in completed:
+                cur = self.db.execute(
+                    "UPDATE urls SET state='queued', warc_file=NULL, warc_offset=NULL, "
+                    "reason='requeued:warc_incomplete', score=NULL, status=NULL, "
+                    "redirect_to=NULL WHERE warc_file=?",
+                    (name,),
+                )
+                n += cur.rowcount
+        self.db.commit()
+        return n
+
+
+class HostScheduler:
+    """Per-host priority queues with politeness (see module doc). Time is passed in, so the
+    scheduler is a pure data structure that tests can drive with a fake clock."""
+
+    def __init__(self, per_host_connections: int = 1, default_delay: float = 1.0):
+        self.per_host_connections = per_host_connections
+        self.default_delay = default_delay
+        self.queues: dict[str, list[QueueItem]] = {}
+        self.active: dict[str, int] = {}
+        self.ready_at: dict[str, float] = {}
+        self.delay: dict[str, float] = {}
+        self._ready: list[tuple[float, int, str]] = []
+        self._sleeping: list[tuple[float, str]] = []
+        self._delayed: list[tuple[float, QueueItem]] = []
+        self.size = 0  # queued items (not counting delayed retries)
+
+    def __len__(self) -> int:
+        return self.size + len(self._delayed)
+
+    def set_delay(self, host: str, delay: float) -> None:
+        self.delay[host] = delay
+
+    def _eligible(self, host: str, now: float) -> bool:
+        return (
+            bool(self.queues.get(host))
+            and self.active.get(host, 0) < self.per_host_connections
+            and self.ready_at.get(host, 0.0) <= now
+        )
+
+    def _consider(self, host: str, now: float) -> None:
+        q = self.queues.get(host)
+        if not q or self.active.get(host, 0) >= self.per_host_connections:
+            return
+        at = self.ready_at.get(host, 0.0)
+        if at <= now:
+            best = q[0]
+            heapq.heappush(self._ready, (best.neg_priority, best.id, host))
+        else:
+            heapq.heappush(self._sleeping, (at, host))
+
+    def push(self, item: QueueItem, now: float) -> None:
+        q = self.queues.setdefault(item.host, [])
+        was_best = q[0] if q else None
+        heapq.heappush(q, item)
+        self.size += 1
+        if was_best is None or item < was_best:
+            self._consider(item.host, now)
+
+    def push_later(self, item: QueueItem, at: float) -> None:
+        heapq.heappush(self._delayed, (at, item))
+
+    def _wake(self, now: float) -> None:
+        while self._delayed and self._delayed[0][0] <= now:
+            _, item = heapq.heappop(self._delayed)
+            self.push(item, now)
+        while self._sleeping and self._sleeping[0][0] <= now:
+            _, host = heapq.heappop(self._sleeping)
+            if self._eligible(host, now):
+                best = self.queues[host][0]
+                heapq.heappush(self._ready, (best.neg_priority, best.id, host))
+
+    def pop(self, now: float) -> QueueItem | None:
+        """The best URL on a host that may be contacted now; marks the host busy."""
+        self._wake(now)
+        while self._ready:
+            neg, rid, host = heapq.heappop(self._ready)
+            q = self.queues.get(host)
+            if not q or q[0].id != rid or not self._eligible(host, now):
+                continue  # stale entry: a fresher one was pushed when the host changed
+            item = heapq.heappop(q)
+            self.size -= 1
+            self.active[host] = self.active.get(host, 0) + 1
+            self._consider(host, now)  # more connections allowed on this host?
+            return item
+        return None
+
+    def release(self, host: str, now: float, requested: bool = True) -> None:
+        """A fetch on ``host`` ended; the next request waits ``delay`` from *now*."""
+        self.active[host] = max(0, self.active.get(host, 0) - 1)
+        if requested:
+            self.ready_at[host] = now + self.delay.get(host, self.default_delay)
+        self._consider(host, now)
+
+    def next_wakeup(self) -> float | None:
+        times = []
+        if self._sleeping:
+            times.append(self._sleeping[0][0])
+        if self._delayed:
+            times.append(self._delayed[0][0])
+        return min(times) if times else None
