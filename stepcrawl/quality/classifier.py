@@ -1,0 +1,135 @@
+"""DCLM-style fastText quality classifier: supervised fastText on word bigrams, labels hq / lq.
+
+``train_quality`` reads positives and negatives from Parquet/JSONL (Documents, need ``text``) or
+plain text (one document per blank-line-separated block), normalises them the same way the
+classifier sees documents at curate time, trains with fastText, and reports held-out accuracy.
+``QualityClassifierStep`` writes ``quality["fasttext_hq"]`` = P(hq) on every document.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from stepcrawl.document import Document
+from stepcrawl.langid import load_fasttext
+from stepcrawl.steps import DocumentStep
+
+_TOKEN = re.compile(r"\w+|[^\w\s]", re.UNICODE)
+
+
+def normalize(text: str, max_chars: int = 20_000) -> str:
+    """One line of lower-cased tokens with punctuation split off (as DCLM's fastText input)."""
+    return " ".join(_TOKEN.findall(text[:max_chars].lower()))
+
+
+def iter_texts(path: str | Path) -> Iterator[str]:
+    """Texts of a training input: .txt (blank-line-separated blocks) or Parquet/JSONL Documents."""
+    p = Path(path)
+    if p.is_file() and p.suffix in (".txt", ".md"):
+        blocks = re.split(r"\n\s*\n", p.read_text(encoding="utf-8", errors="replace"))
+        yield from (b.strip() for b in blocks if b.strip())
+        return
+    from stepcrawl.io import read_documents
+
+    for doc in read_documents(p):
+        if doc.text.strip():
+            yield doc.text
+
+
+@dataclass(frozen=True)
+class QualityTrainConfig:
+    epoch: int = 20
+    lr: float = 0.5
+    word_ngrams: int = 2  # DCLM: bigrams
+    dim: int = 64
+    min_count: int = 1
+    holdout: float = 0.1
+    seed: int = 0
+    max_chars: int = 20_000
+
+
+@dataclass
+class QualityTrainReport:
+    model: str
+    n_positive: int
+    n_negative: int
+    n_train: int
+    n_holdout: int
+    holdout_accuracy: float | None
+    config: dict[str, Any]
+
+
+def train_quality(positive: str | Path, negative: str | Path, out: str | Path, cfg: QualityTrainConfig = QualityTrainConfig()) -> QualityTrainReport:
+    import fasttext
+
+    from stepcrawl.io import atomic_path
+
+    pos = [normalize(t, cfg.max_chars) for t in iter_texts(positive)]
+    neg = [normalize(t, cfg.max_chars) for t in iter_texts(negative)]
+    pos, neg = [t for t in pos if t], [t for t in neg if t]
+    if not pos or not neg:
+        raise ValueError(f"need both classes: {len(pos)} positive texts in {positive}, {len(neg)} negative in {negative}")
+    rows = [f"__label__hq {t}" for t in pos] + [f"__label__lq {t}" for t in neg]
+    rng = random.Random(cfg.seed)
+    rng.shuffle(rows)
+    n_hold = int(len(rows) * cfg.holdout) if len(rows) >= 20 else 0
+    hold, train = rows[:n_hold], rows[n_hold:]
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", encoding="utf-8", dir=out.parent, delete=False) as fh:
+        fh.write("\n".join(train) + "\n")
+        train_path = fh.name
+    try:
+        model = fasttext.train_supervised(
+            input=train_path, epoch=cfg.epoch, lr=cfg.lr, wordNgrams=cfg.word_ngrams, dim=cfg.dim,
+            minCount=cfg.min_count, loss="softmax", thread=1, seed=cfg.seed, verbose=0,
+        )
+    finally:
+        Path(train_path).unlink(missing_ok=True)
+    acc = None
+    if hold:
+        correct = 0
+        for row in hold:
+            label, text = row.split(" ", 1)
+            pred = model.f.predict(text + "\n", 1, 0.0, "replace")
+            correct += bool(pred) and pred[0][1] == label
+        acc = correct / len(hold)
+    with atomic_path(out) as tmp:
+        model.save_model(str(tmp))
+    load_fasttext.cache_clear()  # a re-trained model at the same path must be re-read
+    return QualityTrainReport(str(out), len(pos), len(neg), len(train), len(hold), acc, asdict(cfg))
+
+
+def hq_probability(model, text: str, max_chars: int = 20_000) -> float:
+    line = normalize(text, max_chars)
+    if not line:
+        return 0.0
+    preds = dict((label, p) for p, label in model.f.predict(line + "\n", 2, 0.0, "replace"))
+    return float(min(1.0, preds.get("__label__hq", 1.0 - preds.get("__label__lq", 1.0))))
+
+
+class QualityClassifierStep(DocumentStep):
+    """Annotate ``quality["fasttext_hq"]`` (probability of the hq label). Never drops."""
+
+    name = "quality_classifier"
+
+    def __init__(self, model_path: str, max_chars: int = 20_000):
+        super().__init__(model_path=str(model_path), max_chars=max_chars)
+        self.model = None
+
+    def _picklable_state(self) -> dict[str, Any]:
+        return {"model": None}
+
+    def setup(self) -> None:
+        if not Path(self.config["model_path"]).exists():
+            raise FileNotFoundError(f"quality model {self.config['model_path']} not found (train one with `stepcrawl train-quality`)")
+        self.model = load_fasttext(self.config["model_path"])
+
+    def process(self, doc: Document) -> Document:
+        p = hq_probability(self.model, doc.text, self.config["max_chars"])
+        return doc.replace(quality={**doc.quality, "fasttext_hq": round(p, 5)})

@@ -1,0 +1,90 @@
+"""``stepcrawl stats PATH``: the curate funnel (documents and characters kept after each step,
+drops by reason, languages, quality tiers), optionally as a PNG; a crawl folder (one holding
+``frontier.sqlite``) is summarised by the crawler's own report instead."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from stepcrawl.document import TIERS
+from stepcrawl.io import read_json
+from stepcrawl.manifest import MANIFEST_NAME
+
+
+def find_curate_manifest(path: str | Path) -> Path:
+    """``PATH/_manifest.json`` of a curate output: PATH itself, PATH/web, or any PATH/<source>/."""
+    p = Path(path)
+    candidates = [p / MANIFEST_NAME, p / "web" / MANIFEST_NAME] + sorted(p.glob(f"*/{MANIFEST_NAME}"))
+    for c in candidates:
+        if c.exists() and read_json(c).get("stage") == "curate":
+            return c
+    for c in candidates:
+        if c.exists():
+            return c
+    raise FileNotFoundError(f"{p}: no _manifest.json here or in a source folder (run `stepcrawl curate ... --out {p}` first)")
+
+
+def load_stats(path: str | Path) -> dict[str, Any]:
+    m = read_json(find_curate_manifest(path))
+    extra = m.get("extra", {})
+    funnel = extra.get("funnel") or [{"step": m.get("stage", "stage"), **{k: m.get(k) for k in ("docs_in", "docs_out", "chars_in", "chars_out", "drops")}}]
+    return {"stage": m.get("stage"), "docs_in": m.get("docs_in", 0), "docs_out": m.get("docs_out", 0), "chars_in": m.get("chars_in", 0),
+            "chars_out": m.get("chars_out", 0), "funnel": funnel, "drops": m.get("drops", {}), "langs": extra.get("langs", {}),
+            "tiers": extra.get("tiers", {}), "errors": extra.get("errors", [])}
+
+
+def _pct(a: int, b: int) -> str:
+    return f"{100.0 * a / b:5.1f}%" if b else "    -"
+
+
+def format_stats(s: dict[str, Any]) -> str:
+    lines = [f"funnel ({s['docs_in']} input records → {s['docs_out']} documents kept)", "",
+             f"{'step':<10} {'docs in':>9} {'docs out':>9} {'kept':>7} {'chars out':>12}   drops"]
+    for f in s["funnel"]:
+        drops = ", ".join(f"{r}={n}" for r, n in sorted((f.get("drops") or {}).items(), key=lambda kv: -kv[1]))
+        lines.append(f"{f['step']:<10} {f.get('docs_in') or 0:>9} {f.get('docs_out') or 0:>9} {_pct(f.get('docs_out') or 0, f.get('docs_in') or 0):>7} "
+                     f"{f.get('chars_out') or 0:>12}   {drops}")
+    lines += ["", "drops by reason:"]
+    for r, n in sorted(s["drops"].items(), key=lambda kv: -kv[1]):
+        lines.append(f"  {r:<32} {n:>8}  {_pct(n, s['docs_in'])}")
+    lines += ["", "languages (kept):"]
+    for lang, n in sorted(s["langs"].items(), key=lambda kv: -kv[1])[:20]:
+        lines.append(f"  {lang:<8} {n:>8}")
+    lines += ["", "quality tiers (kept):"]
+    for t in TIERS:
+        n = s["tiers"].get(t, 0)
+        lines.append(f"  {t:<12} {n:>8}  {'#' * min(50, round(50 * n / max(1, s['docs_out'])))}")
+    if s["errors"]:
+        lines += ["", f"input errors ({len(s['errors'])}):"] + [f"  {e.get('error')}" for e in s["errors"][:20]]
+    return "\n".join(lines)
+
+
+def plot_stats(s: dict[str, Any], png: str | Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from stepcrawl.io import atomic_path
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    steps = ["input"] + [f["step"] for f in s["funnel"]]
+    docs = [s["funnel"][0].get("docs_in") or 0 if s["funnel"] else 0] + [f.get("docs_out") or 0 for f in s["funnel"]]
+    axes[0].bar(steps, docs, color="#4c72b0")
+    axes[0].set_title("documents kept after each step")
+    for i, v in enumerate(docs):
+        axes[0].text(i, v, str(v), ha="center", va="bottom", fontsize=8)
+    drops = sorted(s["drops"].items(), key=lambda kv: kv[1])[-12:]
+    axes[1].barh([r for r, _ in drops], [n for _, n in drops], color="#c44e52")
+    axes[1].set_title("drops by reason")
+    axes[1].tick_params(axis="y", labelsize=7)
+    axes[2].bar(list(TIERS), [s["tiers"].get(t, 0) for t in TIERS], color="#55a868")
+    axes[2].set_title("quality tiers (kept)")
+    axes[2].tick_params(axis="x", labelrotation=30, labelsize=8)
+    fig.tight_layout()
+    png = Path(png)
+    with atomic_path(png) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    return png
