@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from dataclasses import asdict
 
 RAW = argparse.RawDescriptionHelpFormatter
@@ -12,8 +13,12 @@ RAW = argparse.RawDescriptionHelpFormatter
 def run_train_quality(args) -> int:
     from stepcrawl.quality import QualityTrainConfig, train_quality
 
-    cfg = QualityTrainConfig(epoch=args.epoch, word_ngrams=args.word_ngrams, dim=args.dim, seed=args.seed)
-    report = train_quality(args.positive, args.negative, args.out, cfg)
+    cfg = QualityTrainConfig(epoch=args.epoch, word_ngrams=args.word_ngrams, dim=args.dim, bucket=args.bucket, seed=args.seed)
+    try:
+        report = train_quality(args.positive, args.negative, args.out, cfg)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"train-quality: {exc}", file=sys.stderr)
+        return 2
     print(json.dumps(asdict(report), indent=2))
     return 0
 
@@ -38,6 +43,7 @@ def register(sub) -> None:
     p.add_argument("--epoch", type=int, default=20)
     p.add_argument("--word-ngrams", type=int, default=2)
     p.add_argument("--dim", type=int, default=64)
+    p.add_argument("--bucket", type=int, default=200_000, help="n-gram hash buckets (model size ≈ bucket × dim × 4 bytes)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=run_train_quality)
 

@@ -47,6 +47,9 @@ class QualityTrainConfig:
     lr: float = 0.5
     word_ngrams: int = 2  # DCLM: bigrams
     dim: int = 64
+    # Hash buckets for word n-grams. fastText's default (2M) makes a 64-dim model ~500 MB;
+    # 200k keeps it ~50 MB with few bigram collisions at the sizes we train on (≤ 1M docs).
+    bucket: int = 200_000
     min_count: int = 1
     holdout: float = 0.1
     seed: int = 0
@@ -87,7 +90,7 @@ def train_quality(positive: str | Path, negative: str | Path, out: str | Path, c
     try:
         model = fasttext.train_supervised(
             input=train_path, epoch=cfg.epoch, lr=cfg.lr, wordNgrams=cfg.word_ngrams, dim=cfg.dim,
-            minCount=cfg.min_count, loss="softmax", thread=1, seed=cfg.seed, verbose=0,
+            minCount=cfg.min_count, bucket=cfg.bucket, loss="softmax", thread=1, seed=cfg.seed, verbose=0,
         )
     finally:
         Path(train_path).unlink(missing_ok=True)

@@ -1,0 +1,629 @@
+"""``train``: run a curriculum on materialised mixes.
+
+::
+
+    train --curriculum curricula/tiny.yaml --mix data/demo/mix --model tiny --out runs/tiny
+    torchrun --nproc-per-node 8 -m model.train --curriculum full.yaml --mix data/mix --model small
+    train --curriculum full.yaml --dry-run --gpus-total 4096
+
+The run walks the curriculum's stages and phases in order, for every stage materialised in a
+``--mix`` folder (each ``--mix`` is one build-mix output, or a folder holding one per stage;
+stages without a mix are skipped, and their tokens still count towards "tokens into the run"
+so e.g. the meta-string loss mask switches at the right point). At every optimizer step it
+applies the phase's schedule: global batch (ramps), learning rate shape, RoPE θ of full and SWA
+layers, MTP loss weight, meta-string loss mask, router frozen or not, loss-free bias update rate
+and EP-balance loss coefficient. Everything that can be checked is checked before the model is
+built (curriculum, mixes, mix ↔ curriculum ↔ model consistency). See docs/TRAINING.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import logging
+import math
+import os
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+log = logging.getLogger("train")
+
+
+class TrainError(RuntimeError):
+    """A problem found before (or instead of) training; printed without a traceback."""
+
+
+# ---------------------------------------------------------------------------------------------
+# plan: curriculum x mixes
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class RunPhase:
+    stage: Any                  # curricula.schema.Stage
+    phase: Any                  # curricula.schema.Phase
+    plan: Any                   # trainer_bridge.loader.PhasePlan
+    scale: float                # curriculum tokens per materialised token (1.0 = full phase)
+    tokens_before: int          # curriculum tokens of the run before this phase
+
+    @property
+    def key(self) -> str:
+        return f"{self.stage.name}/{self.phase.name}"
+
+
+def load_curriculum_or_fail(path: str):
+    from curricula import CurriculumError, load_curriculum
+    try:
+        return load_curriculum(path)
+    except CurriculumError as exc:
+        raise TrainError(str(exc)) from None
+
+
+def build_run_phases(cur, mixes, world: int = 1, global_batch: int | None = None,
+                     stages: list[str] | None = None) -> list[RunPhase]:
+    """Match mixes to the curriculum and build one loader plan per materialised phase."""
+    from curricula.schedule import global_batch_at, meta_loss_masked
+    from trainer_bridge.loader import PhasePlan
+
+    by_stage = {m.stage: m for m in mixes}
+    names = [s.name for s in cur.stages]
+    unknown = sorted(set(by_stage) - set(names))
+    if unknown:
+        m = by_stage[unknown[0]]
+        raise TrainError(f"{m.root}/manifest.json: stage {m.stage!r} is not in curriculum "
+                         f"{cur.name!r} (stages: {names})")
+    for m in mixes:
+        if m.curriculum and m.curriculum not in (cur.name,):
+            raise TrainError(f"{m.root}/manifest.json: built for curriculum {m.curriculum!r}, "
+                             f"but training curriculum {cur.name!r}")
+    if stages:
+        missing = sorted(set(stages) - set(by_stage))
+        if missing:
+            raise TrainError(f"--stage {missing}: no mix given for these stages "
+                             f"(mixes cover {sorted(by_stage)})")
+    out: list[RunPhase] = []
+    for stage in cur.stages:
+        if stage.name not in by_stage or (stages and stage.name not in stages):
+            continue
+        mix = by_stage[stage.name]
+        mix_names = [p.name for p in mix.phases]
+        cur_names = [p.name for p in stage.phases]
+        extra = [n for n in mix_names if n not in cur_names]
+        if extra:
+            raise TrainError(f"{mix.root}/manifest.json: phase(s) {extra} are not in stage "
+                             f"{stage.name!r} of the curriculum ({cur_names})")
+        skipped = [n for n in cur_names if n not in mix_names]
+        if skipped:
+            log.warning("stage %s: phase(s) %s not materialised in %s, skipped", stage.name,
+                        skipped, mix.root)
+        for phase in stage.phases:
+            if phase.name not in mix_names:
+                continue
+            mp = mix.phase(phase.name)
+            where = f"{mp.path}: stage {stage.name!r} / phase {phase.name!r}"
+            if mp.seq_len != phase.seq_len:
+                raise TrainError(f"{where}: mix seq_len {mp.seq_len} != curriculum seq_len "
+                                 f"{phase.seq_len} (rebuild the mix)")
+            # Schedules are written in curriculum tokens; a scaled-down mix (build-mix --scale)
+            # walks the same schedule compressed: position t maps to t / scale.
+            if mix.scale is not None:
+                scale = float(1 / mix.scale)
+            else:
+                budget = mp.budget_tokens or mp.n_tokens
+                scale = phase.tokens / budget if phase.tokens and budget < phase.tokens else 1.0
+            sched = phase.schedule
+            before = cur.phase_start_tokens(phase.name)
+
+            def gb_fn(t: int, sched=sched, scale=scale) -> int:
+                return global_batch if global_batch else global_batch_at(sched, int(t * scale))
+
+            def meta_fn(t: int, sched=sched, scale=scale, before=before) -> bool:
+                return meta_loss_masked(sched, before + int(t * scale))
+
+            gb0 = gb_fn(0)
+            if gb0 % world:
+                raise TrainError(f"{where}: global batch {gb0} is not divisible by the "
+                                 f"data-parallel world size {world}")
+            plan = PhasePlan(name=f"{stage.name}/{phase.name}", data=mp, global_batch=gb_fn,
+                             mask_meta=meta_fn, tokens_before=before)
+            out.append(RunPhase(stage, phase, plan, scale, before))
+    if not out:
+        raise TrainError(f"no stage of curriculum {cur.name!r} is materialised in the given mixes "
+                         f"(mix stages: {sorted(by_stage)}, curriculum stages: {names})")
+    return out
+
+
+def check_vocab(mixes, cur, vocab_size: int, scan_limit: int = 200_000_000) -> None:
+    """Tokenizer vocab (mix manifest, curriculum) and actual token ids must fit the model."""
+    for m in mixes:
+        if m.vocab_size is not None and m.vocab_size > vocab_size:
+            raise TrainError(f"{m.root}/manifest.json: tokenizer vocab_size {m.vocab_size} > model "
+                             f"vocab_size {vocab_size} (use a bigger model or --set vocab_size={m.vocab_size})")
+    cv = getattr(getattr(cur, "tokenizer", None), "vocab_size", None)
+    if cv is not None and cv > vocab_size:
+        raise TrainError(f"curriculum {cur.name!r}: tokenizer vocab_size {cv} > model vocab_size "
+                         f"{vocab_size} (use --set vocab_size={cv})")
+    for m in mixes:
+        for p in m.phases:
+            if p.n_tokens <= scan_limit:
+                mx = p.max_token_id()
+                if mx >= vocab_size:
+                    raise TrainError(f"{p.path}/tokens.bin: token id {mx} >= model vocab_size {vocab_size}")
+
+
+# ---------------------------------------------------------------------------------------------
+# model config overrides
+# ---------------------------------------------------------------------------------------------
+def parse_overrides(items: list[str] | None) -> dict[str, Any]:
+    """``--set d_model=64 --set n_layers=2``: values are parsed as YAML (ints, floats, lists)."""
+    import yaml
+
+    from model.config import ModelConfig
+    fields = {f.name for f in dataclasses.fields(ModelConfig)}
+    out: dict[str, Any] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise TrainError(f"--set {item!r}: expected KEY=VALUE")
+        k, v = item.split("=", 1)
+        k = k.strip()
+        if k not in fields:
+            raise TrainError(f"--set {k}: not a ModelConfig field (fields: {sorted(fields)})")
+        val = yaml.safe_load(v)
+        out[k] = tuple(val) if isinstance(val, list) else val
+    return out
+
+
+def model_config(name: str, overrides: dict[str, Any]):
+    from model.config import get_config
+    try:
+        return get_config(name, **overrides)
+    except (ValueError, TypeError) as exc:
+        raise TrainError(f"model config {name!r}: {exc}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# dry run
+# ---------------------------------------------------------------------------------------------
+def _fmt_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def _fmt_count(n: float) -> str:
+    for div, unit in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(n) >= div:
+            return f"{n / div:.2f}{unit}"
+    return f"{n:g}"
+
+
+def count_params_meta(cfg) -> dict[str, int]:
+    """Parameter counts by kind, from the model built on the meta device (nothing allocated).
+    Uses ``model.summary.count_parameters`` when the model package provides it for the
+    total/active numbers; the expert/dense/1-D split is read off parameter names here."""
+    from model.optim import is_adamw_param
+    from model.transformer import Step35Model
+
+    with torch.device("meta"):
+        m = Step35Model(cfg)
+    counts = {"total": 0, "expert": 0, "dense_matrix": 0, "adamw": 0, "mtp": 0}
+    for name, p in m.named_parameters():
+        n = p.numel()
+        counts["total"] += n
+        if name.startswith("mtp."):
+            counts["mtp"] += n
+        if ".experts." in name:
+            counts["expert"] += n
+        elif is_adamw_param(name, p):
+            counts["adamw"] += n
+        else:
+            counts["dense_matrix"] += n
+    try:
+        from model import summary  # type: ignore[attr-defined]
+        fn = getattr(summary, "count_parameters", None)
+        if fn is not None:
+            s = fn(cfg)
+            if isinstance(s, dict):
+                counts["summary"] = {k: v for k, v in s.items() if isinstance(v, (int, float))}
+    except ImportError:
+        pass
+    return counts
+
+
+def memory_plan(counts: dict[str, int], gpus: int, ep: int, pp: int, tp: int = 1) -> dict[str, float]:
+    """Bytes per GPU for parameters, gradients and optimizer state.
+
+    Assumptions (printed with the table): bf16 parameters (2 B) and fp32 gradients (4 B) on
+    the owning GPU, fp32 master copy (4 B) plus optimizer state (Muon: 4 B momentum for
+    matrices; AdamW: 8 B for 1-D/embeddings/head) sharded ZeRO-1 style over the data-parallel
+    group. Dense parameters are split over PP x TP stages and replicated over DP = gpus/(PP*TP);
+    routed experts are split over PP x EP and replicated over expert-DP = DP/EP.
+    """
+    dp = gpus // (pp * tp)
+    edp = max(1, dp // ep)
+    expert = counts["expert"]
+    dense = counts["total"] - expert
+    muon_dense = counts["dense_matrix"]
+    adamw = counts["adamw"]
+    p_dense = dense / (pp * tp)
+    p_exp = expert / (pp * tp * ep)
+    params = (p_dense + p_exp) * 2
+    grads = (p_dense + p_exp) * 4
+    opt_dense = (muon_dense / (pp * tp)) * (4 + 4) / dp + (adamw / (pp * tp)) * (4 + 8) / dp
+    opt_exp = p_exp * (4 + 4) / edp
+    return {"dp": dp, "edp": edp, "params": params, "grads": grads,
+            "optimizer": opt_dense + opt_exp, "total": params + grads + opt_dense + opt_exp}
+
+
+def dry_run(args) -> int:
+    from curricula import format_tokens
+    from curricula.schedule import batch_segments, phase_steps
+
+    cur = load_curriculum_or_fail(args.curriculum)
+    cfg = model_config(args.model, parse_overrides(args.set))
+    print(f"curriculum {cur.name}: {len(cur.stages)} stage(s), "
+          f"{format_tokens(cur.total_tokens)} tokens")
+    hdr = f"{'stage/phase':28} {'tokens':>8} {'seq':>7} {'steps':>9} {'batch (seqs)':>22} " \
+          f"{'lr':>24} {'θ full/swa':>13} {'mtp':>4} {'meta':>6} {'router':>7} {'bias':>8} {'ep':>6}"
+    print(hdr)
+    print("-" * len(hdr))
+    total_steps = 0
+    for stage in cur.stages:
+        stage_steps = 0
+        for ph in stage.phases:
+            s = ph.schedule
+            steps = phase_steps(ph)
+            total_steps += steps
+            stage_steps += steps
+            segs = batch_segments(ph)
+            batch = "→".join(str(g.batch) for g in segs) if segs else "-"
+            top = s.lr.peak if s.lr.peak is not None else s.lr.start
+            lr = f"{s.lr.shape} {top:.2g}" + (f"→{s.lr.end:.2g}" if s.lr.end is not None else "")
+            meta = s.meta_loss_mask if isinstance(s.meta_loss_mask, bool) else f">{format_tokens(s.meta_loss_mask.after)}"
+            bias = s.bias_update_rate if isinstance(s.bias_update_rate, (int, float)) else \
+                f"{s.bias_update_rate.start:g}→{s.bias_update_rate.end:g}"
+            print(f"{stage.name + '/' + ph.name:28} {format_tokens(ph.tokens):>8} {ph.seq_len:>7} "
+                  f"{steps:>9} {batch:>22} {lr:>24} {s.rope_theta_full:>6.0e}/{s.rope_theta_swa:<6.0e} "
+                  f"{s.mtp_weight:>4g} {str(meta):>6} {'frozen' if s.router_frozen else 'train':>7} "
+                  f"{str(bias):>8} {s.ep_loss_coef:>6g}")
+        print(f"{'= stage ' + stage.name:28} {format_tokens(sum(p.tokens for p in stage.phases)):>8} "
+              f"{'':>7} {stage_steps:>9}")
+    print(f"total: {format_tokens(cur.total_tokens)} tokens, {total_steps:,} optimizer steps")
+
+    counts = count_params_meta(cfg)
+    gpus, ep, pp = args.gpus_total, args.ep, args.pp
+    if gpus % (pp * args.tp):
+        raise TrainError(f"--gpus-total {gpus} is not divisible by PP*TP = {pp * args.tp}")
+    mem = memory_plan(counts, gpus, ep, pp, args.tp)
+    print()
+    print(f"model {cfg.name}: {_fmt_count(counts['total'])} parameters "
+          f"(routed experts {_fmt_count(counts['expert'])}, other matrices {_fmt_count(counts['dense_matrix'])}, "
+          f"AdamW params {_fmt_count(counts['adamw'])}, MTP {_fmt_count(counts['mtp'])})")
+    if "summary" in counts:
+        print("model.summary.count_parameters: " + ", ".join(
+            f"{k}={_fmt_count(v)}" for k, v in counts["summary"].items()))
+    print(f"cluster: {gpus} GPUs = PP{pp} x TP{args.tp} x DP{mem['dp']} (EP{ep} inside DP, expert-DP {mem['edp']})")
+    print("assumptions: bf16 params, fp32 grads, fp32 master + Muon momentum (matrices) / AdamW "
+          "m,v (1-D, embeddings, head) sharded ZeRO-1 over DP (experts over expert-DP); "
+          "activations not included")
+    print(f"per GPU: parameters {_fmt_bytes(mem['params'])}, gradients {_fmt_bytes(mem['grads'])}, "
+          f"optimizer+master {_fmt_bytes(mem['optimizer'])}, total {_fmt_bytes(mem['total'])}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# training
+# ---------------------------------------------------------------------------------------------
+def _sync_moe_buffers(model, names: tuple[str, ...]) -> None:
+    """All-reduce (sum) MoE load buffers so every rank updates the router bias identically."""
+    import torch.distributed as dist
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    for n, b in model.named_buffers():
+        if n.rsplit(".", 1)[-1] in names:
+            dist.all_reduce(b, op=dist.ReduceOp.SUM)
+
+
+def _grad_norm_and_clip(params: list[torch.Tensor], max_norm: float) -> float:
+    grads = [p for p in params if p.grad is not None]
+    if not grads:
+        return 0.0
+    norm = torch.nn.utils.clip_grad_norm_(grads, max_norm if max_norm > 0 else float("inf"))
+    if hasattr(norm, "full_tensor"):
+        norm = norm.full_tensor()
+    return float(norm)
+
+
+def train(args) -> int:
+    from model.checkpoint import latest_checkpoint
+    from model.distributed import init_distributed, shutdown
+    from trainer_bridge.mix import MixError, discover_mixes
+
+    # ---- everything that can fail cheaply, before any compute --------------------------
+    cur = load_curriculum_or_fail(args.curriculum)
+    if not args.mix:
+        raise TrainError("--mix is required (a build-mix output folder, or a folder of them)")
+    try:
+        mixes = discover_mixes(args.mix)
+    except MixError as exc:
+        raise TrainError(str(exc)) from None
+    overrides = parse_overrides(args.set)
+    if args.vocab_from_mix and "vocab_size" not in overrides:
+        sizes = [int(m.tokenizer.get("padded_vocab_size") or m.vocab_size or 0) for m in mixes]
+        if not any(sizes):
+            raise TrainError("--vocab-from-mix: no mix manifest records the tokenizer's vocab_size")
+        overrides["vocab_size"] = max(sizes)
+    cfg = model_config(args.model, overrides)
+    check_vocab(mixes, cur, cfg.vocab_size)
+    world_env = int(os.environ.get("WORLD_SIZE", "1"))
+    phases = build_run_phases(cur, mixes, world_env, args.global_batch, args.stage)
+    run_dir = Path(args.out)
+    if not args.resume and latest_checkpoint(run_dir) is not None:
+        raise TrainError(f"{run_dir} already holds checkpoints: pass --resume to continue it, "
+                         f"or choose another --out")
+
+    info = init_distributed(args.device)
+    try:
+        return _train_loop(args, cur, cfg, phases, run_dir, info)
+    finally:
+        shutdown()
+
+
+def _train_loop(args, cur, cfg, phases: list[RunPhase], run_dir: Path, info) -> int:
+    from curricula.schedule import bias_update_rate_at, lr_at
+    from model.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, save_checkpoint
+    from model.distributed import all_reduce_sum, shard_model
+    from model.monitor import Monitor
+    from model.optim import build_optimizer, set_lr
+    from model.transformer import Step35Model
+    from trainer_bridge.loader import CurriculumLoader
+
+    torch.manual_seed(args.seed)
+    dev = info.device
+    use_amp = dev.type == "cuda" and not args.no_amp
+    if dev.type == "cpu":
+        torch.set_num_threads(max(1, args.threads or torch.get_num_threads()))
+
+    loader = CurriculumLoader([p.plan for p in phases], seed=args.seed, rank=info.rank,
+                              world=info.world, micro_batch_tokens=args.micro_batch_tokens)
+    total_steps = loader.total_steps
+    if info.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        for p in phases:
+            log.info("phase %-24s seq_len %6d  sequences %8d  steps %6d  (schedule scale x%.3g)",
+                     p.key, p.plan.seq_len, p.plan.budget_sequences, p.plan.steps, p.scale)
+
+    model = Step35Model(cfg).to(dev)
+    if args.activation_checkpointing and hasattr(model, "set_activation_checkpointing"):
+        model.set_activation_checkpointing(True)
+    model = shard_model(model, info, mixed_precision=False)
+    model.train()
+    opt = build_optimizer(model, lr=0.0, weight_decay=args.weight_decay, ns_steps=args.ns_steps)
+
+    monitor = Monitor(run_dir, enabled=info.is_main, total_steps=min(total_steps, args.max_steps or total_steps),
+                      tensorboard=not args.no_tensorboard, progress=not args.no_progress)
+    step = 0
+    if args.resume:
+        ck = latest_checkpoint(run_dir)
+        if ck is None:
+            if info.is_main:
+                log.info("--resume: no checkpoint in %s, starting from scratch", run_dir)
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                try:
+                    st = load_checkpoint(ck, model, opt, info)
+                except CheckpointError as exc:
+                    raise TrainError(f"{exc}\n(was the run started with another --model/--set?)") from None
+            if st.get("curriculum") != cur.name:
+                raise TrainError(f"{ck}: checkpoint of curriculum {st.get('curriculum')!r}, "
+                                 f"not {cur.name!r}")
+            loader.load_state_dict(st["loader"])
+            monitor.spikes.load_state_dict(st.get("spikes", {}))
+            step = int(st["step"])
+            if info.is_main:
+                log.info("resumed from %s at step %d", ck, step)
+    monitor.start(step)
+    if info.is_main:
+        (run_dir / "config.json").write_text(json.dumps(
+            {"model": cfg.to_dict(), "curriculum": cur.name, "args": {k: v for k, v in vars(args).items()
+                                                                     if k != "func"}},
+            indent=2, default=str) + "\n")
+
+    def trainer_state() -> dict:
+        return {"step": step, "curriculum": cur.name, "model": cfg.name,
+                "loader": loader.state_dict(), "spikes": monitor.spikes.state_dict()}
+
+    def checkpoint() -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            save_checkpoint(run_dir, step, model, opt, trainer_state(), info, keep=args.keep)
+
+    params = [p for g in opt.param_groups for p in g["params"]]
+    max_steps = args.max_steps or total_steps
+    applied_phase = -1
+    last_saved = step
+    while not loader.done and step < max_steps:
+        sb = loader.next()
+        rp = phases[sb.phase_index]
+        sched = rp.phase.schedule
+        n_steps = rp.plan.steps
+        if sb.phase_index != applied_phase:
+            model.set_rope_theta(sched.rope_theta_full, sched.rope_theta_swa)
+            model.freeze_router(bool(sched.router_frozen))
+            model.set_ep_loss_coef(0.0 if sched.router_frozen else float(sched.ep_loss_coef))
+            applied_phase = sb.phase_index
+            if info.is_main:
+                log.info("phase %s: seq_len %d, batch %d, θ %g/%g, mtp %g, router %s, ep %g",
+                         rp.key, sb.seq_len, sb.global_batch, sched.rope_theta_full,
+                         sched.rope_theta_swa, sched.mtp_weight,
+                         "frozen" if sched.router_frozen else "trained", sched.ep_loss_coef)
+        lr = lr_at(sched, sb.step_in_phase, n_steps) * args.lr_scale
+        set_lr(opt, lr)
+
+        # Loss normalisation: the mean over every loss token of the *global* batch, whatever the
+        # world size and micro-batching (FSDP averages gradients over ranks, hence * world).
+        local_tokens = sum(mb.n_loss_tokens for mb in sb.micro_batches)
+        n_global = int(all_reduce_sum(torch.tensor([local_tokens], dtype=torch.float64)).item())
+        denom = max(n_global, 1)
+        sums = torch.zeros(4, dtype=torch.float64)  # lm, mtp, aux, total
+        for i, mb in enumerate(sb.micro_batches):
+            mb = mb.to(dev)
+            if hasattr(model, "set_requires_gradient_sync"):
+                model.set_requires_gradient_sync(i == len(sb.micro_batches) - 1)
+            ctx = torch.autocast("cuda", dtype=torch.bfloat16) if use_amp else contextlib.nullcontext()
+            with ctx:
+                out = model(mb.input_ids, labels=mb.labels, document_ids=mb.document_ids,
+                            position_ids=mb.position_ids, mtp_weight=float(sched.mtp_weight))
+            w = mb.n_loss_tokens / denom
+            (out.loss * (w * info.world)).backward()
+            sums[0] += float(out.lm_loss.detach()) * w
+            if out.mtp_loss is not None:
+                sums[1] += float(out.mtp_loss.detach()) * w
+            if out.aux_loss is not None:
+                sums[2] += float(out.aux_loss.detach()) / (len(sb.micro_batches) * info.world)
+            sums[3] += float(out.loss.detach()) * w
+        all_reduce_sum(sums)
+        gnorm = _grad_norm_and_clip(params, args.clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        _sync_moe_buffers(model, ("bias_load",))
+        rate = 0.0 if sched.router_frozen else bias_update_rate_at(sched, sb.step_in_phase, n_steps)
+        model.update_router_bias(rate)
+        step += 1
+
+        routing = None
+        if step % args.routing_every == 0 or step == max_steps:
+            _sync_moe_buffers(model, ("stat_load", "stat_norm"))
+            routing = model.routing_stats(reset=True)
+        rec = {
+            "step": step, "loss": float(sums[0]), "total_loss": float(sums[3]),
+            "mtp_loss": float(sums[1]) if sched.mtp_weight else None, "aux_loss": float(sums[2]),
+            "lr": lr, "grad_norm": gnorm, "phase": rp.key, "phase_step": sb.step_in_phase,
+            "seq_len": sb.seq_len, "batch": sb.global_batch, "micro_batch": sb.micro_batch,
+            "grad_accum": sb.grad_accum, "loss_tokens": n_global,
+            "tokens": sb.tokens_into_run + sb.global_tokens, "step_tokens": sb.global_tokens,
+            "meta_masked": sb.mask_meta, "mtp_weight": float(sched.mtp_weight),
+            "rope_theta_full": float(sched.rope_theta_full), "router_frozen": bool(sched.router_frozen),
+            "bias_update_rate": rate,
+        }
+        monitor.log(rec, routing)
+        if not math.isfinite(rec["loss"]):
+            checkpoint()
+            raise TrainError(f"step {step}: loss is {rec['loss']} (checkpoint saved for inspection)")
+        if args.checkpoint_every and step % args.checkpoint_every == 0:
+            checkpoint()
+            last_saved = step
+    if step != last_saved:
+        checkpoint()
+    monitor.close()
+    if info.is_main:
+        _print_summary(run_dir)
+        log.info("done: step %d of %d, checkpoint in %s", step, total_steps, run_dir / "checkpoints")
+    return 0
+
+
+def _print_summary(run_dir: Path) -> None:
+    """Loss at the start and end of each phase of this run (from metrics.jsonl)."""
+    path = run_dir / "metrics.jsonl"
+    if not path.exists():
+        return
+    by_phase: dict[str, list[float]] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        by_phase.setdefault(r.get("phase", "?"), []).append(float(r["loss"]))
+    if not by_phase:
+        return
+    print("loss by phase (mean of the first / last 3 steps):")
+    for ph, losses in by_phase.items():
+        k = min(3, len(losses))
+        print(f"  {ph:28} {sum(losses[:k]) / k:8.4f} -> {sum(losses[-k:]) / k:8.4f}  ({len(losses)} steps)")
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI
+# ---------------------------------------------------------------------------------------------
+EPILOG = """\
+examples:
+  # tiny model on the demo mix, on CPU (a few minutes)
+  train --curriculum curricula/tiny.yaml --mix data/demo/mix --model tiny --out runs/tiny
+  # continue it later
+  train --curriculum curricula/tiny.yaml --mix data/demo/mix --model tiny --out runs/tiny --resume
+  # 8 GPUs, FSDP2 + activation checkpointing
+  torchrun --nproc-per-node 8 -m model.train --curriculum full.yaml --mix data/mix \\
+      --model small --out runs/small --activation-checkpointing
+  # plan and memory for the full model on 4096 GPUs, nothing allocated
+  train --curriculum full.yaml --model full --dry-run --gpus-total 4096 --ep 8 --pp 8
+
+--mix may be given several times (one build-mix output per stage) or name a folder whose
+sub-folders are build-mix outputs. Metrics: RUN_DIR/metrics.jsonl and RUN_DIR/tensorboard.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="train", description="Train the Step 3.5 Flash-style model on a curriculum.",
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG)
+    p.add_argument("--curriculum", required=True, help="curriculum YAML (or a bundled name: tiny, full)")
+    p.add_argument("--mix", action="append", default=[], metavar="DIR",
+                   help="build-mix output folder, or a folder of them (repeatable)")
+    p.add_argument("--model", default="tiny", choices=["tiny", "small", "proxy", "full"])
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a ModelConfig field, e.g. --set d_model=64 (repeatable)")
+    p.add_argument("--vocab-from-mix", action="store_true",
+                   help="size the model's vocabulary from the mix's tokenizer (padded_vocab_size)")
+    p.add_argument("--out", default="runs/train", help="run folder: checkpoints, metrics, tensorboard")
+    p.add_argument("--stage", action="append", help="train only these stages (default: every stage with a mix)")
+    p.add_argument("--max-steps", type=int, default=0, help="stop after this many optimizer steps (0 = whole run)")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    p.add_argument("--dry-run", action="store_true", help="print the plan and memory per GPU; no model, no data")
+    p.add_argument("--gpus-total", type=int, default=4096, help="cluster size for --dry-run")
+    p.add_argument("--ep", type=int, default=8, help="expert parallel degree assumed by --dry-run")
+    p.add_argument("--pp", type=int, default=8, help="pipeline parallel degree assumed by --dry-run")
+    p.add_argument("--tp", type=int, default=1, help="tensor parallel degree assumed by --dry-run")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (0 = torch default)")
+    p.add_argument("--micro-batch-tokens", type=int, default=8192,
+                   help="tokens per micro-batch per rank (micro-batch = largest divisor of the local batch that fits)")
+    p.add_argument("--global-batch", type=int, default=0,
+                   help="override the curriculum's global batch (sequences), e.g. for a scaled-down mix")
+    p.add_argument("--lr-scale", type=float, default=1.0, help="multiply the curriculum's learning rate")
+    p.add_argument("--weight-decay", type=float, default=0.1)
+    p.add_argument("--clip", type=float, default=1.0, help="gradient clipping norm (0 = off)")
+    p.add_argument("--ns-steps", type=int, default=6, help="Polar Express steps")
+    p.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints (0 = only at the end)")
+    p.add_argument("--keep", type=int, default=3, help="checkpoints to keep")
+    p.add_argument("--routing-every", type=int, default=10, help="steps between expert-health metrics")
+    p.add_argument("--activation-checkpointing", action="store_true")
+    p.add_argument("--no-amp", action="store_true", help="no bf16 autocast on CUDA")
+    p.add_argument("--no-tensorboard", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("-v", "--verbose", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        if args.dry_run:
+            return dry_run(args)
+        return train(args)
+    except TrainError as exc:
+        print(f"train: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# The end-to-end demo on the embedded sample, offline: serve the bundled site on 127.0.0.1,
+# crawl it, curate, ingest code/commits/PRs/traces, tokenize, plan and build the tiny
+# curriculum's mixes, and train the tiny model for a few steps.
+# Everything goes to $DEMO_DIR (default data/demo), which is rebuilt from scratch each run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+D=${DEMO_DIR:-data/demo}
+STEPS=${DEMO_STEPS:-60}
+rm -rf "$D"
+mkdir -p "$D"
+step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+step "1/8 serve the bundled sample site on 127.0.0.1"
+stepcrawl serve-sample --host 127.0.0.1 --port 0 --url-file "$D/site-url" --access-log "$D/access.log" &
+SERVER=$!
+trap 'kill $SERVER 2>/dev/null || true' EXIT
+for _ in $(seq 100); do [ -s "$D/site-url" ] && break; sleep 0.1; done
+URL=$(cat "$D/site-url")
+echo "serving at $URL"
+
+step "2/8 crawl it (robots.txt, politeness, priority frontier, WARC)"
+stepcrawl crawl --seed "$URL/" --out "$D/crawl" --allow-private --per-host-delay 0 \
+  --max-pages 1000 --no-progress
+kill $SERVER 2>/dev/null || true
+ls -l "$D"/crawl/warc/
+
+step "3/8 curate: extract → language ID → quality tiers → dedup → decontam"
+stepcrawl train-quality --positive samples/quality/positive.jsonl \
+  --negative samples/quality/negative.jsonl --bucket 50000 --out "$D/models/quality.bin"
+stepcrawl curate "$D/crawl" --out "$D/corpus" --quality-model "$D/models/quality.bin" --no-progress
+stepcrawl stats "$D/corpus"
+
+step "4/8 mid-training sources: this repository's code and history, sample PRs and traces"
+stepcrawl ingest code . --repo stepcrawl/stepcrawl --out "$D/corpus/code"
+if [ -d .git ]; then
+  stepcrawl ingest git . --repo stepcrawl/stepcrawl --out "$D/corpus/commits"
+else
+  echo "(no .git here: skipping the commit history)"
+fi
+stepcrawl ingest issues samples/github/threads.jsonl --swebench samples/swebench_tasks.jsonl --out "$D/corpus/issues"
+stepcrawl ingest pr-dialogue samples/github/threads.jsonl --swebench samples/swebench_tasks.jsonl --policy mid --out "$D/corpus/pr_dialogue"
+stepcrawl ingest tool-use samples/traces/tool_use.jsonl --out "$D/corpus/tool_use"
+stepcrawl ingest reasoning samples/traces/reasoning.jsonl --out "$D/corpus/reasoning"
+
+step "5/8 tokenizer: train sentencepiece BPE, encode every source into Megatron shards"
+stepcrawl train-tokenizer "$D/corpus" --vocab-size 4096 --out "$D/tokenizer"
+stepcrawl tokenize "$D/corpus" --tokenizer "$D/tokenizer" --out "$D/tokens"
+
+step "6/8 plan the tiny curriculum against the token supply"
+stepcrawl plan --curriculum curricula/tiny.yaml --tokens "$D/tokens"
+
+step "7/8 build the mixes (packed sequences, lineage, contamination report)"
+stepcrawl build-mix --curriculum curricula/tiny.yaml --stage pretrain --tokens "$D/tokens" --out "$D/mix/pretrain"
+stepcrawl build-mix --curriculum curricula/tiny.yaml --stage mid --tokens "$D/tokens" --out "$D/mix/mid"
+stepcrawl lineage --mix "$D/mix/mid" --sequence 0
+
+step "8/8 train the tiny model on the mix"
+train --curriculum curricula/tiny.yaml --mix "$D/mix" --model tiny --out "$D/run" --max-steps "$STEPS"
+
+printf '\n\033[1mdone.\033[0m WARC: %s/crawl/warc  corpus: %s/corpus  tokens: %s/tokens  mix: %s/mix  run: %s/run\n' "$D" "$D" "$D" "$D" "$D"
