@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 D=${DEMO_DIR:-data/demo}
-STEPS=${DEMO_STEPS:-60}
+STEPS=${DEMO_STEPS:-}  # empty: the whole tiny curriculum
 rm -rf "$D"
 mkdir -p "$D"
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
@@ -56,6 +56,6 @@ stepcrawl build-mix --curriculum curricula/tiny.yaml --stage mid --tokens "$D/to
 stepcrawl lineage --mix "$D/mix/mid" --sequence 0
 
 step "8/8 train the tiny model on the mix"
-train --curriculum curricula/tiny.yaml --mix "$D/mix" --model tiny --out "$D/run" --max-steps "$STEPS"
+train --curriculum curricula/tiny.yaml --mix "$D/mix" --model tiny --out "$D/run" ${STEPS:+--max-steps "$STEPS"}
 
 printf '\n\033[1mdone.\033[0m WARC: %s/crawl/warc  corpus: %s/corpus  tokens: %s/tokens  mix: %s/mix  run: %s/run\n' "$D" "$D" "$D" "$D" "$D"
