@@ -145,6 +145,80 @@ def stepcrawl_run(urls: list[str], concurrency: int, delay: float, per_host: int
         shutil.rmtree(out, ignore_errors=True)
 
 
+def _per_page_ms(fn, items, repeat: int = 5) -> float:
+    """CPU ms per item, best of ``repeat``: process time, not wall time, so that other
+    jobs on a shared machine inflate it less."""
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.process_time()
+        for it in items:
+            fn(it)
+        best = min(best, time.process_time() - t)
+    return best * 1000 / len(items)
+
+
+def cpu_breakdown() -> list[str]:
+    """Per-page costs of the choices made in the crawler, on the bundled sample site's HTML:
+    parsing once vs twice, the WARC gzip level, and a FULL-synchronous SQLite commit."""
+    from stepcrawl.crawl.frontier import Frontier
+    from stepcrawl.crawl.links import parse_html
+    from stepcrawl.crawl.sample_server import load_site
+    from stepcrawl.crawl.scorer import HeuristicScorer
+    from stepcrawl.crawl.warc import PageRecord, RotatingWarcWriter
+
+    pages = [(p, b) for p, b in sorted(load_site().items()) if p.endswith(".html")]
+    sc = HeuristicScorer()
+    rows = []
+
+    def twice(pb):
+        sc.score(pb[0], parse_html(pb[1], None).html)
+
+    def once(pb):
+        sc.score_document(pb[0], parse_html(pb[1], None).doc)
+
+    rows.append(("links + score, parsed twice (round 1)", _per_page_ms(twice, pages), ""))
+    rows.append(("links + score, parsed once (now)", _per_page_ms(once, pages), ""))
+    records = [PageRecord(f"http://h{p}", 200, "OK", [("Content-Type", "text/html")],
+                          [("Host", "h")], b, metadata={"score": "0.5"}) for p, b in pages]
+    raw = sum(len(b) for _, b in pages)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-warc-"))
+    try:
+        for level in (9, 6, 1):
+            best, size = float("inf"), 0
+            for k in range(5):
+                w = RotatingWarcWriter(tmp / f"{level}-{k}", max_bytes=1 << 40, gzip_level=level)
+                t = time.process_time()
+                for r in records:
+                    w.write(r)
+                (name,) = w.close()
+                best = min(best, time.process_time() - t)
+                size = (tmp / f"{level}-{k}" / name).stat().st_size
+            label = {9: "warcio's fixed level", 6: "default now", 1: ""}[level]
+            rows.append((f"WARC write, gzip level {level}" + (f" ({label})" if label else ""),
+                         best * 1000 / len(records), f"{size / raw:.3f} of raw size"))
+        for mode in ("NORMAL", "FULL"):
+            f = Frontier(tmp / f"f-{mode}.sqlite")
+            f.db.execute(f"PRAGMA synchronous={mode}")
+            n = 200
+            t = time.perf_counter()
+            for i in range(n):
+                f.add(f"http://h/{i}", "h")
+                f.commit()
+            dt = (time.perf_counter() - t) * 1000 / n
+            f.close()
+            what = ("per-page commit (now)" if mode == "NORMAL"
+                    else "if every commit were durable (now: once per WARC file)")
+            rows.append((f"SQLite commit, synchronous={mode}: {what}", dt,
+                         "wall time (an fsync waits, it does not compute)"))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    lines = [f"Per-page costs on the sample site ({len(pages)} HTML pages, avg "
+             f"{raw / len(pages) / 1024:.0f} KB; CPU time, best of 5, one core):", "",
+             "| step | ms/page | note |", "| --- | ---: | --- |"]
+    lines += [f"| {name} | {ms:.3f} | {note} |" for name, ms, note in rows]
+    return lines
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--hosts", type=int, default=16)
@@ -201,6 +275,8 @@ def main() -> None:
                      f"{rate / polite:.2f}x |")
     lines.append("")
     lines.append(f"Politeness bound (hosts / delay, zero latency): {bound:.0f} pages/s.")
+    lines.append("")
+    lines += cpu_breakdown()
     table = "\n".join(lines)
     print()
     print(table)
@@ -234,6 +310,20 @@ What the rows mean:
 
 At scale the work is split by host across many crawler processes (see docs/CRAWLING.md);
 one process is not meant to saturate a machine's network.
+
+The per-page table measures the choices behind the crawler's CPU cost on the bundled sample
+site (real documentation pages, larger than the synthetic ones above):
+
+- *parsed once*: the lxml tree built for link extraction is handed to the scorer
+  (`score_document`); round 1 parsed every page a second time inside the scorer.
+- *gzip level*: warcio hard-codes level 9; the crawler now writes level 6
+  (`--warc-gzip-level`), about as small for clearly less CPU. Level 1 is cheaper still but
+  makes files noticeably larger; pick it for a CPU-bound crawl with cheap storage.
+- *synchronous=FULL*: an fsync per commit. The crawler commits each page with NORMAL (safe
+  against a killed process) and makes one durable FULL commit before each WARC file is
+  renamed, which is what a machine crash needs (docs/CRAWLING.md, "Why a kill loses and
+  duplicates nothing"). FULL on every page would cost the row's figure per page, on the
+  event loop's thread.
 """
 
 

@@ -28,6 +28,7 @@ from stepcrawl.crawl.report import crawl_summary, load_summary
 from stepcrawl.crawl.sample_server import start_sample_server
 
 REPO = Path(__file__).resolve().parents[1]
+SM_NS = "http://www.sitemaps.org/schemas/sitemap/0.9"
 
 
 # ------------------------------------------------------------------------------------------
@@ -87,7 +88,12 @@ class LoggedSite:
     def route(self, h) -> None:
         path = h.path
         if path == "/robots.txt":
-            if self.robots is None:
+            with self.lock:
+                self.robots_fail = getattr(self, "robots_fail", 0) - 1
+                unreachable = self.robots_fail >= 0
+            if unreachable:
+                h.send(503, b"robots.txt unavailable")
+            elif self.robots is None:
                 h.send(404, b"no robots")
             else:
                 h.send(200, self.robots, "text/plain")
@@ -95,7 +101,7 @@ class LoggedSite:
             links = [f"/page/{i}" for i in range(self.n_pages)] + [
                 "/private/secret", "/redirect", "/loop/a", "/chain/0", "/missing", "/error",
                 "/slow", "/huge", "/image.png", "/bad-links", "/gzip", "/empty",
-                "http://example.com/outside", "/noloc",
+                "http://example.com/outside", "/noloc", "/canon",
             ]
             h.send(200, self.page("index", links))
         elif path.startswith("/page/"):
@@ -145,6 +151,40 @@ class LoggedSite:
             h.send(200, self.page("reached through a gzip page", []))
         elif path == "/empty":
             h.send(200, b"")
+        elif path == "/canon":  # declares another URL canonical, linked from nowhere else
+            h.send(200, b'<html><head><link rel="Canonical" href="/canonical-target#x">'
+                        b"</head><body><p>a copy</p></body></html>")
+        elif path == "/canonical-target":
+            h.send(200, self.page("the canonical page", []))
+        elif path == "/sitemap_index.xml":
+            h.send(200, (f'<?xml version="1.0"?><sitemapindex xmlns="{SM_NS}">'
+                         f"<sitemap><loc>{self.base}/sitemap-a.xml</loc></sitemap>"
+                         "<sitemap><loc>/sitemap-b.xml.gz</loc></sitemap>"
+                         "<sitemap><loc>/sitemap-broken.xml</loc></sitemap>"
+                         "<sitemap><loc>http://example.com/sitemap.xml</loc></sitemap>"
+                         "</sitemapindex>").encode(), "application/xml")
+        elif path == "/sitemap-a.xml":
+            h.send(200, (f'<urlset xmlns="{SM_NS}"><url><loc>{self.base}/hidden/1</loc></url>'
+                         "<url><loc>/page/0</loc></url><url><loc>http://[bad</loc></url>"
+                         "</urlset>").encode(), "text/xml")
+        elif path == "/sitemap-b.xml.gz":
+            h.send(200, gzip.compress(
+                f"<urlset><url><loc>{self.base}/hidden/2</loc></url></urlset>".encode()),
+                "application/x-gzip")
+        elif path == "/sitemap-broken.xml":
+            h.send(200, b"<html><body>not a sitemap</body></html>", "text/html")
+        elif path.startswith("/hidden/"):  # reachable only through the sitemaps
+            h.send(200, self.page(f"hidden {path}", []))
+        elif path == "/busy":  # 503 + Retry-After: 1 the first time, then the page
+            with self.lock:
+                self.busy_hits = getattr(self, "busy_hits", 0) + 1
+                first = self.busy_hits == 1
+            if first:
+                h.send(503, b"busy", headers=[("Retry-After", "1")])
+            else:
+                h.send(200, self.page("busy no more", []))
+        elif path == "/ratelimited":  # asks for an hour: not waited for
+            h.send(429, b"slow down", headers=[("Retry-After", "3600")])
         else:
             h.send(404, b"?")
 
@@ -260,7 +300,11 @@ def test_crawl_records_every_outcome_and_obeys_robots(site, tmp_path):
         assert rec.rec_headers.get_header("WARC-Target-URI") == u("/page/1")
     meta = next(r for r in recs if r["type"] == "metadata" and r["url"] == u("/page/1"))
     assert b"score: " in meta["body"] and b"category: " in meta["body"]
-    assert b"depth: 1" in meta["body"]
+    assert b"depth: 1" in meta["body"] and b"canonical" not in meta["body"]
+    # <link rel=canonical>: recorded (normalised) in the metadata record, and followed
+    meta = next(r for r in recs if r["type"] == "metadata" and r["url"] == u("/canon"))
+    assert f"canonical: {u('/canonical-target')}\r\n".encode() in meta["body"]
+    assert rows[u("/canonical-target")]["state"] == "fetched"
 
     # summary: JSON file and the reprint from the frontier agree
     summary = load_summary(out)
@@ -300,6 +344,168 @@ def test_per_host_delay_and_malformed_robots(tmp_path):
     finally:
         bad.close()
         other.close()
+
+
+def test_retry_after_holds_the_host(tmp_path):
+    a = LoggedSite(robots=None, n_pages=4)
+    b = LoggedSite(robots=None, n_pages=4)
+    try:
+        out = tmp_path / "ra"
+        run_crawl(CrawlConfig(
+            out=out, seeds=[a.base + "/busy", a.base + "/page/0", b.base + "/ratelimited",
+                            b.base + "/page/0"],
+            allow_private=True, concurrency=4, per_host_delay=0.01, backoff=0.01, retries=2,
+            max_retry_after=1.5, include=(r"/(page|busy|ratelimited)",), progress=False))
+        rows = frontier_rows(out)
+        # the 503 said "1 s": the retry waited that (not the 0.01 s back-off), and so did
+        # every other request to that host — the server asked the host to slow down
+        busy = a.requests("/busy")
+        assert len(busy) == 2 and busy[1][0] - busy[0][0] >= 0.95
+        after = [t for t, p in a.requests() if t > busy[0][0]]
+        assert after and min(after) - busy[0][0] >= 0.95
+        row = rows[a.base + "/busy"]
+        assert (row["state"], row["attempts"], row["status"]) == ("fetched", 2, 200)
+        assert all(rows[f"{a.base}/page/{i}"]["state"] == "fetched" for i in range(4))
+        # 3600 s is over --max-retry-after: failed at once with the reason, not retried,
+        # and the host was held for max_retry_after (1.5 s), not an hour
+        row = rows[b.base + "/ratelimited"]
+        assert row["state"] == "failed" and row["reason"] == "http_429:retry_after_too_long:3600s"
+        limited = b.requests("/ratelimited")
+        assert len(limited) == 1
+        later = [t for t, p in b.requests() if t > limited[0][0]]
+        assert later and min(later) - limited[0][0] >= 1.45
+        assert all(rows[f"{b.base}/page/{i}"]["state"] == "fetched" for i in range(4))
+    finally:
+        a.close()
+        b.close()
+
+
+def test_unreachable_robots_txt_is_retried_then_disallows(tmp_path):
+    flaky = LoggedSite(robots=b"User-agent: *\nDisallow: /private/\n", n_pages=4)
+    flaky.robots_fail = 1  # one 503, then the real file
+    down = LoggedSite(robots=None, n_pages=4)
+    down.robots_fail = 10**6  # always 503
+    try:
+        out = tmp_path / "rb"
+        run_crawl(CrawlConfig(out=out, seeds=[flaky.base + "/page/0", down.base + "/page/0"],
+                              allow_private=True, per_host_delay=0.01, backoff=0.05, retries=2,
+                              include=(r"/page/",), progress=False))
+        rows = frontier_rows(out)
+        # a transient 503 on robots.txt does not write the host off (RFC 9309: disallow
+        # *until* it can be fetched): asked again, then the pages are crawled
+        assert len(flaky.requests("/robots.txt")) == 2
+        assert all(rows[f"{flaky.base}/page/{i}"]["state"] == "fetched" for i in range(4))
+        assert rows[flaky.base + "/page/0"]["attempts"] == 2
+        # a host whose robots.txt stays unreachable: asked 1 + retries times, no page
+        # requested, the URL ends disallowed with the reason
+        assert len(down.requests("/robots.txt")) == 3
+        assert down.requests("/page/") == []
+        row = rows[down.base + "/page/0"]
+        assert (row["state"], row["reason"], row["attempts"]) == ("disallowed",
+                                                                  "robots_http_503", 3)
+    finally:
+        flaky.close()
+        down.close()
+
+
+def test_sitemaps_from_robots_txt_find_unlinked_pages(tmp_path):
+    site = LoggedSite(n_pages=2)
+    site.robots = (f"User-agent: *\nDisallow: /private/\n"
+                   f"Sitemap: {site.base}/sitemap_index.xml\n").encode()
+    try:
+        out = tmp_path / "sm"
+        run_crawl(CrawlConfig(out=out, seeds=[site.base + "/page/0"], allow_private=True,
+                              per_host_delay=0, exclude=(r"/(slow|huge|error|loop|chain)",),
+                              progress=False))
+        rows = frontier_rows(out)
+        u = lambda p: site.base + p  # noqa: E731
+        # pages no link reaches were found through the index → sitemap (plain and gzip)
+        assert rows[u("/hidden/1")]["state"] == rows[u("/hidden/2")]["state"] == "fetched"
+        assert rows[u("/hidden/1")]["depth"] == 1
+        assert rows[u("/sitemap_index.xml")]["reason"] == "sitemap:index=4"
+        assert rows[u("/sitemap-a.xml")]["reason"] == "sitemap:urls=3"
+        assert rows[u("/sitemap-b.xml.gz")]["state"] == "sitemap"
+        # bad input is recorded and the crawl goes on
+        assert rows[u("/sitemap-broken.xml")]["state"] == "failed"
+        assert rows[u("/sitemap-broken.xml")]["reason"] == "sitemap_not_a_sitemap:html"
+        assert rows["http://example.com/sitemap.xml"]["state"] == "out_of_scope"
+        assert rows["http://[bad"]["state"] == "invalid"
+        # sitemaps are crawl control: in the frontier, not in the WARC files
+        stored = {r["url"] for r in warc_records(out / "warc") if r["type"] == "response"}
+        assert u("/hidden/1") in stored and not any("sitemap" in s for s in stored)
+        assert len(site.requests("/sitemap_index.xml")) == 1
+
+        out = tmp_path / "nosm"  # --no-sitemaps
+        run_crawl(CrawlConfig(out=out, seeds=[site.base + "/page/0"], allow_private=True,
+                              per_host_delay=0, include=(r"/page/",), sitemaps=False,
+                              progress=False))
+        assert not [p for p in frontier_rows(out) if "sitemap" in p or "hidden" in p]
+    finally:
+        site.close()
+
+
+def test_category_budget_is_exact_with_concurrent_fetches(tmp_path):
+    server, base = start_sample_server(access_log=io.StringIO())
+    try:
+        out = tmp_path / "bc"
+        run_crawl(CrawlConfig(
+            out=out, seeds=[base + f"shop/product-{i}.html" for i in range(12)],
+            allow_private=True, concurrency=12, per_host_connections=12, per_host_delay=0,
+            max_pages=40, category_budgets={"shop": 5}, include=(r"/shop/",), progress=False))
+        rows = frontier_rows(out)
+        fetched = Counter(r["category"] for r in rows.values() if r["state"] == "fetched")
+        # 12 shop URLs could be in flight at once; the budget still holds exactly
+        assert fetched["shop"] == 5, fetched
+        assert sum(r["reason"] == "category_budget:shop" for r in rows.values()) >= 7
+        assert not [r for r in rows.values() if r["state"] == "queued"]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_content_type_allow_list_is_configurable(site, tmp_path):
+    out = tmp_path / "ct"
+    run_crawl(CrawlConfig(out=out, seeds=[site.base + "/image.png", site.base + "/page/0"],
+                          allow_private=True, per_host_delay=0, content_types=("image/png",),
+                          include=(r"/(page|image)",), progress=False))
+    rows = frontier_rows(out)
+    png, page = rows[site.base + "/image.png"], rows[site.base + "/page/0"]
+    assert (png["state"], png["content_type"], png["category"]) == ("fetched", "image/png",
+                                                                    "other")
+    assert (page["state"], page["reason"]) == ("skipped", "content_type:text/html")
+    recs = [r for r in warc_records(out / "warc") if r["type"] == "response"]
+    assert [r["url"] for r in recs] == [site.base + "/image.png"]
+    assert recs[0]["body"].startswith(b"\x89PNG")
+    with pytest.raises(CrawlError, match="not a MIME type"):
+        CrawlConfig(out=out, content_types=("html",))
+
+
+def test_a_scorer_with_only_score_still_works(site, tmp_path):
+    """The PageScorer contract is ``score(url, html_text)``; ``score_document`` is optional."""
+
+    class Custom:
+        def __init__(self):
+            self.seen = []
+
+        def score(self, url, html_text):
+            self.seen.append((url, html_text))
+            return 0.42, "custom"
+
+    scorer = Custom()
+    out = tmp_path / "sc"
+    run_crawl(CrawlConfig(out=out, seeds=[site.base + "/page/0"], allow_private=True,
+                          per_host_delay=0, include=(r"/page/",), progress=False), scorer)
+    rows = [r for r in frontier_rows(out).values() if r["state"] == "fetched"]
+    assert len(rows) == 8 and {(r["score"], r["category"]) for r in rows} == {(0.42, "custom")}
+    assert all("<h1>page " in html for _, html in scorer.seen)
+
+
+def test_crawl_cli_defaults_match_the_crawler():
+    from stepcrawl.commands.crawl import DEFAULT_CONTENT_TYPES
+    from stepcrawl.crawl.fetcher import KEPT_TYPES
+
+    assert DEFAULT_CONTENT_TYPES.split(",") == list(KEPT_TYPES)
+    assert CrawlConfig(out=Path("x")).content_types == tuple(KEPT_TYPES)
 
 
 def test_private_addresses_refused_by_default(site, tmp_path):

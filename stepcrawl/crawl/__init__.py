@@ -7,6 +7,7 @@ Modules (small, composable):
 - ``frontier``  the SQLite frontier (state of every URL; survives SIGKILL) and the in-memory
                 per-host priority scheduler.
 - ``scorer``    ``PageScorer`` interface, the default heuristic scorer and ``FastTextScorer``.
+- ``sitemaps``  the ``<loc>`` entries of a sitemap / sitemap index (defensive lxml parse).
 - ``fetcher``   one HTTP fetch with aiohttp (size cap, content-type allow list, timeouts).
 - ``warc``      the rotating, atomically renamed gzip WARC writer (warcio).
 - ``crawler``   ``CrawlConfig`` and the executor that composes the above.

@@ -17,16 +17,26 @@ import signal
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
+from datetime import timezone
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
 from tqdm import tqdm
 
-from stepcrawl.crawl.fetcher import FetchResult, decoded_body, fetch, make_session
+from stepcrawl.crawl.fetcher import (
+    KEPT_TYPES,
+    FetchResult,
+    decoded_body,
+    fetch,
+    kept_types_from,
+    make_session,
+)
 from stepcrawl.crawl.frontier import Frontier, HostScheduler, QueueItem
 from stepcrawl.crawl.links import parse_html
 from stepcrawl.crawl.robots import ROBOTS_MAX_BYTES, RobotsCache, RobotsPolicy, policy_from_response
 from stepcrawl.crawl.scorer import PageScorer, load_scorer, url_category
+from stepcrawl.crawl.sitemaps import SitemapError, parse_sitemap
 from stepcrawl.crawl.urls import (
     InvalidURL,
     Scope,
@@ -41,6 +51,36 @@ from stepcrawl.crawl.warc import PageRecord, RotatingWarcWriter, completed_warcs
 log = logging.getLogger(__name__)
 
 RETRY_STATUSES = {429, 500, 502, 503, 504}
+# URLs this process has already put in the frontier (any state). Most outlinks are known
+# (site navigation: 8.5k links, 1.8k distinct URLs on the sample site); the set skips their
+# scope check, category regexes and INSERT OR IGNORE. Bounded; cleared when full.
+KNOWN_CACHE_SIZE = 1_000_000
+RETRY_AFTER_STATUSES = {429, 503}  # RFC 9110 §10.2.3 / RFC 6585 §4
+SITEMAP = "sitemap"  # the category that marks a frontier row as a sitemap (see sitemaps.py)
+SITEMAP_PRIORITY = 0.5  # URLs listed only in a sitemap: below seeds, above low-value pages
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header: delay-seconds or an HTTP-date
+    (RFC 9110 §10.2.3). ``None`` when absent or unreadable (the normal back-off applies)."""
+    if value is None:
+        return None
+    value = value.strip()
+    if not value:
+        return None
+    try:
+        seconds = float(value)  # the RFC says digits; "1.5" is read leniently too
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:  # RFC 9110 dates are GMT
+            when = when.replace(tzinfo=timezone.utc)
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    if seconds != seconds or seconds == float("inf"):  # nan / inf
+        return None
+    return max(0.0, seconds)
 
 
 class CrawlError(RuntimeError):
@@ -66,14 +106,19 @@ class CrawlConfig:
     timeout: float = 20.0
     retries: int = 2
     backoff: float = 1.0
+    max_retry_after: float = 300.0
     max_redirects: int = 5
     warc_max_bytes: int = 100 * 1024 * 1024
+    warc_gzip_level: int = 6
+    # MIME types kept (stored in WARC); others are recorded as skipped:content_type:X
+    content_types: tuple[str, ...] = tuple(KEPT_TYPES)
     max_outlinks: int = 2000
     user_agent: str = "stepcrawl/0.1 (+https://github.com/stepcrawl/stepcrawl)"
     robots_agent: str = "stepcrawl"
     min_expand_score: float = 0.0
     category_budgets: dict[str, int] = field(default_factory=dict)
     scorer_model: str | None = None
+    sitemaps: bool = True  # follow robots.txt Sitemap: lines
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -82,6 +127,14 @@ class CrawlConfig:
             raise CrawlError("--concurrency and per-host connections must be ≥ 1")
         if self.per_host_delay < 0 or self.timeout <= 0 or self.max_bytes <= 0:
             raise CrawlError("--per-host-delay must be ≥ 0, --timeout and --max-bytes > 0")
+        try:
+            self.kept_types = kept_types_from(self.content_types)
+        except ValueError as exc:
+            raise CrawlError(f"--content-types: {exc}") from None
+        if not 1 <= self.warc_gzip_level <= 9:
+            raise CrawlError(f"--warc-gzip-level must be 1..9, got {self.warc_gzip_level}")
+        if self.max_retry_after < 0:
+            raise CrawlError("--max-retry-after must be ≥ 0")
 
 
 @dataclass
@@ -103,6 +156,7 @@ class Crawler:
         self.warc_dir = self.out / "warc"
         self.stopping = False
         self._dns: dict[str, str | None] = {}
+        self._known: set[str] = set()
         self._wake: asyncio.Event | None = None
         self.errors = 0
 
@@ -152,13 +206,43 @@ class Crawler:
             self.sched.push(item, now)
         self.fetched = self.frontier.count("fetched")
         self.cat_fetched = Counter(self.frontier.fetched_by_category())
-        self.writer = RotatingWarcWriter(self.warc_dir, max_bytes=cfg.warc_max_bytes,
-                                         before_rotate=self.frontier.commit)
+        self.cat_inflight: Counter = Counter()  # budget reserved by fetches in flight
+        self._parked: dict[str, list[QueueItem]] = {}
+        self.writer = RotatingWarcWriter(
+            self.warc_dir, max_bytes=cfg.warc_max_bytes, gzip_level=cfg.warc_gzip_level,
+            before_rotate=lambda: self.frontier.commit(durable=True))
 
     # -- checks --------------------------------------------------------------------------------
     def _budget_spent(self, category: str) -> bool:
         cap = self.cfg.category_budgets.get(category)
         return cap is not None and self.cat_fetched[category] >= cap
+
+    def _budget_gate(self, item: QueueItem) -> str:
+        """``go`` / ``skip`` (budget spent) / ``park`` (the rest of the budget is already in
+        flight). Without parking, ``concurrency`` pages of one category could pass the check
+        together and overshoot its budget; parked URLs go back to the scheduler when a fetch
+        of their category ends (it may fail and free its share). Runs before the task's first
+        ``await``, so check-and-reserve is atomic on the event loop. Budgets count the
+        category a page *gets* once scored; a URL predicted as another category can still
+        add one page over (documented in docs/CRAWLING.md)."""
+        cap = self.cfg.category_budgets.get(item.category)
+        if cap is None:
+            return "go"
+        if self.cat_fetched[item.category] >= cap:
+            return "skip"
+        if self.cat_fetched[item.category] + self.cat_inflight[item.category] >= cap:
+            self._parked.setdefault(item.category, []).append(item)
+            return "park"
+        self.cat_inflight[item.category] += 1
+        return "go"
+
+    def _unreserve(self, item: QueueItem) -> None:
+        if item.category not in self.cfg.category_budgets:
+            return
+        self.cat_inflight[item.category] -= 1
+        now = time.monotonic()
+        for parked in self._parked.pop(item.category, []):
+            self.sched.push(parked, now)
 
     async def _private_reason(self, url: str) -> str | None:
         if self.cfg.allow_private:
@@ -194,17 +278,34 @@ class Crawler:
         return policy_from_response(None, b"", "too_many_redirects")
 
     # -- recording -------------------------------------------------------------------------------
-    def _retry_or_fail(self, item: QueueItem, reason: str, status: int | None) -> None:
+    def _retry_or_fail(self, item: QueueItem, reason: str, status: int | None,
+                       retry_after: float | None = None, final_state: str = "failed") -> None:
+        """Retry with exponential back-off, or record the failure. A ``Retry-After`` (429/503)
+        holds the whole *host* that long (the server asked us to slow down, not just for this
+        URL) and the retry waits at least that; one longer than ``max_retry_after`` is not
+        waited for: the URL fails now (the host is still held ``max_retry_after``)."""
         attempts = item.attempts + 1
+        now = time.monotonic()
+        if retry_after is not None:
+            self.sched.hold(item.host, now + min(retry_after, self.cfg.max_retry_after))
+            if retry_after > self.cfg.max_retry_after:
+                self.frontier.update(item.id, state="failed", attempts=attempts, status=status,
+                                     reason=f"{reason}:retry_after_too_long:{retry_after:.0f}s",
+                                     fetched_at=time.time())
+                self.errors += 1
+                return
         if attempts <= self.cfg.retries:
-            self.frontier.update(item.id, attempts=attempts, reason=f"retry:{reason}",
-                                 status=status)
+            wait = self.cfg.backoff * 2 ** (attempts - 1)
+            note = f"retry:{reason}"
+            if retry_after is not None:
+                wait = max(wait, retry_after)
+                note += f":retry_after={retry_after:g}s"
+            self.frontier.update(item.id, attempts=attempts, reason=note, status=status)
             again = QueueItem(item.neg_priority, item.id, item.url, item.host, item.depth,
                               item.category, attempts, item.redirects)
-            self.sched.push_later(again, time.monotonic()
-                                  + self.cfg.backoff * 2 ** (attempts - 1))
+            self.sched.push_later(again, now + wait)
         else:
-            self.frontier.update(item.id, state="failed", attempts=attempts, reason=reason,
+            self.frontier.update(item.id, state=final_state, attempts=attempts, reason=reason,
                                  status=status, fetched_at=time.time())
             self.errors += 1
 
@@ -224,9 +325,12 @@ class Crawler:
                 self.frontier.add(raw.strip()[:2048], "", state="invalid", reason=reason,
                                   depth=parent.depth + 1, parent=parent.id)
             return
-        if url in seen:
+        if url in seen or url in self._known:
             return
         seen.add(url)
+        if len(self._known) >= KNOWN_CACHE_SIZE:
+            self._known.clear()  # only a cache: frontier.add is idempotent without it
+        self._known.add(url)
         depth = parent.depth + 1
         why = self.scope.check(url, depth)
         if why is not None:
@@ -271,6 +375,56 @@ class Crawler:
                              attempts=item.attempts + 1, fetched_at=time.time(),
                              content_type=res.mime or None, n_bytes=len(res.body))
 
+    def _add_sitemap(self, url: str, depth: int, parent: int | None) -> None:
+        if url in self._known:
+            return
+        self._known.add(url)
+        if not self.scope.domain_ok(url):  # include/exclude patterns are for pages
+            self.frontier.add(url, host_of(url), state="out_of_scope",
+                              reason="domain_not_allowed", depth=depth, parent=parent,
+                              category=SITEMAP)
+            return
+        new = self.frontier.add(url, host_of(url), depth=depth, priority=1.0,
+                                category=SITEMAP, parent=parent)
+        if new is not None:
+            self.sched.push(new, time.monotonic())
+
+    def _enqueue_sitemaps(self, origin: str, policy: RobotsPolicy) -> None:
+        """robots.txt ``Sitemap:`` lines of ``origin`` go to the frontier (once per origin)."""
+        for raw in policy.parser.sitemaps:
+            try:
+                url = normalize_url(raw, base=origin + "/")
+            except InvalidURL:
+                self.frontier.bump("sitemaps_ignored:invalid_url")
+                continue
+            self._add_sitemap(url, 0, None)
+        self.frontier.commit()
+
+    def _record_sitemap(self, item: QueueItem, res: FetchResult) -> None:
+        try:
+            sm = parse_sitemap(decoded_body(res, self.cfg.max_bytes), self.cfg.max_bytes)
+        except SitemapError as exc:
+            self.frontier.update(item.id, state="failed", status=res.status, reason=str(exc),
+                                 content_type=res.mime or None, attempts=item.attempts + 1,
+                                 fetched_at=time.time())
+            self.errors += 1
+            return
+        seen: set[str] = set()
+        for loc in sm.locs:
+            if sm.is_index:
+                try:
+                    self._add_sitemap(normalize_url(loc, base=item.url), item.depth, item.id)
+                except InvalidURL:
+                    self.frontier.bump("sitemaps_ignored:invalid_url")
+            else:  # listed pages are depth 1 from the sitemap, whatever the site's link depth
+                self._enqueue_link(loc, item.url, item, SITEMAP_PRIORITY, "unknown", seen)
+        reason = f"sitemap:{'index' if sm.is_index else 'urls'}={len(sm.locs)}"
+        if sm.truncated or res.truncated:
+            reason += ":truncated"
+        self.frontier.update(item.id, state="sitemap", status=res.status, reason=reason,
+                             content_type=res.mime or None, n_bytes=len(res.body),
+                             attempts=item.attempts + 1, fetched_at=time.time())
+
     def _page_record(self, item: QueueItem, res: FetchResult, meta: dict) -> PageRecord:
         return PageRecord(
             url=item.url, status=res.status or 0, reason=res.reason_phrase,
@@ -287,16 +441,32 @@ class Crawler:
             parsed = parse_html(decoded_body(res, 4 * self.cfg.max_bytes),
                                 res.header("Content-Type"))
             notes += parsed.notes
-            score, category = self.scorer.score(item.url, parsed.html)
+            score_document = getattr(self.scorer, "score_document", None)
+            if score_document is not None:  # reuse the tree: one parse per page
+                score, category = score_document(item.url, parsed.doc)
+            else:
+                score, category = self.scorer.score(item.url, parsed.html)
+            parsed.doc = None  # the scorer may have modified it; free it now
             links = parsed.links
             if parsed.base:
                 with contextlib.suppress(ValueError):
                     base = urljoin(item.url, parsed.base)
+            canonical = None
+            if parsed.canonical:
+                # recorded in the WARC metadata (curation can fold the page into its
+                # canonical) and followed like a link when it names another URL
+                with contextlib.suppress(InvalidURL):
+                    canonical = normalize_url(parsed.canonical, base=base)
+                if canonical is not None and canonical != item.url:
+                    links = [parsed.canonical, *links]
         else:  # pdf / epub: not parsed here; they keep the priority their linker gave them
             score = item.priority
             category = item.category if item.category != "unknown" else res.kind
+            canonical = None
         meta = {"score": score, "category": category, "depth": item.depth,
                 "priority": item.priority, "kind": res.kind}
+        if canonical is not None:
+            meta["canonical"] = canonical
         name, offset = self.writer.write(self._page_record(item, res, meta))
         self.fetched += 1
         self.cat_fetched[category] += 1
@@ -328,7 +498,9 @@ class Crawler:
             else:
                 self._retry_or_fail(item, res.error, None)
         elif res.status in RETRY_STATUSES:
-            self._retry_or_fail(item, f"http_{res.status}", res.status)
+            retry_after = (parse_retry_after(res.header("Retry-After"))
+                           if res.status in RETRY_AFTER_STATUSES else None)
+            self._retry_or_fail(item, f"http_{res.status}", res.status, retry_after)
         elif 300 <= res.status < 400:
             if not res.location:
                 self.frontier.update(item.id, state="failed", status=res.status,
@@ -341,6 +513,8 @@ class Crawler:
                                  reason=f"http_{res.status}", attempts=item.attempts + 1,
                                  fetched_at=time.time())
             self.errors += 1
+        elif item.category == SITEMAP:
+            self._record_sitemap(item, res)
         elif res.kind is None:
             self.frontier.update(item.id, state="skipped", status=res.status,
                                  content_type=res.mime or None,
@@ -353,11 +527,6 @@ class Crawler:
     # -- one URL ----------------------------------------------------------------------------------
     async def _handle(self, item: QueueItem) -> bool:
         """Process one URL; returns whether a request went to its host (politeness)."""
-        if self._budget_spent(item.category):
-            self.frontier.update(item.id, state="skipped",
-                                 reason=f"category_budget:{item.category}")
-            self.frontier.commit()
-            return False
         why = await self._private_reason(item.url)
         if why is not None:
             self.frontier.update(item.id, state="failed", reason=why)
@@ -376,18 +545,37 @@ class Crawler:
         delay = min(delay, max(self.cfg.max_crawl_delay, self.cfg.per_host_delay))
         self.sched.set_delay(item.host, delay)
         if not policy.allowed(item.url, agent):
+            if policy.transient:  # robots.txt unreachable: ask again later, then give up
+                self._retry_or_fail(item, f"robots_{policy.source}", None,
+                                    final_state="disallowed")
+                self.frontier.commit()
+                return requested
             reason = "robots_txt" if policy.source == "fetched" else f"robots_{policy.source}"
             self.frontier.update(item.id, state="disallowed", reason=reason)
             self.frontier.commit()
             return requested
+        if requested and self.cfg.sitemaps and policy.parser is not None:
+            self._enqueue_sitemaps(origin, policy)
         if requested and delay > 0:
             await asyncio.sleep(delay)  # the robots.txt request counts for politeness too
         res = await fetch(self.session, item.url, timeout=self.cfg.timeout,
-                          max_bytes=self.cfg.max_bytes)
+                          max_bytes=self.cfg.max_bytes, kept_types=self.cfg.kept_types,
+                          read_all=item.category == SITEMAP)
         self._record(item, res)
         return True
 
     async def _task(self, item: QueueItem) -> None:
+        gate = self._budget_gate(item)
+        if gate != "go":
+            if gate == "skip":
+                self.frontier.update(item.id, state="skipped",
+                                     reason=f"category_budget:{item.category}")
+                self.frontier.commit()
+            # parked: stays 'queued' in the database (a kill loses nothing)
+            self.sched.release(item.host, time.monotonic(), requested=False)
+            self._inflight.discard(asyncio.current_task())
+            self._wake.set()
+            return
         requested = True
         try:
             requested = await self._handle(item)
@@ -398,6 +586,7 @@ class Crawler:
             self.frontier.commit()
             self.errors += 1
         finally:
+            self._unreserve(item)  # before leaving in-flight: parked URLs are queued again
             self.sched.release(item.host, time.monotonic(), requested)
             # leave the in-flight set *before* waking the loop, or it could see this task
             # still in flight, find nothing to do and sleep forever
@@ -419,7 +608,8 @@ class Crawler:
         cfg = self.cfg
         self.session = make_session(cfg.concurrency, cfg.per_host_connections,
                                     cfg.allow_private, cfg.user_agent)
-        self.robots = RobotsCache(self._fetch_robots)
+        # an unreachable robots.txt is asked again at most once per back-off period
+        self.robots = RobotsCache(self._fetch_robots, error_ttl=cfg.backoff)
         bar = tqdm(total=cfg.max_pages, initial=min(self.fetched, cfg.max_pages or self.fetched),
                    unit="page", desc="crawl", disable=not cfg.progress, dynamic_ncols=True)
         self._inflight = inflight = set()

@@ -33,6 +33,23 @@ KEPT_TYPES = {
 }
 
 
+def kept_types_from(mimes) -> dict[str, str]:
+    """The allow list for ``--content-types``: MIME type → kind. Known types keep their kind
+    (``html`` pages are parsed for links and scored); any other listed type is stored as
+    kind ``other`` (archived, not parsed)."""
+    out = {}
+    for m in mimes:
+        m = m.strip().lower()
+        if not m:
+            continue
+        if "/" not in m or " " in m:
+            raise ValueError(f"not a MIME type: {m!r} (expected e.g. text/html)")
+        out[m] = KEPT_TYPES.get(m, "other")
+    if not out:
+        raise ValueError("the content-type allow list is empty")
+    return out
+
+
 class PrivateAddressError(OSError):
     pass
 
@@ -67,7 +84,7 @@ class FetchResult:
     request_headers: list[tuple[str, str]] = field(default_factory=list)
     body: bytes = b""
     mime: str = ""
-    kind: str | None = None        # html | pdf | epub | None (not kept)
+    kind: str | None = None        # html | pdf | epub | other | None (not kept)
     truncated: bool = False
     error: str | None = None       # timeout | connect_error:… | payload_error | …
     location: str | None = None

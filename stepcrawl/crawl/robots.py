@@ -1,7 +1,9 @@
 """robots.txt: parsing with protego, the RFC 9309 status-code rules, and a per-host cache.
 
 RFC 9309 §2.3.1: a 4xx robots.txt means "no rules" (allow all); a 5xx or a network failure
-means "assume complete disallow" until it can be fetched. protego parses leniently, so a
+means "assume complete disallow" until it can be fetched — so such a policy is cached only
+briefly and the crawler retries the host's URLs (with back-off) before recording them as
+``disallowed``. protego parses leniently, so a
 malformed file yields whatever rules could be read (and no exception): the crawl goes on.
 """
 
@@ -27,6 +29,12 @@ class RobotsPolicy:
     disallow_all: bool = False
     source: str = "fetched"  # fetched | http_4xx | http_5xx | error:<reason>
     fetched_at: float = 0.0
+
+    @property
+    def transient(self) -> bool:
+        """Disallow-all because robots.txt was *unreachable* (5xx, network error): worth
+        asking again later, unlike rules that were read."""
+        return self.source.startswith(("http_5", "error:"))
 
     def allowed(self, url: str, user_agent: str) -> bool:
         if self.allow_all:
@@ -62,18 +70,22 @@ def policy_from_response(status: int | None, body: bytes, error: str | None = No
 
 class RobotsCache:
     """One policy per ``scheme://host:port``, fetched once (concurrent callers wait on one
-    fetch) and kept for ``ttl`` seconds."""
+    fetch) and kept for ``ttl`` seconds — a *transient* one (robots.txt unreachable) only
+    ``error_ttl`` seconds, so that the crawler's retries of the host's URLs ask again."""
 
-    def __init__(self, fetch: Callable[[str], Awaitable[RobotsPolicy]], ttl: float = ROBOTS_TTL_S):
+    def __init__(self, fetch: Callable[[str], Awaitable[RobotsPolicy]], ttl: float = ROBOTS_TTL_S,
+                 error_ttl: float = 60.0):
         self._fetch = fetch
         self._ttl = ttl
+        self._error_ttl = error_ttl
         self._policies: dict[str, RobotsPolicy] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self.fetches = 0
 
     def cached(self, origin: str) -> RobotsPolicy | None:
         policy = self._policies.get(origin)
-        if policy is not None and time.time() - policy.fetched_at < self._ttl:
+        ttl = self._error_ttl if policy is not None and policy.transient else self._ttl
+        if policy is not None and time.time() - policy.fetched_at < ttl:
             return policy
         return None
 

@@ -76,13 +76,15 @@ def make_handler(files: dict[str, bytes], log: AccessLog | None):
             pass
 
         def _send(self, status: int, body: bytes, ctype: str, head: bool = False) -> None:
+            # logged before anything is sent: a client that has seen the status line (an
+            # error status is final on the headers alone) must find the line in the log
+            if log is not None:
+                log.write(self.client_address[0], self.requestline, status, len(body),
+                          self.headers.get("User-Agent", "-"))
             self.send_response(status)
             self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            if log is not None:  # before the body: a client that saw the reply sees the line
-                log.write(self.client_address[0], self.requestline, status, len(body),
-                          self.headers.get("User-Agent", "-"))
             if not head:
                 self.wfile.write(body)
 
@@ -92,13 +94,13 @@ def make_handler(files: dict[str, bytes], log: AccessLog | None):
                 path += "index.html"
             body = files.get(path)
             if body is None and path + "/index.html" in files:
+                if log is not None:
+                    log.write(self.client_address[0], self.requestline, 301, 0,
+                              self.headers.get("User-Agent", "-"))
                 self.send_response(301)
                 self.send_header("Location", path + "/")
                 self.send_header("Content-Length", "0")
                 self.end_headers()
-                if log is not None:
-                    log.write(self.client_address[0], self.requestline, 301, 0,
-                              self.headers.get("User-Agent", "-"))
                 return
             if body is None:
                 self._send(404, b"<html><body><h1>404 Not Found</h1></body></html>",

@@ -37,6 +37,11 @@ _SPAM_TEXT = re.compile(r"casino|viagra|cheap|best price|click here|top \d|"
 
 
 class PageScorer(Protocol):
+    """What the crawler needs. A scorer may also define ``score_document(url, doc)`` taking
+    the lxml tree the crawler already built for link extraction (``None`` for an empty or
+    unparseable page; the scorer may modify it); the crawler prefers it, so a page is parsed
+    once. ``score(url, html_text)`` stays the whole contract for third-party scorers."""
+
     def score(self, url: str, html_text: str) -> tuple[float, str]: ...
 
 
@@ -58,12 +63,22 @@ def visible_text(doc) -> str:
     return " ".join(doc.text_content().split())
 
 
+def parse_document(html_text: str):
+    """lxml tree of ``html_text``, or ``None`` for empty or unparseable markup."""
+    try:
+        return lxml.html.document_fromstring(html_text) if html_text.strip() else None
+    except (etree.ParserError, ValueError):
+        return None
+
+
 def page_features(html_text: str) -> tuple[PageFeatures, str]:
     """Features and visible text of a page (robust to malformed or empty markup)."""
-    try:
-        doc = lxml.html.document_fromstring(html_text) if html_text.strip() else None
-    except (etree.ParserError, ValueError):
-        doc = None
+    return document_features(parse_document(html_text))
+
+
+def document_features(doc) -> tuple[PageFeatures, str]:
+    """Features and visible text of an already parsed page (``None``: empty page).
+    Modifies ``doc`` (scripts and anchors are dropped while measuring)."""
     if doc is None:
         return PageFeatures(0, 0.0, 0.0, 1.0, 0, 0, 0, False), ""
     anchors = [" ".join(a.text_content().split()) for a in doc.xpath("//a")]
@@ -123,7 +138,10 @@ class HeuristicScorer:
     only penalised when their anchors read like bait (a hub of real links stays a hub)."""
 
     def score(self, url: str, html_text: str) -> tuple[float, str]:
-        f, _ = page_features(html_text)
+        return self.score_document(url, parse_document(html_text))
+
+    def score_document(self, url: str, doc) -> tuple[float, str]:
+        f, _ = document_features(doc)
         return self.score_features(url, f), categorize(url, f)
 
     @staticmethod
@@ -157,7 +175,10 @@ class FastTextScorer:
         self.max_chars = max_chars
 
     def score(self, url: str, html_text: str) -> tuple[float, str]:
-        f, text = page_features(html_text)
+        return self.score_document(url, parse_document(html_text))
+
+    def score_document(self, url: str, doc) -> tuple[float, str]:
+        f, text = document_features(doc)
         text = text[: self.max_chars].replace("\n", " ")
         if not text:
             return 0.0, categorize(url, f)
