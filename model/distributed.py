@@ -82,16 +82,21 @@ def broadcast_object(obj, src: int = 0):
 
 
 def transformer_blocks(model: nn.Module) -> list[nn.Module]:
-    """The backbone blocks to shard one by one: the children of ``model.layers``.
-
-    MTP heads stay in the root FSDP unit: ``Step35Model.forward`` calls ``head.out_norm``
-    outside the head's own forward, which a separately sharded head would not allow (its
-    parameters are resharded after its forward)."""
+    """The backbone blocks to shard (and checkpoint) one by one: the children of ``model.layers``."""
     blocks: list[nn.Module] = []
     for name, mod in model.named_children():
         if isinstance(mod, nn.ModuleList) and name in ("layers", "blocks"):
             blocks.extend(mod)
     return blocks
+
+
+def mtp_heads(model: nn.Module) -> list[nn.Module]:
+    """The MTP heads (``model.mtp``), each its own FSDP2 unit: ``MTPHead.forward`` uses only
+    its own parameters (its output norm included), and the shared embedding / LM head belong to
+    the root unit, which stays unsharded for the whole root forward.  Inactive depths never run
+    a forward, so their unit is never all-gathered and gets no gradient."""
+    heads = getattr(model, "mtp", None)
+    return list(heads) if isinstance(heads, nn.ModuleList) else []
 
 
 def apply_activation_checkpointing(model: nn.Module) -> int:
@@ -112,7 +117,8 @@ def apply_activation_checkpointing(model: nn.Module) -> int:
 
 
 def shard_model(model: nn.Module, info: DistInfo, mixed_precision: bool = False) -> nn.Module:
-    """FSDP2: ``fully_shard`` every block, then the root. On one process this is a no-op."""
+    """FSDP2: ``fully_shard`` every block and every MTP head, then the root (embedding, final
+    norm, LM head). On one process this is a no-op."""
     if not info.distributed:
         return model
     from torch.distributed.device_mesh import init_device_mesh
@@ -122,7 +128,7 @@ def shard_model(model: nn.Module, info: DistInfo, mixed_precision: bool = False)
     kw = {"mesh": mesh}
     if mixed_precision:
         kw["mp_policy"] = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
-    for block in transformer_blocks(model):
+    for block in transformer_blocks(model) + mtp_heads(model):
         fully_shard(block, **kw)
     fully_shard(model, **kw)
     return model

@@ -125,9 +125,10 @@ class GroupedExperts(nn.Module):
 @dataclass
 class RoutingInfo:
     """What one MoE forward reports; the model records it outside activation checkpointing."""
-    aux_loss: torch.Tensor  # EP-group balance loss of this layer (differentiable)
+    aux_loss: torch.Tensor  # EP-group balance loss of this layer, this micro-batch (differentiable)
     counts: torch.Tensor  # [E] tokens routed to each expert (int64, no grad)
     out_norm_sum: torch.Tensor  # [E] sum of L2 norms of each expert's outputs (no grad)
+    probs: torch.Tensor | None = None  # [E] mean normalised router probability p_e (differentiable)
 
 
 class MoE(nn.Module):
@@ -148,6 +149,10 @@ class MoE(nn.Module):
         # monitoring window (reset by routing_stats(reset=True)); not part of the checkpoint
         self.register_buffer("stat_load", torch.zeros(E, dtype=torch.float32), persistent=False)
         self.register_buffer("stat_norm", torch.zeros(E, dtype=torch.float32), persistent=False)
+        # global-batch balance window: assignments per expert over the micro-batches (and, once
+        # all-reduced, the data-parallel ranks) of the current optimizer step.  int64 so that
+        # model.to(bfloat16) leaves it alone and counts stay exact.
+        self.register_buffer("balance_counts", torch.zeros(E, dtype=torch.int64), persistent=False)
         self.frozen = False
 
     def _apply(self, fn, recurse=True):
@@ -172,14 +177,23 @@ class MoE(nn.Module):
         w = w / (w.sum(-1, keepdim=True) + 1e-20) * self.routed_scaling
         return topk, w, scores
 
-    def ep_balance_loss(self, scores: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
-        """PAPER Eq. 1: L = G Σ_g f_g p_g with p_e the mean normalised router probability and
-        f_e the fraction of the N·K assignments that went to expert e.  Uniform load → 1."""
-        N = scores.shape[0]
-        p = (scores / scores.sum(-1, keepdim=True)).mean(0)
-        f = counts.to(p.dtype) / max(N * self.top_k, 1)
+    @staticmethod
+    def mean_probs(scores: torch.Tensor) -> torch.Tensor:
+        """p_e: the router's sigmoid scores normalised over experts, averaged over tokens."""
+        return (scores / scores.sum(-1, keepdim=True)).mean(0)
+
+    def group_loss(self, f: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+        """L = G Σ_g f_g p_g from per-expert load fractions ``f`` (Σ f = 1, no grad) and mean
+        probabilities ``p``; experts ``g·E/G … (g+1)·E/G - 1`` form group g (one EP rank)."""
         G = self.ep_groups
+        f = f.to(p.dtype)
         return G * (f.view(G, -1).sum(1) * p.view(G, -1).sum(1)).sum()
+
+    def ep_balance_loss(self, scores: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+        """PAPER Eq. 1 over this batch: p_e the mean normalised router probability and f_e the
+        fraction of the N·K assignments that went to expert e.  Uniform load → 1."""
+        N = scores.shape[0]
+        return self.group_loss(counts.float() / max(N * self.top_k, 1), self.mean_probs(scores))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, RoutingInfo]:
         shape = x.shape
@@ -188,7 +202,8 @@ class MoE(nn.Module):
         topk, w, scores = self.route(xf)
         flat = topk.reshape(-1)
         counts = torch.bincount(flat, minlength=E)
-        aux = self.ep_balance_loss(scores, counts)
+        probs = self.mean_probs(scores)
+        aux = self.group_loss(counts.float() / max(N * K, 1), probs)
         # dispatch: sort the N·K (token, expert) pairs by expert, run grouped matmuls, scatter back
         order = flat.argsort(stable=True)
         token = order // K
@@ -200,7 +215,7 @@ class MoE(nn.Module):
         y = torch.zeros_like(xf).index_add_(0, token, out.to(xf.dtype))
         if self.shared is not None:
             y = y + self.shared(xf)
-        return y.view(shape), RoutingInfo(aux, counts.detach(), norm_sum)
+        return y.view(shape), RoutingInfo(aux, counts.detach(), norm_sum, probs)
 
     # --- balancing and monitoring -----------------------------------------------------------
     @torch.no_grad()

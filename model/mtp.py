@@ -30,10 +30,16 @@ class MTPHead(nn.Module):
         self.block = block
         self.out_norm = ZeroCenteredRMSNorm(d_model, eps)
 
-    def forward(self, h_prev: torch.Tensor, emb_next: torch.Tensor, rope, masks, backend: str) -> torch.Tensor:
+    def forward(self, h_prev: torch.Tensor, emb_next: torch.Tensor, rope, masks,
+                backend: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns ``(h^k, out_norm(h^k))``: the raw state feeds depth k+1, the normed one the
+        shared LM head.  Applying ``out_norm`` here (not in the caller) keeps every parameter of
+        the head inside its own forward, so a head can be its own FSDP2 unit (FSDP2 reshards a
+        unit's parameters after its forward; a later ``head.out_norm(...)`` call from outside
+        would see a sharded weight)."""
         x = self.proj(torch.cat([self.h_norm(h_prev), self.e_norm(emb_next)], dim=-1))
         h, _ = self.block(x, rope, masks, backend)
-        return h
+        return h, self.out_norm(h)
 
 
 def shift_left(x: torch.Tensor, k: int, fill: int) -> torch.Tensor:

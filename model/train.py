@@ -186,6 +186,34 @@ def model_config(name: str, overrides: dict[str, Any]):
         raise TrainError(f"model config {name!r}: {exc}") from None
 
 
+def parse_mtp_depths(items: list[str] | None, n_mtp: int) -> dict[str, int]:
+    """``--mtp-depths 3`` (every phase) or ``--mtp-depths mid2=3`` / ``mid/mid2=3`` (one phase).
+
+    Returns ``{"*" | "stage/phase" | "phase": depths}``; checked against the model's ``n_mtp``."""
+    out: dict[str, int] = {}
+    for item in items or []:
+        key, _, val = item.rpartition("=")
+        try:
+            n = int(val)
+        except ValueError:
+            raise TrainError(f"--mtp-depths {item!r}: expected N or PHASE=N") from None
+        if not 0 <= n <= n_mtp:
+            raise TrainError(f"--mtp-depths {item!r}: {n} outside 0..n_mtp={n_mtp} of the model")
+        out[key.strip() or "*"] = n
+    return out
+
+
+def mtp_depths_for(stage_name: str, phase, overrides: dict[str, int], default: int) -> int:
+    """Active MTP depths of a phase: ``--mtp-depths`` for this phase (``stage/phase`` before
+    ``phase`` before ``*``), else the schedule's ``mtp_active_depths`` if the curriculum schema
+    has one (read defensively: the field is optional), else the model config's default."""
+    for key in (f"{stage_name}/{phase.name}", phase.name, "*"):
+        if key in overrides:
+            return overrides[key]
+    val = getattr(phase.schedule, "mtp_active_depths", None)
+    return default if val is None else int(val)
+
+
 # ---------------------------------------------------------------------------------------------
 # dry run
 # ---------------------------------------------------------------------------------------------
@@ -268,10 +296,11 @@ def dry_run(args) -> int:
 
     cur = load_curriculum_or_fail(args.curriculum)
     cfg = model_config(args.model, parse_overrides(args.set))
+    mtp_over = parse_mtp_depths(args.mtp_depths, cfg.n_mtp)
     print(f"curriculum {cur.name}: {len(cur.stages)} stage(s), "
           f"{format_tokens(cur.total_tokens)} tokens")
     hdr = f"{'stage/phase':28} {'tokens':>8} {'seq':>7} {'steps':>9} {'batch (seqs)':>22} " \
-          f"{'lr':>24} {'θ full/swa':>13} {'mtp':>4} {'meta':>6} {'router':>7} {'bias':>8} {'ep':>6}"
+          f"{'lr':>24} {'θ full/swa':>13} {'mtp w×depths':>12} {'meta':>6} {'router':>7} {'bias':>8} {'ep':>6}"
     print(hdr)
     print("-" * len(hdr))
     total_steps = 0
@@ -286,12 +315,14 @@ def dry_run(args) -> int:
             batch = "→".join(str(g.batch) for g in segs) if segs else "-"
             top = s.lr.peak if s.lr.peak is not None else s.lr.start
             lr = f"{s.lr.shape} {top:.2g}" + (f"→{s.lr.end:.2g}" if s.lr.end is not None else "")
+            depths = mtp_depths_for(stage.name, ph, mtp_over, cfg.mtp_active_depths) if cfg.n_mtp else 0
+            mtp = f"{s.mtp_weight:g}×{depths}" if s.mtp_weight and depths else "off"
             meta = s.meta_loss_mask if isinstance(s.meta_loss_mask, bool) else f">{format_tokens(s.meta_loss_mask.after)}"
             bias = s.bias_update_rate if isinstance(s.bias_update_rate, (int, float)) else \
                 f"{s.bias_update_rate.start:g}→{s.bias_update_rate.end:g}"
             print(f"{stage.name + '/' + ph.name:28} {format_tokens(ph.tokens):>8} {ph.seq_len:>7} "
                   f"{steps:>9} {batch:>22} {lr:>24} {s.rope_theta_full:>6.0e}/{s.rope_theta_swa:<6.0e} "
-                  f"{s.mtp_weight:>4g} {str(meta):>6} {'frozen' if s.router_frozen else 'train':>7} "
+                  f"{mtp:>12} {str(meta):>6} {'frozen' if s.router_frozen else 'train':>7} "
                   f"{str(bias):>8} {s.ep_loss_coef:>6g}")
         print(f"{'= stage ' + stage.name:28} {format_tokens(sum(p.tokens for p in stage.phases)):>8} "
               f"{'':>7} {stage_steps:>9}")
@@ -361,6 +392,7 @@ def train(args) -> int:
             raise TrainError("--vocab-from-mix: no mix manifest records the tokenizer's vocab_size")
         overrides["vocab_size"] = max(sizes)
     cfg = model_config(args.model, overrides)
+    parse_mtp_depths(args.mtp_depths, cfg.n_mtp)  # fail now, not at the phase that uses it
     check_vocab(mixes, cur, cfg.vocab_size)
     world_env = int(os.environ.get("WORLD_SIZE", "1"))
     phases = build_run_phases(cur, mixes, world_env, args.global_batch, args.stage)
@@ -403,10 +435,13 @@ def _train_loop(args, cur, cfg, phases: list[RunPhase], run_dir: Path, info) -> 
     model = Step35Model(cfg).to(dev)
     if args.activation_checkpointing and hasattr(model, "set_activation_checkpointing"):
         model.set_activation_checkpointing(True)
+    model.set_balance_scope(args.ep_balance)
     model = shard_model(model, info, mixed_precision=False)
     model.train()
     opt = build_optimizer(model, lr=0.0, weight_decay=args.weight_decay, ns_steps=args.ns_steps)
 
+    mtp_overrides = parse_mtp_depths(args.mtp_depths, cfg.n_mtp)
+    mtp_depths = cfg.mtp_active_depths  # depths trained so far (restored on resume)
     monitor = Monitor(run_dir, enabled=info.is_main, total_steps=min(total_steps, args.max_steps or total_steps),
                       tensorboard=not args.no_tensorboard, progress=not args.no_progress)
     step = 0
@@ -428,6 +463,7 @@ def _train_loop(args, cur, cfg, phases: list[RunPhase], run_dir: Path, info) -> 
             loader.load_state_dict(st["loader"])
             monitor.spikes.load_state_dict(st.get("spikes", {}))
             step = int(st["step"])
+            mtp_depths = int(st.get("mtp_depths", mtp_depths))
             if info.is_main:
                 log.info("resumed from %s at step %d", ck, step)
     monitor.start(step)
@@ -438,7 +474,7 @@ def _train_loop(args, cur, cfg, phases: list[RunPhase], run_dir: Path, info) -> 
             indent=2, default=str) + "\n")
 
     def trainer_state() -> dict:
-        return {"step": step, "curriculum": cur.name, "model": cfg.name,
+        return {"step": step, "curriculum": cur.name, "model": cfg.name, "mtp_depths": mtp_depths,
                 "loader": loader.state_dict(), "spikes": monitor.spikes.state_dict()}
 
     def checkpoint() -> None:
@@ -459,6 +495,17 @@ def _train_loop(args, cur, cfg, phases: list[RunPhase], run_dir: Path, info) -> 
             model.set_rope_theta(sched.rope_theta_full, sched.rope_theta_swa)
             model.freeze_router(bool(sched.router_frozen))
             model.set_ep_loss_coef(0.0 if sched.router_frozen else float(sched.ep_loss_coef))
+            want = mtp_depths_for(rp.stage.name, rp.phase, mtp_overrides, cfg.mtp_active_depths)
+            if want > mtp_depths >= 1 and step > 0:
+                # the report's final MTP phase: heads that never trained start as copies of
+                # MTP-1 (once: the depth count is in the checkpoint, so a resume does not re-clone;
+                # at step 0 there is nothing to copy, every head keeps its own random init)
+                model.clone_mtp_heads(range(mtp_depths, want))
+                if info.is_main:
+                    log.info("phase %s: MTP depths %d -> %d, heads %s cloned from MTP-1", rp.key,
+                             mtp_depths, want, list(range(mtp_depths + 1, want + 1)))
+            model.set_mtp_active_depths(want)
+            mtp_depths = max(mtp_depths, want) if want else mtp_depths
             applied_phase = sb.phase_index
             if info.is_main:
                 log.info("phase %s: seq_len %d, batch %d, θ %g/%g, mtp %g, router %s, ep %g",
@@ -483,7 +530,14 @@ def _train_loop(args, cur, cfg, phases: list[RunPhase], run_dir: Path, info) -> 
                 out = model(mb.input_ids, labels=mb.labels, document_ids=mb.document_ids,
                             position_ids=mb.position_ids, mtp_weight=float(sched.mtp_weight))
             w = mb.n_loss_tokens / denom
-            (out.loss * (w * info.world)).backward()
+            # LM/MTP terms are weighted by this micro-batch's share of the global *loss* tokens;
+            # the balance term by its share of the global *routed* tokens (every token is
+            # routed, loss or not), so the sum over micro-batches and ranks is the global mean.
+            v = mb.input_ids.numel() / max(sb.global_tokens, 1)
+            loss = out.loss * w
+            if out.aux_loss is not None and model.ep_loss_coef:
+                loss = loss + (v - w) * model.ep_loss_coef * out.aux_loss
+            (loss * info.world).backward()
             sums[0] += float(out.lm_loss.detach()) * w
             if out.mtp_loss is not None:
                 sums[1] += float(out.mtp_loss.detach()) * w
@@ -497,6 +551,7 @@ def _train_loop(args, cur, cfg, phases: list[RunPhase], run_dir: Path, info) -> 
         _sync_moe_buffers(model, ("bias_load",))
         rate = 0.0 if sched.router_frozen else bias_update_rate_at(sched, sb.step_in_phase, n_steps)
         model.update_router_bias(rate)
+        model.reset_balance_window()
         step += 1
 
         routing = None
@@ -511,6 +566,7 @@ def _train_loop(args, cur, cfg, phases: list[RunPhase], run_dir: Path, info) -> 
             "grad_accum": sb.grad_accum, "loss_tokens": n_global,
             "tokens": sb.tokens_into_run + sb.global_tokens, "step_tokens": sb.global_tokens,
             "meta_masked": sb.mask_meta, "mtp_weight": float(sched.mtp_weight),
+            "mtp_depths": model.mtp_active_depths,
             "rope_theta_full": float(sched.rope_theta_full), "router_frozen": bool(sched.router_frozen),
             "bias_update_rate": rate,
         }
@@ -562,6 +618,8 @@ examples:
   # 8 GPUs, FSDP2 + activation checkpointing
   torchrun --nproc-per-node 8 -m model.train --curriculum full.yaml --mix data/mix \\
       --model small --out runs/small --activation-checkpointing
+  # the report's final MTP phase: MTP-1 cloned into heads 2-3 when phase mid2 starts, all 3 train
+  train --curriculum full.yaml --mix data/mix --model small --set n_mtp=3 --mtp-depths mid/mid2=3
   # plan and memory for the full model on 4096 GPUs, nothing allocated
   train --curriculum full.yaml --model full --dry-run --gpus-total 4096 --ep 8 --pp 8
 
@@ -579,6 +637,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="tiny", choices=["tiny", "small", "proxy", "full"])
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a ModelConfig field, e.g. --set d_model=64 (repeatable)")
+    p.add_argument("--mtp-depths", action="append", metavar="[PHASE=]N",
+                   help="active MTP depths: N for every phase, or STAGE/PHASE=N / PHASE=N (repeatable). "
+                        "Default: the schedule's mtp_active_depths if the curriculum has it, else the "
+                        "model's (1). Going from 1 to N>1 at a phase switch clones MTP-1 into heads 2..N")
+    p.add_argument("--ep-balance", choices=["global", "micro"], default="global",
+                   help="EP-group balance loss load fractions over the whole global batch (all "
+                        "micro-batches and data-parallel ranks of the step, the report's choice) or "
+                        "per micro-batch")
     p.add_argument("--vocab-from-mix", action="store_true",
                    help="size the model's vocabulary from the mix's tokenizer (padded_vocab_size)")
     p.add_argument("--out", default="runs/train", help="run folder: checkpoints, metrics, tensorboard")

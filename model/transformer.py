@@ -13,7 +13,9 @@ Conventions the trainer relies on:
   depth's loss are means over non-ignored tokens; ``mtp_loss`` is the weighted mean over the
   active depths (``mtp_loss_weights``), ``None`` when ``mtp_weight == 0`` (heads are skipped);
   ``aux_loss`` is the EP-group balance loss *summed* over MoE layers (Megatron convention: each
-  layer gets the coefficient's full gradient; ≈ n_moe_layers at perfect balance).
+  layer gets the coefficient's full gradient; ≈ n_moe_layers at perfect balance), with load
+  fractions from this forward (``balance_scope="micro"``) or from the whole optimizer step
+  across micro-batches and data-parallel ranks (``"global"``, see ``set_balance_scope``).
 """
 
 from __future__ import annotations
@@ -80,6 +82,7 @@ class Step35Model(nn.Module):
             for k in range(cfg.n_mtp))
         self.mtp_active_depths = cfg.mtp_active_depths
         self.ep_loss_coef = cfg.ep_loss_coef
+        self.balance_scope = "micro"  # set_balance_scope("global"): global-batch EP balance loss
         self.activation_checkpointing = False
         self.chunked_window = True  # SDPA path: O(T·W) chunked sliding window (False: dense mask)
         self.init_weights()
@@ -100,7 +103,7 @@ class Step35Model(nn.Module):
                 nn.init.normal_(p, 0.0, std)
         for m in self.modules():  # also after to_empty(): buffers hold garbage there
             if isinstance(m, MoE):
-                for buf in (m.router_bias, m.bias_load, m.stat_load, m.stat_norm):
+                for buf in (m.router_bias, m.bias_load, m.stat_load, m.stat_norm, m.balance_counts):
                     buf.zero_()
 
     def moe_layers(self) -> list[MoE]:
@@ -140,10 +143,14 @@ class Step35Model(nn.Module):
         self.mtp_active_depths = n
 
     @torch.no_grad()
-    def clone_mtp_heads(self) -> None:
-        """Copy MTP-1's weights into MTP-2 … MTP-n (the report's final MTP phase)."""
-        for head in list(self.mtp)[1:]:
-            head.load_state_dict(self.mtp[0].state_dict())
+    def clone_mtp_heads(self, targets=None) -> None:
+        """Copy MTP-1's weights into MTP-2 … MTP-n (the report's final MTP phase), or into the
+        heads whose 0-based indices are in ``targets``.  Works on FSDP2-sharded heads too (all
+        heads are sharded alike, so every rank copies its own shard)."""
+        idx = range(1, len(self.mtp)) if targets is None else [i for i in targets if i >= 1]
+        src = self.mtp[0].state_dict()
+        for i in idx:
+            self.mtp[i].load_state_dict(src)
 
     def set_activation_checkpointing(self, on: bool = True) -> None:
         self.activation_checkpointing = on
@@ -161,6 +168,49 @@ class Step35Model(nn.Module):
             "out_norm_min_over_median": min((s.get("out_norm_min_over_median", 1.0) for s in per), default=1.0),
         }
         return {"layers": layers, **summary}
+
+    def set_balance_scope(self, scope: str) -> None:
+        """Scope of the EP-group balance loss's load fractions ``f``:
+
+        * ``"micro"`` — f of this forward's tokens only (the default; needs no trainer help);
+        * ``"global"`` — f of every token routed since :meth:`reset_balance_window` (the trainer
+          calls it after each optimizer step), summed over the data-parallel ranks: the
+          global-batch balancing the report prefers (PAPER §4.1.3).  Like Megatron-Core's
+          ``global_aux_loss``, micro-batch i of a step uses the counts of micro-batches 1..i of
+          every rank (f is not differentiable, so later micro-batches cannot be waited for);
+          the last micro-batch sees the whole global batch.  Costs one all-reduce of
+          ``[n_moe_layers, n_experts]`` int64 counts per forward.
+        Only training forwards with gradients use the window; evaluation is always ``micro``."""
+        if scope not in ("micro", "global"):
+            raise ValueError(f"balance scope {scope!r} not in micro|global")
+        self.balance_scope = scope
+
+    @torch.no_grad()
+    def reset_balance_window(self) -> None:
+        for m in self.moe_layers():
+            m.balance_counts.zero_()
+
+    def _balance_loss(self, routed: list[tuple[MoE, RoutingInfo]]) -> torch.Tensor | None:
+        """Σ over MoE layers of the EP-group balance loss, computed *outside* the blocks (and
+        so outside activation checkpointing: recomputation cannot change the counts used)."""
+        if not routed:
+            return None
+        glob = (getattr(self, "balance_scope", "micro") == "global" and self.training
+                and torch.is_grad_enabled() and self.ep_loss_coef != 0)
+        if not glob:
+            return torch.stack([info.aux_loss for _, info in routed]).sum()
+        counts = torch.stack([info.counts for _, info in routed])  # [L, E] int64, this rank
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(counts)  # in place on the fresh stacked copy
+        total = []
+        with torch.no_grad():
+            fs = []
+            for (moe, _), c in zip(routed, counts):
+                moe.balance_counts += c
+                fs.append(moe.balance_counts.double() / moe.balance_counts.sum().clamp(min=1))
+        for (moe, info), f in zip(routed, fs):
+            total.append(moe.group_loss(f, info.probs))
+        return torch.stack(total).sum()
 
     # ------------------------------------------------------------------------------------
     def _run_block(self, block, h, rope, masks, backend):
@@ -191,12 +241,13 @@ class Step35Model(nn.Module):
         rope = RopeCache(position_ids)
 
         h = self.embed(input_ids)
-        aux = None
+        routed: list[tuple[MoE, RoutingInfo]] = []
         for block in self.layers:
             h, info = self._run_block(block, h, rope, masks, backend)
             if info is not None:
                 block.ffn.record(info)
-                aux = info.aux_loss if aux is None else aux + info.aux_loss
+                routed.append((block.ffn, info))
+        aux = self._balance_loss(routed)
         logits = self.lm_head(self.norm(h))
 
         lm_loss = mtp_loss = loss = None
@@ -210,8 +261,8 @@ class Step35Model(nn.Module):
                 for k in range(1, n_active + 1):
                     emb = self.embed(shift_left(input_ids, k, 0))
                     head = self.mtp[k - 1]
-                    h_prev = head(h_prev, emb, rope, masks, backend)
-                    mtp_logits = self.lm_head(head.out_norm(h_prev))
+                    h_prev, h_out = head(h_prev, emb, rope, masks, backend)
+                    mtp_logits = self.lm_head(h_out)
                     mtp_losses.append(self._ce(mtp_logits, mtp_targets(labels, k, document_ids)))
                 w = torch.tensor(self.cfg.mtp_loss_weights[:n_active], device=device)
                 mtp_loss = (torch.stack(mtp_losses) * w).sum() / w.sum()

@@ -4,6 +4,7 @@ grouped-matmul backends."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -161,3 +162,48 @@ def test_routing_stats_dead_experts_and_norm_ratios():
     assert st["tokens"] == 48
     assert st["out_norm_max_over_median"] >= 1 >= st["out_norm_min_over_median"] > 0
     assert moe.stats()["dead_experts"] == 4  # window was reset
+
+
+def test_global_balance_window_accumulates_micro_batches():
+    """set_balance_scope("global"): micro-batch i's EP-group loss uses the load fractions of
+    micro-batches 1..i of the step (with its own p), until reset_balance_window()."""
+    from model.config import get_config
+    from model.transformer import Step35Model
+
+    torch.manual_seed(0)
+    cfg = get_config("tiny", vocab_size=64)
+    model = Step35Model(cfg).train()
+    model.set_balance_scope("global")
+    seen: list = []
+    for m in model.moe_layers():
+        m.register_forward_hook(lambda mod, inp, out: seen.append((mod, out[1])))
+    x = torch.randint(0, 64, (4, 24))
+    aux_a = model(x[:2]).aux_loss
+    info_a = list(seen)
+    seen.clear()
+    aux_b = model(x[2:]).aux_loss
+    info_b = list(seen)
+
+    def expect(infos, extra=None):
+        tot = 0.0
+        for i, (moe, info) in enumerate(infos):
+            c = info.counts + (extra[i][1].counts if extra else 0)
+            tot = tot + moe.group_loss(c.double() / c.sum(), info.probs)
+        return tot
+
+    torch.testing.assert_close(aux_a, expect(info_a))
+    torch.testing.assert_close(aux_b, expect(info_b, info_a))
+    # the second micro-batch does not see its own loads alone: that would be the micro loss
+    assert not torch.allclose(aux_b, torch.stack([i.aux_loss for _, i in info_b]).sum())
+    for (moe, ia), (_, ib) in zip(info_a, info_b):
+        assert torch.equal(moe.balance_counts, ia.counts + ib.counts)
+    model.reset_balance_window()
+    assert all(int(m.balance_counts.sum()) == 0 for m in model.moe_layers())
+    # evaluation (no grad) is always per batch, and never touches the window
+    seen.clear()
+    with torch.no_grad():
+        aux_eval = model(x[2:]).aux_loss
+    torch.testing.assert_close(aux_eval, torch.stack([i.aux_loss for _, i in seen]).sum())
+    assert all(int(m.balance_counts.sum()) == 0 for m in model.moe_layers())
+    with pytest.raises(ValueError, match="micro|global"):
+        model.set_balance_scope("batch")

@@ -127,6 +127,23 @@ def test_resume_is_bit_for_bit(setup, full_run):
     assert [(r["loss"], r["grad_norm"]) for r in a] == [(r["loss"], r["grad_norm"]) for r in b]
 
 
+def test_mtp_heads_cloned_once_at_the_phase_switch_and_not_on_resume(setup):
+    """--mtp-depths pre/long=2: MTP-2 is cloned from MTP-1 when phase "long" starts (step 9) and
+    trains from then on; a run resumed after the switch continues it without cloning again."""
+    mtp = ["--set", "n_mtp=2", "--mtp-depths", "pre/long=2", "--max-steps", "10"]
+    one = setup / "mtp_one"
+    assert main(_args(setup, one, *mtp, "--checkpoint-every", "0")) == 0
+    two = setup / "mtp_two"
+    assert main(_args(setup, two, *mtp[:-1], "9", "--checkpoint-every", "0")) == 0
+    st = json.loads((latest_checkpoint(two) / "trainer_state.json").read_text())
+    assert st["mtp_depths"] == 2
+    assert main(_args(setup, two, *mtp, "--resume", "--checkpoint-every", "0")) == 0
+    a, b = _metrics(one), _metrics(two)
+    assert [r["mtp_depths"] for r in a] == [1] * 8 + [2] * 2
+    # total_loss includes the MTP loss: a second clone would reset MTP-2 and change step 10
+    assert [(r["total_loss"], r["mtp_loss"]) for r in a] == [(r["total_loss"], r["mtp_loss"]) for r in b]
+
+
 def test_refuses_to_overwrite_a_run_without_resume(setup, full_run, capsys):
     assert main(_args(setup, full_run)) == 2
     assert "--resume" in capsys.readouterr().err
@@ -141,7 +158,10 @@ def test_two_processes_match_one(setup, tmp_path):
     over different splits of a batch (PAPER §4.1.3 prefers global-batch balancing for that
     reason); everything else is, and the runs agree to float round-off."""
     common = _args(setup, tmp_path / "x", "--max-steps", "10", "--checkpoint-every", "0",
-                   "--micro-batch-tokens", "64")[4:]
+                   "--micro-batch-tokens", "64", "--ep-balance", "micro",
+                   # 2 MTP heads, each its own FSDP unit; MTP-2 is cloned from MTP-1 at the
+                   # switch to phase "long" (under FSDP2: shard-by-shard copy)
+                   "--set", "n_mtp=2", "--mtp-depths", "pre/long=2")[4:]
     mix = ["--curriculum", str(setup / "cur.yaml"), "--mix", str(setup / "mix")]
     one = tmp_path / "one"
     assert main(mix + ["--out", str(one)] + common[2:]) == 0
@@ -154,12 +174,40 @@ def test_two_processes_match_one(setup, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     a, b = _metrics(one), _metrics(two)
     assert len(a) == len(b) == 10 and b[-1]["phase"] == "pre/long"   # seq_len switch, frozen router
+    assert [r["mtp_depths"] for r in b] == [1] * 8 + [2] * 2
     for x, y in zip(a, b):
         assert y["loss"] == pytest.approx(x["loss"], rel=1e-5, abs=1e-6)
         assert y["grad_norm"] == pytest.approx(x["grad_norm"], rel=1e-4, abs=1e-6)
     # the sharded (2-rank) DCP checkpoint resumes in a single process (resharding on load)
     assert main(mix + ["--out", str(two), "--resume"] + common[2:] + ["--max-steps", "11"]) == 0
     assert _metrics(two)[-1]["step"] == 11
+
+
+@pytest.mark.slow
+def test_global_batch_balance_loss_is_shared_across_ranks(setup, tmp_path):
+    """--ep-balance global: the load fractions f of the EP-group loss are those of the whole
+    global batch, all-reduced over data-parallel ranks.  1 process running the 4-sequence batch
+    as one micro-batch and 2 processes running 2 sequences each then compute the same loss,
+    gradient and (rank-averaged) balance loss; with per-rank f (``micro``) the balance loss of
+    2 ranks would differ from the 1-process one."""
+    mix = ["--curriculum", str(setup / "cur.yaml"), "--mix", str(setup / "mix")]
+    common = _args(setup, tmp_path / "x", "--max-steps", "4", "--checkpoint-every", "0",
+                   "--global-batch", "4", "--mtp-depths", "0", "--ep-balance", "global")[6:]
+    one = tmp_path / "one"
+    assert main(mix + ["--out", str(one), "--micro-batch-tokens", "128"] + common) == 0
+    two = tmp_path / "two"
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", "model.train", *mix, "--out", str(two), *common, "--micro-batch-tokens", "64"]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a, b = _metrics(one), _metrics(two)
+    assert len(a) == len(b) == 4 and all(r["micro_batch"] == 4 for r in a)
+    assert all(r["micro_batch"] == 2 for r in b)
+    for x, y in zip(a, b):
+        assert y["aux_loss"] == pytest.approx(x["aux_loss"], rel=1e-6)
+        assert y["loss"] == pytest.approx(x["loss"], rel=1e-5, abs=1e-6)
+        assert y["grad_norm"] == pytest.approx(x["grad_norm"], rel=1e-4, abs=1e-6)
 
 
 # ------------------------------------------------------------------------------------------
@@ -209,19 +257,37 @@ def test_mix_curriculum_and_model_mismatches(setup, tmp_path, capsys):
                 capsys, "stage 'mid' is not in curriculum 'unit'")
     _fails_fast(_args(setup, out) + ["--set", "vocab_size=128"], capsys,
                 "tokenizer vocab_size 256 > model vocab_size 128")
+    _fails_fast(_args(setup, out) + ["--mtp-depths", "long=3"], capsys,
+                "--mtp-depths 'long=3': 3 outside 0..n_mtp=1")
     assert not out.exists()
 
 
 def test_dry_run_full_curriculum(capsys, tmp_path):
     t0 = time.perf_counter()
     assert main(["--curriculum", "full", "--model", "full", "--dry-run", "--gpus-total", "4096",
-                 "--ep", "8", "--pp", "8", "--out", str(tmp_path / "never")]) == 0
+                 "--ep", "8", "--pp", "8", "--out", str(tmp_path / "never"),
+                 "--mtp-depths", "mid/mid2=3"]) == 0
     out = capsys.readouterr().out
+    mid2 = next(line for line in out.splitlines() if line.startswith("mid/mid2"))
+    assert "0.1×3" in mid2 and "131072" in mid2        # the final MTP phase: 3 depths
     assert "pretrain/" in out and "mid/" in out and "optimizer steps" in out and "= stage mid" in out
     assert "PP8" in out and "EP8" in out and "per GPU:" in out
     assert "196.9" in out or "197.8" in out          # the report's 196B/198B parameters
     assert not (tmp_path / "never").exists()
     assert time.perf_counter() - t0 < 60
+
+
+def test_memory_plan_arithmetic_by_hand():
+    """16 GPUs = PP2 x DP8, EP2 (expert-DP 4): dense parameters split over PP, experts over PP x EP;
+    bf16 params (2 B), fp32 grads (4 B); master+Muon 8 B / master+AdamW 12 B over (expert-)DP."""
+    from model.train import memory_plan
+
+    counts = {"total": 1000, "expert": 800, "dense_matrix": 150, "adamw": 50}
+    m = memory_plan(counts, gpus=16, ep=2, pp=2)
+    assert (m["dp"], m["edp"]) == (8, 4)
+    assert m["params"] == (100 + 200) * 2 and m["grads"] == (100 + 200) * 4
+    assert m["optimizer"] == pytest.approx(75 * 8 / 8 + 25 * 12 / 8 + 200 * 8 / 4)
+    assert m["total"] == pytest.approx(600 + 1200 + 512.5)
 
 
 def test_scaled_and_partial_mixes_and_vocab_from_mix(setup, tmp_path):
