@@ -73,7 +73,7 @@ def prepare(curriculum: str, stage: str, tokens_dir: str, out_dir: str, scale=No
             phases: list[str] | None = None, overwrite: bool = False, ngram: int = 13) -> dict[str, Any]:
     """The driver half of ``curricula.mixer.build_mix``: every check, the phase configs and
     which phases still need building. Returns what the workers need."""
-    from curricula.mixer import _sources_for, phase_config
+    from curricula.mixer import phase_config
     from curricula.planner import parse_scale, plan, read_source_manifest
     from curricula.schema import CurriculumError, load_curriculum
     from stepcrawl.manifest import config_hash
@@ -90,7 +90,7 @@ def prepare(curriculum: str, stage: str, tokens_dir: str, out_dir: str, scale=No
     for p in eval_sets:
         if not FileSystems.exists(p):
             raise CurriculumError(f"--eval-set: no such file {p}")
-    needed = sorted(_sources_for(cur, todo, scale_f))
+    needed = sources_needed(cur, todo, scale_f)
     local_tokens = stage_locally(tokens_dir, needed)
     plan(cur, local_tokens, scale_f, sources=set(needed)).check()
     manifests = {s: read_source_manifest(local_tokens, s) for s in needed}
@@ -116,6 +116,24 @@ def prepare(curriculum: str, stage: str, tokens_dir: str, out_dir: str, scale=No
         "configs": configs, "order": [p.name for p in todo], "build": build, "reuse": reuse, "tok_info": tok_info,
         "cur_name": cur.name,
     }
+
+
+def sources_needed(cur, phases, scale) -> list[str]:
+    """The token sources the phases draw from: those with a non-zero allocation (main or
+    replay) in ``curricula.planner.phase_allocation`` — the public function the local mixer's
+    own source selection is built on, so the two cannot disagree on which sources to read."""
+    from curricula.planner import phase_allocation
+
+    return sorted({cur.sources[e].source for p in phases for e, (m, r) in phase_allocation(cur, p, scale).items() if m + r})
+
+
+def pad_id(tok_info: dict) -> int:
+    """The PAD id recorded in the mix manifest: the tokenizer's own, else the reserved
+    ``tokenizer.special.PAD_ID`` (the rule ``curricula.mixer.build_mix`` applies; the
+    byte-identical manifest test in tests/test_beam_tokenize_mix.py guards the agreement)."""
+    from tokenizer.special import PAD_ID
+
+    return int(tok_info["pad_id"]) if "pad_id" in tok_info else int(PAD_ID)
 
 
 def resolve_local(path: str) -> str:
@@ -175,8 +193,6 @@ class WriteMixManifest(beam.DoFn):
         self.job = job
 
     def process(self, _, built: list[dict]) -> Iterator[str]:
-        from curricula.mixer import _pad_id
-
         j = self.job
         by_name = {m["phase"]: m for m in built}
         for name in j["reuse"]:
@@ -189,7 +205,7 @@ class WriteMixManifest(beam.DoFn):
             "scale": j["scale"],
             "tokens_dir": j["tokens_abs"],
             "tokenizer": j["tok_info"],
-            "pad_id": _pad_id(j["tok_info"]),
+            "pad_id": pad_id(j["tok_info"]),
             "phases": [
                 {"name": m["phase"], "path": m["phase"], "seq_len": m["seq_len"], "n_sequences": m["n_sequences"], "tokens": m["tokens"]}
                 for m in phase_manifests

@@ -4,9 +4,11 @@
       ─ExtractDoFn (stepcrawl.extract.extract_record)─► Document
       ─StepsDoFn: annotate (LangIdStep, QualitySignalsStep[, QualityClassifierStep])
                   filter (TierStep)                          (stepcrawl.curate's step lists)
-      ─Dedup: URL / exact GroupByKey, MinHash-LSH bands → GroupByKey → edges →
-              Large-Star/Small-Star connected components → survivors (choose_survivor)
+      ─Dedup: on small DocKeys records — URL / exact GroupByKey, MinHash-LSH bands →
+              GroupByKey → edges → Large-Star/Small-Star connected components → survivors
+              (survivor_key) — then one join of every document with its verdict
       ─StepsDoFn: decontam (DecontamStep)                     (when --decontam is given)
+      ─Cluster: deterministic sample → ClusterModel.fit → ClusterModel.assign   (--cluster)
       ─► OUTPUT/<source>/part-*.parquet (Document ARROW_SCHEMA) + _manifest.json
 
 The same step objects and pure functions as ``stepcrawl curate`` (``stepcrawl.curate``), built
@@ -34,6 +36,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from beam_pipelines import io as bio
+from beam_pipelines.cluster import DEFAULT_SAMPLE, Cluster, model_path_for
 from beam_pipelines.components import DEFAULT_MAX_ROUNDS
 from beam_pipelines.dedup import Dedup
 from beam_pipelines.options import make_options
@@ -42,7 +45,7 @@ from stepcrawl.document import TIERS
 
 log = logging.getLogger(__name__)
 
-STEP_ORDER = ("extract", "annotate", "filter", "dedup", "decontam")
+STEP_ORDER = ("extract", "annotate", "filter", "dedup", "decontam", "cluster")
 
 
 # ------------------------------------------------------------------------------ steps
@@ -186,7 +189,9 @@ class WriteManifest(beam.DoFn):
             for m in FileSystems.match(list(files)):
                 for md in m.metadata_list:
                     sizes[md.path] = md.size_in_bytes
-        manifest = build_manifest(self.cfg, steps, stats, list(files), sorted(errors, key=lambda e: (e["file"], e["offset"])),
+        # One entry per damaged file and offset: a runner may re-read a file (bundle retry).
+        unique_errors = sorted({(e["file"], e["offset"]): e for e in errors}.values(), key=lambda e: (e["file"], e["offset"]))
+        manifest = build_manifest(self.cfg, steps, stats, list(files), unique_errors,
                                   n_units, self.stages, time.time() - self.t0, self.runner, sizes)
         path = bio.write_manifest(self.out_dir, manifest)
         yield path
@@ -197,20 +202,22 @@ class WriteManifest(beam.DoFn):
             names.append("dedup")
         if "decontam" in self.stages:
             names.append("decontam")
+        if "cluster" in self.stages:
+            names.append("cluster")
         return names
 
 
 # ------------------------------------------------------------------------------ pipeline
 def build_pipeline(p: beam.Pipeline, input_path: str, output: str, cfg, *, keep_rejected: bool = False,
-                   max_rounds: int = DEFAULT_MAX_ROUNDS, num_shards: int = 0, runner: str = "DirectRunner"):
+                   max_rounds: int = DEFAULT_MAX_ROUNDS, num_shards: int = 0, runner: str = "DirectRunner",
+                   cluster_sample: int = DEFAULT_SAMPLE):
     """Add the curate graph to ``p``; returns the PCollection holding the manifest's path."""
     from stepcrawl.dedup import DedupConfig
 
-    if cfg.cluster:
-        raise ValueError("beam_pipelines.curate: --cluster is not available in the Beam pipeline yet; run `stepcrawl curate --cluster`")
     t0 = time.time()
     out_dir = FileSystems.join(output.rstrip("/"), cfg.source)
-    stages = ["filter"] + (["dedup"] if cfg.dedup else []) + (["decontam"] if cfg.decontam_sets else [])
+    stages = (["filter"] + (["dedup"] if cfg.dedup else []) + (["decontam"] if cfg.decontam_sets else [])
+              + (["cluster"] if cfg.cluster else []))
 
     read = p | "ReadWarc" >> bio.ReadWarc(input_path)
     n_units = (
@@ -238,6 +245,10 @@ def build_pipeline(p: beam.Pipeline, input_path: str, output: str, cfg, *, keep_
         docs, d, ev = apply_step_groups(docs, "Decontam", factory=DecontamFactory(cfg))
         dropped.append(d)
         events.append(ev)
+
+    if cfg.cluster:  # an annotation: every document is kept, with its topic cluster set
+        docs = docs | "Cluster" >> Cluster(sample_size=cluster_sample, model_path=model_path_for(output))
+        events.append(docs | "ClusterEvents" >> beam.Map(lambda x: event("cluster", None, x.n_chars, x.n_chars)))
 
     docs = docs | "CountOut" >> beam.ParDo(CountOut())
     files = docs | "WriteParquet" >> bio.WriteDocuments(out_dir, num_shards=num_shards)
@@ -282,7 +293,7 @@ def config_from_args(args: argparse.Namespace):
         dedup=not args.no_dedup,
         decontam_sets=list(args.decontam or []),
         decontam_mode=args.decontam_mode,
-        cluster=False,
+        cluster=args.cluster,
     )
 
 
@@ -313,6 +324,9 @@ def _curate_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[s
     ap.add_argument("--no_dedup", "--no-dedup", action="store_true")
     ap.add_argument("--decontam", action="append", metavar="EVAL_SET", help="eval set (repeatable; name=path allowed)")
     ap.add_argument("--decontam_mode", "--decontam-mode", default="drop", choices=["drop", "flag"])
+    ap.add_argument("--cluster", action="store_true", help="also set topic clusters (k-means fitted on a deterministic sample)")
+    ap.add_argument("--cluster_sample", "--cluster-sample", type=int, default=DEFAULT_SAMPLE,
+                    help=f"documents the k-means is fitted on (default {DEFAULT_SAMPLE})")
     return ap.parse_known_args(list(argv) if argv is not None else sys.argv[1:])
 
 
@@ -324,7 +338,7 @@ def run(argv: Sequence[str] | None = None, wait: bool = True):
     runner = opts.get_all_options()["runner"]
     p = beam.Pipeline(options=opts)
     build_pipeline(p, ours.input, ours.output, cfg, keep_rejected=ours.keep_rejected, max_rounds=ours.cc_max_rounds,
-                   num_shards=ours.num_shards, runner=str(runner))
+                   num_shards=ours.num_shards, runner=str(runner), cluster_sample=args.cluster_sample)
     result = p.run()
     if wait:
         result.wait_until_finish()

@@ -3,32 +3,47 @@
 Same decisions as the local executor (``stepcrawl.dedup.local.plan_dedup``), made with the
 same pure functions (``normalize_url``, ``exact_key``, ``MinHasher.signatures``,
 ``band_keys``, ``survivor_key``/``choose_survivor``), but no step needs all documents in one
-process:
+process — and **documents cross the shuffle once**. Every decision is taken on a small
+:class:`DocKeys` record (id, tier, length, URL key, text hash, band keys: ~0.85 KB pickled with the
+default 14 bands, whatever the document's size) and only the final ``CoGroupByKey`` (by document) brings each document together
+with its verdict:
 
-1. **URL** — key kept documents by ``normalize_url(url)`` → ``GroupByKey`` → the group keeps
-   its ``choose_survivor`` member, the others leave as ``dup:url``.
-2. **Exact** — the URL survivors by ``exact_key(text)`` → ``GroupByKey`` → ``dup:exact``.
-3. **Near** — the exact survivors are signed in batches (``BatchElements`` → one
-   ``MinHasher.signatures`` call per batch; a document without shingles gets no band keys, as
-   locally); each signature's ``band_keys`` are emitted as ``(band_key, id)`` →
-   ``GroupByKey`` → every bucket with ≥ 2 ids gives star edges (smallest id ↔ each other) →
+0. **Keys** — documents are signed in batches (``BatchElements`` → one
+   ``MinHasher.signatures`` call per batch, as locally: every document is signed, a document
+   without shingles gets no band keys) → ``(uid, document)`` and one ``DocKeys`` per document.
+1. **URL** — ``DocKeys`` by ``normalize_url(url)`` → ``GroupByKey`` → the group keeps its
+   ``choose_survivor`` member, the others are decided ``dup:url``.
+2. **Exact** — the URL survivors' ``DocKeys`` by ``exact_key(text)`` → ``GroupByKey`` →
+   ``dup:exact``.
+3. **Near** — the exact survivors' ``(band_key, id)`` pairs → ``GroupByKey`` → every bucket
+   with ≥ 2 ids gives star edges (smallest id ↔ each other) →
    :class:`beam_pipelines.components.ConnectedComponents` (Large-Star/Small-Star rounds) →
-   ``(id, root)`` joined back to the documents (``CoGroupByKey``) → documents grouped by root
-   → ``choose_survivor`` keeps one, the others leave as ``dup:near``.
-4. **dup_cluster** — every drop records the edge ``dropped → keeper``; these edges form a
-   forest of depth ≤ 3 (URL keeper → exact keeper → near keeper, and a keeper is never
+   ``(id, root)`` joined with the ``DocKeys`` → ``DocKeys`` grouped by root →
+   ``choose_survivor`` keeps one, the others are decided ``dup:near``.
+4. **dup_cluster** — every decision records the edge ``dropped → keeper``; these edges form
+   a forest of depth ≤ 3 (URL keeper → exact keeper → near keeper, and a keeper is never
    dropped twice), so two rounds of pointer jumping (``CoGroupByKey``; a check fails the
    pipeline if a third were needed) give each member its tree's root — the one kept document
-   — which is exactly the local ``UnionFind`` component's kept member. It is set on kept and
-   dropped documents alike.
+   — which is exactly the local ``UnionFind`` component's kept member.
+5. **Apply** — one ``CoGroupByKey`` by uid of the documents, the drop decisions and the
+   cluster labels: a document leaves as kept or as ``(reason, document)``, with
+   ``dup_cluster`` set on both.
 
-Locally, ties in ``survivor_key`` fall back to input position; here documents are keyed by
-``id``, which the survivor key already contains, so with unique ids (every stepcrawl source
-makes them unique) the survivors are identical.
+Shuffle volume: documents once (step 5); ``DocKeys`` at most four times (URL, exact, the root
+join, the root group); ids in the band and component shuffles. The previous design grouped
+whole documents at each of steps 1–3 and again for the labels (four document shuffles,
+five for near-duplicate candidates).
+
+Every shuffle is keyed by :func:`doc_uid` (id + WARC file + offset), not by the bare id: the
+same record read twice (a WARC file copied under another name) gives two documents with one
+id. Locally, ties in ``survivor_key`` (which ends with the id) fall back to input position;
+here they fall back to the uid, i.e. to (file name, offset) — the local input order — so the
+same copy survives (tests/test_beam_filesystems.py reads a truncated copy of a WARC file).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Iterable, Iterator
 
 import apache_beam as beam
@@ -42,40 +57,111 @@ from stepcrawl.document import Document
 STAGE = "dedup"
 DROPPED = "dropped"
 PARENT = "parent"
+KEYS = "keys"
 JUMP_ROUNDS = 2  # pointer-jumping rounds: 2 cover a forest of depth ≤ 4 (ours is ≤ 3)
 
 
 # ------------------------------------------------------------------------------ pure parts
-def url_group_key(doc: Document) -> str | None:
-    from stepcrawl.dedup import normalize_url
+def doc_uid(doc: Document) -> str:
+    """The key of one document *instance* in every dedup shuffle: ``id`` plus its WARC file
+    and offset.
 
-    return normalize_url(doc.url)
+    Ids are unique per record, but the same record can enter twice (a WARC file copied or
+    re-crawled under another name, overlapping input globs). The local executor tells such
+    copies apart by input position; Beam has no positions, so keying by ``id`` alone would
+    make a copy its own duplicate (a self-loop in the dup_cluster forest) and let the final
+    join drop both copies. ``(file, offset)`` orders the copies as the local executor's input
+    order does (files sorted by name, records by offset), so the same copy survives.
+    """
+    off = "" if doc.warc_offset is None else f"{doc.warc_offset:020d}"  # padded: sorts as numbers
+    return f"{doc.id}\x00{doc.warc_file or ''}\x00{off}"
 
 
-def exact_group_key(doc: Document) -> str | None:
-    from stepcrawl.dedup import exact_key
+def uid_doc_id(uid: str) -> str:
+    """The document id inside a :func:`doc_uid`."""
+    return uid.split("\x00", 1)[0]
 
-    return exact_key(doc.text)
+
+@dataclass(frozen=True)
+class DocKeys:
+    """What dedup decides on, instead of the document: ``survivor_key`` reads ``id``, ``tier``
+    and ``n_chars`` (resolved here exactly as ``survivor_key`` resolves a Document's), ties
+    between copies of one id fall back to ``uid``; the stages read ``url_key``, ``exact_key``
+    and ``bands``."""
+
+    uid: str
+    id: str
+    tier: str | None
+    n_chars: int
+    url_key: str | None = None
+    exact_key: str | None = None
+    bands: tuple[bytes, ...] = ()
 
 
-def resolve_group(members: Iterable[Document], reason: str) -> Iterator[tuple[str | None, Document, str | None]]:
-    """A duplicate group → ``(None, survivor, None)`` and ``(reason, dropped, survivor id)``
-    for the others, in input order.
+def doc_keys(doc: Document, cfg: DedupConfig, signature=None) -> DocKeys:
+    """A document's :class:`DocKeys` (``signature``: its MinHash signature when near is on)."""
+    from stepcrawl.dedup import band_keys, exact_key, is_empty_signature, normalize_url, survivor_key
+
+    bands: tuple[bytes, ...] = ()
+    if signature is not None and not is_empty_signature(signature):
+        bands = tuple(band_keys(signature, cfg))
+    return DocKeys(
+        uid=doc_uid(doc),
+        id=doc.id,
+        tier=doc.tier,
+        n_chars=-survivor_key(doc)[1],
+        url_key=normalize_url(doc.url) if cfg.url else None,
+        exact_key=exact_key(doc.text) if cfg.exact else None,
+        bands=bands,
+    )
+
+
+def resolve_group(members: Iterable[DocKeys], reason: str) -> Iterator[tuple[str | None, DocKeys, str | None]]:
+    """A duplicate group → ``(None, survivor, None)`` and ``(reason, dropped, survivor uid)``
+    for the others. The survivor is ``stepcrawl.dedup.survivor_key``'s minimum (the rule of
+    ``choose_survivor``), copies of one id ordered by ``uid``.
 
     Two passes over ``members`` and nothing kept in between: a ``GroupByKey`` result is a
     re-iterable that Dataflow/Flink page from the shuffle, so a group of a million copies of
     one boilerplate page is never held in a worker's memory at once.
     """
-    from stepcrawl.dedup import choose_survivor
+    from stepcrawl.dedup import survivor_key
 
-    keep_id = choose_survivor(members)
+    best = min(members, key=lambda m: (survivor_key(m), m.uid), default=None)
+    if best is None:
+        raise ValueError("resolve_group: empty group")
     kept = False
     for d in members:
-        if d.id == keep_id and not kept:
-            kept = True
-            yield None, d, None
+        if d.uid == best.uid:
+            if not kept:
+                kept = True
+                yield None, d, None
+            # else: another copy of the survivor's own record (same uid): not a decision of
+            # this group — ApplyDecisions drops it (see copy_reason)
         else:
-            yield reason, d, keep_id
+            yield reason, d, best.uid
+
+
+def copy_reason(doc: Document, cfg: DedupConfig) -> str | None:
+    """Why the local executor drops a second, identical copy of ``doc``: the first stage whose
+    key the copies share (URL if it has one, else the text hash, else a MinHash band), or None
+    when no stage can see them (then both copies are kept, as locally)."""
+    if cfg.url and url_group_key(doc) is not None:
+        return DROP_URL
+    if cfg.exact:
+        return DROP_EXACT
+    if cfg.near:
+        from stepcrawl.dedup import MinHasher, is_empty_signature
+
+        if not is_empty_signature(MinHasher(cfg).signatures([doc.text])[0]):
+            return DROP_NEAR
+    return None
+
+
+def url_group_key(doc: Document) -> str | None:
+    from stepcrawl.dedup import normalize_url
+
+    return normalize_url(doc.url)
 
 
 def bucket_edges(ids: list[str]) -> list[tuple[str, str]]:
@@ -101,8 +187,8 @@ class _DropCounter:
 
 
 class ResolveGroups(beam.DoFn):
-    """``(key, [Document])`` → survivor (main), ``(reason, doc)`` (tag ``dropped``) and
-    ``(dropped id, survivor id)`` (tag ``parent``)."""
+    """``(key, [DocKeys])`` → survivor (main), ``(dropped uid, reason)`` (tag ``dropped``) and
+    ``(dropped uid, survivor uid)`` (tag ``parent``)."""
 
     def __init__(self, reason: str) -> None:
         self.reason = reason
@@ -113,28 +199,28 @@ class ResolveGroups(beam.DoFn):
     def process(self, element) -> Iterator[Any]:
         _, members = element
         n = 0
-        for reason, doc, keeper in resolve_group(members, self.reason):
+        for reason, rec, keeper in resolve_group(members, self.reason):
             if reason is None:
-                yield doc
+                yield rec
                 continue
             n += 1
-            yield beam.pvalue.TaggedOutput(DROPPED, (reason, doc))
-            yield beam.pvalue.TaggedOutput(PARENT, (doc.id, keeper))
+            yield beam.pvalue.TaggedOutput(DROPPED, (rec.uid, reason))
+            yield beam.pvalue.TaggedOutput(PARENT, (rec.uid, keeper))
         if n:
             self.drops.inc(self.reason, n)
 
 
 class GroupDuplicates(beam.PTransform):
-    """Documents → (survivors, dropped ``(reason, doc)``, parent edges) for one key function;
-    documents whose key is None pass unchanged."""
+    """``DocKeys`` → (survivors, drop decisions ``(id, reason)``, parent edges) for one key
+    attribute; records whose key is None pass unchanged."""
 
-    def __init__(self, key_fn, reason: str) -> None:
+    def __init__(self, attr: str, reason: str) -> None:
         super().__init__()
-        self.key_fn, self.reason = key_fn, reason
+        self.attr, self.reason = attr, reason
 
-    def expand(self, docs):
-        key_fn = self.key_fn
-        keyed = docs | "Key" >> beam.Map(lambda d: (key_fn(d), d))
+    def expand(self, keys):
+        attr = self.attr
+        keyed = keys | "Key" >> beam.Map(lambda k: (getattr(k, attr), k))
         with_key, no_key = keyed | "HasKey" >> beam.Partition(lambda kv, _: 0 if kv[0] is not None else 1, 2)
         res = (
             with_key
@@ -147,28 +233,32 @@ class GroupDuplicates(beam.PTransform):
 
 
 class SignBatch(beam.DoFn):
-    """A batch of Documents → ``(id, doc)`` (main) and ``(band_key, id)`` (tag ``bands``)."""
+    """A batch of Documents → ``(uid, doc)`` (main) and their :class:`DocKeys` (tag ``keys``)."""
 
     def __init__(self, cfg: DedupConfig) -> None:
         self.cfg = cfg
 
     def setup(self) -> None:
-        from stepcrawl.dedup import MinHasher
+        self.hasher = None
+        if self.cfg.near:
+            from stepcrawl.dedup import MinHasher
 
-        self.hasher = MinHasher(self.cfg)  # permutations drawn once per worker
+            self.hasher = MinHasher(self.cfg)  # permutations drawn once per worker
         self.no_shingles = Metrics.counter(f"{NAMESPACE}.{STAGE}", "no_shingles")
 
     def process(self, batch: list[Document]) -> Iterator[Any]:
-        from stepcrawl.dedup import band_keys, is_empty_signature
-
-        sigs = self.hasher.signatures([d.text for d in batch])
+        sigs = self.hasher.signatures([d.text for d in batch]) if self.hasher is not None else [None] * len(batch)
         for doc, sig in zip(batch, sigs):
-            yield doc.id, doc
-            if is_empty_signature(sig):
-                self.no_shingles.inc()
-                continue
-            for key in band_keys(sig, self.cfg):
-                yield beam.pvalue.TaggedOutput("bands", (key, doc.id))
+            keys = doc_keys(doc, self.cfg, sig)
+            if sig is not None and not keys.bands:
+                self.no_shingles.inc()  # counted over every document, as the local executor does
+            yield keys.uid, doc
+            yield beam.pvalue.TaggedOutput(KEYS, keys)
+
+
+def _band_pairs(k: DocKeys) -> Iterator[tuple[bytes, str]]:
+    for band in k.bands:
+        yield band, k.uid
 
 
 def _bucket_to_edges(element) -> list[tuple[str, str]]:
@@ -176,48 +266,38 @@ def _bucket_to_edges(element) -> list[tuple[str, str]]:
     return bucket_edges(list(ids))
 
 
-def _attach_root(element) -> Iterator[Any]:
-    """CoGroupByKey row of one id → ``(root, doc)`` (tag ``clustered``) or the doc (main)."""
+def _attach_root(element) -> Iterator[tuple[str, DocKeys]]:
+    """CoGroupByKey row of one uid → ``(root, DocKeys)`` when it is in a candidate graph."""
     _, row = element
     roots = row["root"]
-    for doc in row["doc"]:
-        if roots:
-            yield beam.pvalue.TaggedOutput("clustered", (roots[0], doc))
-        else:
-            yield doc
+    if roots:
+        for k in row["keys"]:
+            yield roots[0], k
 
 
 class NearDuplicates(beam.PTransform):
-    """MinHash-LSH near-duplicate removal → (survivors, dropped, parent edges)."""
+    """``DocKeys`` → (drop decisions ``(id, "dup:near")``, parent edges), MinHash-LSH + CC."""
 
-    def __init__(self, cfg: DedupConfig, max_rounds: int = DEFAULT_MAX_ROUNDS) -> None:
+    def __init__(self, max_rounds: int = DEFAULT_MAX_ROUNDS) -> None:
         super().__init__()
-        self.cfg, self.max_rounds = cfg, max_rounds
+        self.max_rounds = max_rounds
 
-    def expand(self, docs):
-        signed = (
-            docs
-            | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=self.cfg.batch_docs)
-            | "Sign" >> beam.ParDo(SignBatch(self.cfg)).with_outputs("bands", main="docs")
-        )
+    def expand(self, keys):
         roots = (
-            signed.bands
+            keys
+            | "BandKeys" >> beam.FlatMap(_band_pairs)
             | "GroupBuckets" >> beam.GroupByKey()
             | "CandidateEdges" >> beam.FlatMap(_bucket_to_edges)
             | "Components" >> ConnectedComponents(self.max_rounds)
         )
-        joined = (
-            {"doc": signed.docs, "root": roots}
-            | "JoinRoots" >> beam.CoGroupByKey()
-            | "AttachRoot" >> beam.FlatMap(_attach_root).with_outputs("clustered", main="single")
-        )
         res = (
-            joined.clustered
+            {"keys": keys | "ByUid" >> beam.Map(lambda k: (k.uid, k)), "root": roots}
+            | "JoinRoots" >> beam.CoGroupByKey()
+            | "AttachRoot" >> beam.FlatMap(_attach_root)
             | "GroupClusters" >> beam.GroupByKey()
             | "Resolve" >> beam.ParDo(ResolveGroups(DROP_NEAR)).with_outputs(DROPPED, PARENT, main="kept")
         )
-        kept = (res.kept, joined.single) | "Survivors" >> beam.Flatten()
-        return kept, res[DROPPED], res[PARENT]
+        return res[DROPPED], res[PARENT]
 
 
 # ------------------------------------------------------------------------------ dup_cluster
@@ -274,15 +354,42 @@ class ClusterLabels(beam.PTransform):
         )
 
 
-def _label(element) -> Iterator[Any]:
-    _, row = element
-    root = row["root"][0] if row["root"] else None
-    for tag, payload in row["doc"]:
-        if tag == "kept":
-            yield payload.replace(dup_cluster=root)
-        else:
-            reason, doc = payload
-            yield beam.pvalue.TaggedOutput(DROPPED, (reason, doc.replace(dup_cluster=root)))
+class ApplyDecisions(beam.DoFn):
+    """One uid's document(s), drop decision and cluster label → kept doc (main) or
+    ``(reason, doc)`` (tag ``dropped``), with ``dup_cluster`` = the id of the cluster's kept
+    document.
+
+    Two documents share a uid only when one record (same id, file and offset) was read twice;
+    the first keeps the decision and the others leave with :func:`copy_reason`, counted like
+    any drop.
+    """
+
+    def __init__(self, cfg: DedupConfig) -> None:
+        self.cfg = cfg
+
+    def setup(self) -> None:
+        self.drops = _DropCounter()
+
+    def process(self, element) -> Iterator[Any]:
+        uid, row = element
+        root = row["root"][0] if row["root"] else None
+        reasons = row["drop"]
+        docs = row["doc"]
+        if root is None and len(docs) > 1:  # copies of one record form a cluster of their own
+            root = uid
+        for n, doc in enumerate(docs):
+            if root is not None:
+                doc = doc.replace(dup_cluster=uid_doc_id(root))
+            if n:  # a second copy of the same record
+                reason = copy_reason(doc, self.cfg)
+                if reason is not None:
+                    self.drops.inc(reason)
+                    yield beam.pvalue.TaggedOutput(DROPPED, (reason, doc))
+                    continue
+            if reasons:
+                yield beam.pvalue.TaggedOutput(DROPPED, (reasons[0], doc))
+            else:
+                yield doc
 
 
 class Dedup(beam.PTransform):
@@ -299,33 +406,32 @@ class Dedup(beam.PTransform):
 
     def expand(self, docs):
         cfg = self.cfg
-        dropped, parents = [], []
-        kept = docs
+        if not (cfg.url or cfg.exact or cfg.near):
+            return docs, docs.pipeline | "NoDrops" >> beam.Create([])
+        signed = (
+            docs
+            | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=cfg.batch_docs)
+            | "Sign" >> beam.ParDo(SignBatch(cfg)).with_outputs(KEYS, main="docs")
+        )
+        live = signed[KEYS]
+        decisions, parents = [], []
         if cfg.url:
-            kept, d, p = kept | "Url" >> GroupDuplicates(url_group_key, DROP_URL)
-            dropped.append(d)
+            live, d, p = live | "Url" >> GroupDuplicates("url_key", DROP_URL)
+            decisions.append(d)
             parents.append(p)
         if cfg.exact:
-            kept, d, p = kept | "Exact" >> GroupDuplicates(exact_group_key, DROP_EXACT)
-            dropped.append(d)
+            live, d, p = live | "Exact" >> GroupDuplicates("exact_key", DROP_EXACT)
+            decisions.append(d)
             parents.append(p)
         if cfg.near:
-            kept, d, p = kept | "Near" >> NearDuplicates(cfg, self.max_rounds)
-            dropped.append(d)
+            d, p = live | "Near" >> NearDuplicates(self.max_rounds)
+            decisions.append(d)
             parents.append(p)
-        if not parents:
-            return kept, docs.pipeline | "NoDrops" >> beam.Create([])
         labels = tuple(parents) | "AllParents" >> beam.Flatten() | "ClusterLabels" >> ClusterLabels()
-        tagged_kept = kept | "TagKept" >> beam.Map(lambda d: (d.id, ("kept", d)))
-        tagged_drop = (
-            tuple(dropped)
-            | "AllDropped" >> beam.Flatten()
-            | "TagDropped" >> beam.Map(lambda rd: (rd[1].id, ("drop", rd)))
-        )
-        all_docs = (tagged_kept, tagged_drop) | "AllDocs" >> beam.Flatten()
+        drops = tuple(decisions) | "AllDecisions" >> beam.Flatten()
         res = (
-            {"doc": all_docs, "root": labels}
-            | "JoinClusters" >> beam.CoGroupByKey()
-            | "SetDupCluster" >> beam.FlatMap(_label).with_outputs(DROPPED, main="kept")
+            {"doc": signed.docs, "drop": drops, "root": labels}
+            | "ApplyDecisions" >> beam.CoGroupByKey()
+            | "SetDupCluster" >> beam.ParDo(ApplyDecisions(cfg)).with_outputs(DROPPED, main="kept")
         )
         return res.kept, res[DROPPED]

@@ -59,29 +59,23 @@ def warc_name(path: str) -> str:
 def iter_warc_records_any(path: str) -> Iterator[Any]:
     """RawRecords of one WARC file on any FileSystem, read by the curation code itself.
 
-    ``stepcrawl.extract.iter_warc_records`` (the local executor's reader: record selection,
-    offsets, truncation checks) opens a local path, so a local file is passed straight to it
-    and a remote one (gs://, s3://, …) is first copied to the worker's temp disk through
-    ``FileSystems`` and deleted afterwards. One reader, no second implementation; the cost is
-    one sequential copy per file (see docs/BEAM.md, "Gaps").
+    The file is streamed: ``FileSystems.open`` (uncompressed — warcio handles the gzip members
+    and the record offsets itself) hands ``stepcrawl.extract.iter_warc_records`` a binary
+    stream, so a 1 GB Common Crawl file on gs:// is neither copied to the worker's disk nor
+    held in memory, and the local executor's reader (record selection, offsets, truncation
+    checks) is the only WARC reader. An error names ``path`` (the bucket object), as the
+    local executor names the file.
     """
     from stepcrawl.extract import WarcReadError, iter_warc_records
 
-    if not is_remote(path):
-        yield from iter_warc_records(path, warc_name=warc_name(path))
-        return
-    import os
-    import shutil
-    import tempfile
-
-    with tempfile.TemporaryDirectory(prefix="stepcrawl-warc-") as tmp:
-        local = os.path.join(tmp, warc_name(path))
-        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as src, open(local, "wb") as dst:
-            shutil.copyfileobj(src, dst, 1 << 20)
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as fh:
         try:
-            yield from iter_warc_records(local, warc_name=warc_name(path))
-        except WarcReadError as err:  # name the bucket object, not the temp copy
-            raise WarcReadError(path, err.offset, str(err).split(f"offset {err.offset}: ", 1)[-1]) from err
+            yield from iter_warc_records(fh, warc_name=warc_name(path))
+        except WarcReadError as err:
+            if err.warc_file == path:
+                raise
+            reason = str(err).split(f"offset {err.offset}: ", 1)[-1]
+            raise WarcReadError(path, err.offset, reason) from err
 
 
 class ReadWarcFile(beam.DoFn):

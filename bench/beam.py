@@ -119,7 +119,9 @@ URL duplicates, spam, a German page, a 404 and an image. Every contender produce
 
 Reading: the Beam graph is long (extract/annotate/filter, URL and exact dedup, LSH buckets,
 {args.rounds} unrolled Large-Star/Small-Star rounds = {2 * args.rounds} GroupByKeys, pointer jumping,
-joins, Parquet sink, manifest). On the DirectRunner every GroupByKey is a stage with a fixed
+joins, Parquet sink, manifest). Dedup decides on small `DocKeys` records (id, tier, length,
+URL key, text hash, band keys) and moves each document through one shuffle only (the final
+join with its verdict). On the DirectRunner every GroupByKey is a stage with a fixed
 cost, which this small input does not amortise; the per-document work (trafilatura,
 fastText, datatrove signals, MinHash) is the same code on both paths. `multi_processing` pays
 for worker start-up and gRPC hops per stage on top. On a cluster runner the fixed costs stay

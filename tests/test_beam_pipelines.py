@@ -107,6 +107,9 @@ def test_dedup_transform_equals_local_run_dedup(tmp_path):
         docs.append(Document(id=f"n{j:03d}", text=" ".join(words), url=f"https://n.test/{j}", tier=rng.choice(tiers)))
     docs += [Document(id=f"e{j:03d}", text=texts[j].upper() + " !!", tier="High") for j in range(0, 20, 2)]  # exact after normalisation
     docs += [Document(id="empty", text="   ", url="https://a.test/empty")]  # no shingles
+    # the same record read twice (one id): with a URL, without one, and with a worse copy
+    docs += [docs[5], docs[-2], Document(id="blank", text=" ", tier="High"), Document(id="blank", text=" ", tier="High")]
+    docs += [docs[100], docs[100].replace(tier="High")]
     cfg = DedupConfig()
     run_dedup(docs, tmp_path / "local", cfg, keep_rejected=True, progress=False)
     local_kept = {d.id: d.dup_cluster for d in read_documents(tmp_path / "local")}
@@ -145,7 +148,10 @@ def test_pipeline_parts_pickle():
         _StarReduce("large", 1),
         beam_curate.WriteManifest("gs://bucket/out/web", cfg, ["filter", "dedup"], 0.0, "DataflowRunner"),
     ]
-    transforms = [Dedup(DedupConfig()), NearDuplicates(DedupConfig()), ConnectedComponents(5), ReadWarc("gs://b/*.warc.gz"), WriteDocuments("gs://b/o")]
+    from beam_pipelines.cluster import AssignClusters, Cluster
+
+    fns.append(AssignClusters())
+    transforms = [Cluster(), Dedup(DedupConfig()), NearDuplicates(5), ConnectedComponents(5), ReadWarc("gs://b/*.warc.gz"), WriteDocuments("gs://b/o")]
     for obj in fns + transforms:
         for dumps, loads in ((pickle.dumps, pickle.loads), (cloudpickle.dumps, cloudpickle.loads)):
             clone = loads(dumps(obj))
@@ -164,7 +170,6 @@ def test_pipeline_parts_pickle():
 
 # Functions allowed to touch the local filesystem, each for a stated reason.
 ALLOWED_LOCAL_IO = {
-    ("io.py", "iter_warc_records_any"),  # stages a remote WARC to worker temp disk for the curation reader
     ("io.py", "localize"),  # copies remote models/eval sets for fastText/sentencepiece (local files only)
     ("testing.py", "_load"),  # reads the sample prose shipped inside the package
     ("tokenize.py", "encode_file"),  # the tokenizer's shard writer needs a local temp folder
@@ -172,6 +177,7 @@ ALLOWED_LOCAL_IO = {
     ("build_mix.py", "stage_locally"),  # the local mixer reads token shards through mmap
     ("build_mix.py", "resolve_local"),  # the mix manifest records a local TOKENS path resolved, as locally
     ("build_mix.py", "build_phase_local"),  # build_phase writes a local folder (then copied out)
+    ("worker_requirements.py", "project_requirements"),  # launcher-side: reads the checkout's pyproject.toml
 }
 FORBIDDEN = ("open", "os.path", "pathlib", "Path", "shutil", "os.listdir", "os.makedirs", "os.remove", "glob")
 
@@ -217,3 +223,61 @@ def test_pipelines_do_io_only_through_beam_filesystems():
     # and the reading/writing transforms really are built on FileSystems / fileio
     src = (ROOT / "beam_pipelines" / "io.py").read_text()
     assert "fileio.MatchFiles" in src and "FileSystems.open" in src and "FileSystems.create" in src and "WriteToParquet" in src
+
+
+def test_worker_requirements_leave_out_torch_and_nothing_else():
+    """The worker image's requirement list: pyproject's dependencies minus the trainer-only ones."""
+    import tomllib
+
+    from beam_pipelines.worker_requirements import NOT_ON_WORKERS, _name, worker_requirements
+
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    reqs = worker_requirements()
+    assert not {_name(r) for r in reqs} & {"torch", "tensorboard", "matplotlib"}
+    assert reqs == [d for d in deps if _name(d) not in NOT_ON_WORKERS]
+    assert {"apache-beam", "warcio", "trafilatura", "fasttext", "sentencepiece"} <= {_name(r) for r in reqs}
+
+
+def test_curate_pipeline_runs_without_torch(tmp_path):
+    """Workers built from worker_requirements have no torch: the curate pipeline (and the
+    tokenize/build_mix modules) must not need it. Run in a fresh interpreter where importing
+    torch fails, as it would on such a worker."""
+    import subprocess
+    import sys
+
+    write_sample_warcs(str(tmp_path / "crawl"), SampleSpec(n_unique=8, n_exact=1, n_near=1, n_url_dups=1, n_spam=1, n_files=1))
+    code = (
+        "import sys; sys.modules['torch'] = None\n"  # `import torch` now raises ImportError
+        "import beam_pipelines.tokenize, beam_pipelines.build_mix\n"
+        "from beam_pipelines.curate import run\n"
+        f"run(['--input', {str(tmp_path / 'crawl')!r}, '--output', {str(tmp_path / 'out')!r}, '--langs', 'en', '--cc_max_rounds', '4'])\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    manifest = json.loads((tmp_path / "out" / "web" / "_manifest.json").read_text())
+    assert manifest["docs_out"] >= 5 and manifest["drops"].get("dup:exact") == 1
+
+
+def test_beam_curate_cluster_annotates_every_document(crawl):
+    """--cluster: the same documents and drops as without it, every document labelled by the
+    k-means fitted on the deterministic sample, and the saved model reproduces the labels."""
+    from stepcrawl.cluster import MODEL_NAME, ClusterModel
+
+    out = crawl["root"] / "beam_cluster"
+    beam_curate.run(
+        ["--input", str(crawl["folder"]), "--output", str(out), "--langs", "en", "--decontam", f"trivia={crawl['evalset']}",
+         "--cluster", "--cluster_sample", "25", "--runner", "DirectRunner", "--cc_max_rounds", "6"]
+    )
+    manifest, local = json.loads((out / "web" / "_manifest.json").read_text()), crawl["local"]
+    docs = _docs(out / "web")
+    assert set(docs) == set(_docs(crawl["root"] / "local" / "web"))
+    assert manifest["drops"] == local["drops"] and manifest["docs_out"] == local["docs_out"]
+    assert manifest["extra"]["stages"][-1] == "cluster" and manifest["config"]["cluster"] is True
+    step = manifest["extra"]["funnel"][-1]
+    assert (step["step"], step["docs_in"], step["docs_out"], step["drops"]) == ("cluster", local["docs_out"], local["docs_out"], {})
+    assert manifest["extra"]["funnel"][:-1] == local["extra"]["funnel"]
+    model = ClusterModel.load(out / "_work" / "cluster" / MODEL_NAME)
+    assert model.k == 25  # fewer sampled texts than k=64: k lowered to the sample, as locally
+    ordered = sorted(docs.values(), key=lambda d: d.id)
+    assert [d.cluster for d in ordered] == model.assign([d.text for d in ordered]).tolist()
+    assert len({d.cluster for d in ordered}) > 5
