@@ -228,6 +228,23 @@ def eligibility(reader: SourceReader, spec: SourceSpec, downsample: float | None
     return elig
 
 
+def downsample_report(reader: SourceReader, before: np.ndarray | None, after: np.ndarray | None) -> dict:
+    """What cluster down-sampling did to one entry: documents and tokens eligible before and
+    after, and how many of them carry a cluster at all (a source without ``cluster``
+    annotations passes through unchanged, which the report makes visible)."""
+    n_before = n_after = t_before = t_after = clustered = 0
+    for s in range(len(reader.shards)):
+        lo, hi = int(reader.offsets[s]), int(reader.offsets[s + 1])
+        sizes = np.asarray(reader.sizes(s), dtype=np.int64)
+        b = np.ones(hi - lo, bool) if before is None else before[lo:hi]
+        a = np.ones(hi - lo, bool) if after is None else after[lo:hi]
+        n_before, n_after = n_before + int(b.sum()), n_after + int(a.sum())
+        t_before, t_after = t_before + int(sizes[b].sum()), t_after + int(sizes[a].sum())
+        clustered += int((b & ~np.isnan(_clusters(reader, s))).sum())
+    return {"docs_before": n_before, "docs_kept": n_after, "docs_with_cluster": clustered,
+            "tokens_before": t_before, "tokens_kept": t_after}
+
+
 # --------------------------------------------------------------------------------------------
 # drawing documents
 # --------------------------------------------------------------------------------------------
@@ -467,6 +484,7 @@ def build_phase(cur: Curriculum, stage_name: str, phase: Phase, readers: dict[st
     tok_info = next(iter(readers.values())).manifest.tokenizer if readers else {}
     t0 = time.time()
     streams: list[EntryStream] = []
+    downsampled: dict[str, dict] = {}
     for entry, (main, rep) in alloc.items():
         if main + rep == 0:  # nothing to draw (tiny --scale): its source may not even be read
             continue
@@ -475,6 +493,8 @@ def build_phase(cur: Curriculum, stage_name: str, phase: Phase, readers: dict[st
         key = derive_key(seed, phase.name, entry)
         down = phase.cluster_downsample.max_share if phase.cluster_downsample else None
         elig = eligibility(reader, spec, down, derive_key(seed, "cluster", phase.name, entry))
+        if down is not None:
+            downsampled[entry] = downsample_report(reader, eligibility(reader, spec, None, 0), elig)
         streams.append(EntryStream(entry, reader, elig, main + rep, key, cur.epoch_cap(phase, entry), where))
         streams[-1].check_cap()
     final = out / phase.name
@@ -544,6 +564,10 @@ def build_phase(cur: Curriculum, stage_name: str, phase: Phase, readers: dict[st
             for s in streams
         },
         "contamination": counter.report() if counter is not None else {},
+        "cluster_downsample": (
+            {"max_share": phase.cluster_downsample.max_share, "by_entry": downsampled}
+            if phase.cluster_downsample else None
+        ),
         "seed": seed,
         "scale": str(scale),
         "config_hash": config_hash(config),

@@ -209,3 +209,18 @@ def test_bad_yaml_syntax_reports_line(tmp_path):
     f.write_text("name: x\nsources: {a: {}}\n  bad: indent\n")
     with pytest.raises(CurriculumError, match=r"c\.yaml:3:"):
         load_curriculum(f)
+
+
+def test_tiny_yaml_exercises_tiers_replay_long_docs_and_clusters():
+    """The demo curriculum uses every per-source option the full one does."""
+    tiny = load_curriculum("tiny")
+    web_entries = {e: s for e, s in tiny.sources.items() if s.source == "web"}
+    assert all(s.tiers for s in web_entries.values())  # web is always a tier range
+    for name in ("anneal", "anneal_long", "mid1"):
+        phase = tiny.phase(name)
+        used = [e for e in phase.mixture if e in web_entries]
+        assert used == ["web_hq"] and web_entries["web_hq"].tiers == ["High", "Medium-High"]
+    assert {"web_hq", "web_mq"} <= set(tiny.phase("stage1").mixture)
+    assert tiny.phase("anneal").cluster_downsample and tiny.phase("anneal_long").cluster_downsample
+    assert tiny.phase("mid1").replay.from_ == "stage1" and tiny.phase("mid2").replay.from_ == "stage1"
+    assert web_entries["web_long"].long_docs.min_tokens == 512 < tiny.phase("mid2").seq_len

@@ -129,6 +129,19 @@ def test_long_documents_only_in_the_long_entry(mid, tokens):
         assert IndexedDataset(tokens / "web" / shard).sizes[i] >= 512
 
 
+def test_tier_ranges_select_only_their_tiers(mid, tokens):
+    """tiny.yaml's web_hq (High + Medium-High) draws no Medium page, in its own share and in
+    replay; web_mq (Medium) appears in mid1 only through stage1's replay."""
+    docs = pq.read_table(sorted((tokens / "web").glob("*.docs.parquet"))).to_pandas().set_index("doc_id")
+    assert set(docs.tier) >= {"High", "Medium-High", "Medium"}
+    lin = pq.read_table(mid / "mid1" / "lineage.parquet").to_pandas()
+    for entry, allowed in (("web_hq", {"High", "Medium-High"}), ("web_mq", {"Medium"})):
+        drawn = lin[lin.entry == entry].doc_id.unique()
+        assert len(drawn) > 0 and set(docs.loc[drawn].tier) <= allowed
+    m = json.loads((mid / "mid1" / "manifest.json").read_text())
+    assert m["tokens_by_entry"]["web_mq"] == m["replay"]["by_entry"]["web_mq"] > 0
+
+
 def test_same_seed_is_byte_identical_and_other_seed_reorders(tokens, mid, tmp_path):
     again = tmp_path / "again"
     build_mix(TINY, "mid", tokens, again, seed=7, progress=False)
@@ -234,6 +247,12 @@ def test_cluster_downsampling(tmp_path):
         shares[name] = (heavy.token_end - heavy.token_start).sum() / (lin.token_end - lin.token_start).sum()
     assert shares["plain"] > 0.35
     assert shares["down"] < 0.2
+    # the phase manifest reports what down-sampling removed
+    assert json.loads((tmp_path / "plain" / "a" / "manifest.json").read_text())["cluster_downsample"] is None
+    rep = json.loads((tmp_path / "down" / "a" / "manifest.json").read_text())["cluster_downsample"]
+    web = rep["by_entry"]["web"]
+    assert rep["max_share"] == 0.1 and web["docs_before"] == web["docs_with_cluster"] == n
+    assert n // 2 < web["docs_kept"] < n and web["tokens_kept"] < web["tokens_before"]
 
 
 def test_contamination_report_counts_overlap(mid, tokens, tmp_path):

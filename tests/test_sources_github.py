@@ -340,3 +340,42 @@ def test_arbitrary_records_never_crash_the_thread_reader(tmp_path_factory, recor
     to_table(docs)
     threads, bad, n = read_threads([f])
     assert n == len(records) and len(bad) + sum(len(t.sources) for t in threads) == len(records)
+
+    # Spilled grouping (bounded memory) validates and groups exactly like the in-memory pass.
+    from stepcrawl.sources.issues import iter_thread_groups
+
+    groups, bad2, n2 = iter_thread_groups([f], spill_bytes=0, partitions=3)
+    spilled = [t for g in groups for t in g]
+    assert n2 == n and [str(b) for b in bad2] == [str(b) for b in bad]
+    key = lambda t: (t.repo.lower(), t.number)  # noqa: E731
+    assert sorted((key(t), t.sources) for t in spilled) == sorted((key(t), t.sources) for t in threads)
+
+
+@pytest.mark.parametrize("adapter", ["issues", "pr_dialogue"])
+def test_spilled_grouping_gives_the_same_documents(tmp_path, adapter):
+    """Inputs above ``spill_bytes`` are partitioned by repository into temp files and grouped one
+    partition at a time: same documents (a PR still finds its linked issue), same drops, and
+    the temporary partitions are removed afterwards."""
+    import tempfile
+
+    threads = SAMPLES / "github" / "threads.jsonl"
+
+    def run(spill_bytes):
+        if adapter == "issues":
+            items = iter_issue_documents([threads], IssuesConfig(spill_bytes=spill_bytes))
+        else:
+            items = iter_pr_dialogue([threads], PRDialogueConfig(policy="mid", spill_bytes=spill_bytes))
+        out = []
+        for i in items:
+            if isinstance(i, BadRecord):
+                out.append(("bad", str(i)))
+            elif isinstance(i, Drop):
+                out.append(("drop", i.reason, i.doc.id))
+            else:
+                out.append(("doc", i.id, i.text, tuple(i.spans or ()), json.dumps(i.meta, sort_keys=True)))
+        return sorted(out)
+
+    before = set(Path(tempfile.gettempdir()).glob("stepcrawl-threads-*"))
+    in_memory, spilled = run(1 << 40), run(0)
+    assert spilled == in_memory and sum(1 for x in in_memory if x[0] == "doc") >= 10
+    assert set(Path(tempfile.gettempdir()).glob("stepcrawl-threads-*")) == before

@@ -189,3 +189,53 @@ def test_cli_train_and_tokenize(corpus, tmp_path):
     assert main(["tokenize", str(corpus), "--tokenizer", str(tmp_path / "tk"), "--out", str(tmp_path / "tokens"), "--workers", "1"]) == 0
     assert (tmp_path / "tokens" / "web" / "manifest.json").exists()
     assert main(["tokenize", str(corpus), "--tokenizer", str(tmp_path / "tk"), "--out", str(tmp_path / "x"), "--sources", "nope"]) == 2
+
+
+def test_tokenize_split_tiers_one_dataset_per_source_and_tier(tok_dir, corpus, tmp_path):
+    """`stepcrawl tokenize --split-tiers`: web → web.High + web.Medium (own manifests, same
+    per-document tokens as the default layout); untiered sources keep their folder; resumable;
+    the curricula read a tier dataset like any source."""
+    import pyarrow.parquet as pq
+
+    from curricula.planner import read_source_manifest
+    from stepcrawl.cli import main
+
+    whole = tokenize_corpus(corpus, tok_dir, tmp_path / "whole", progress=False)
+    out = tmp_path / "split"
+    assert main(["tokenize", str(corpus), "--tokenizer", str(tok_dir), "--out", str(out),
+                 "--workers", "2", "--split-tiers"]) == 0
+    names = sorted(p.name for p in out.iterdir() if (p / "manifest.json").exists())
+    assert names == ["code", "tool_use", "web.High", "web.Medium"]
+    assert not (out / "web").exists()  # every web document has a tier
+
+    def doc_tokens(folder):
+        m = json.loads((folder / "manifest.json").read_text())
+        got = {}
+        for shard in m["shards"]:
+            ds = IndexedDataset(folder / shard["name"])
+            mask = IndexedDataset(folder / (shard["name"] + ".mask"))
+            rows = pq.read_table(folder / f"{shard['name']}.docs.parquet").to_pylist()
+            assert len(rows) == len(ds) == shard["n_docs"]
+            for i, row in enumerate(rows):
+                got[row["doc_id"]] = (row["tier"], ds[i].tolist(), mask[i].tolist())
+        return m, got
+
+    _, web_whole = doc_tokens(tmp_path / "whole" / "web")
+    seen = {}
+    for tier in ("High", "Medium"):
+        m, got = doc_tokens(out / f"web.{tier}")
+        assert m["source"] == f"web.{tier}" and m["split_of"] == "web" and m["tier"] == tier
+        assert m["by_tier"] == {tier: m["n_tokens"]} and m["n_docs"] == 20
+        assert {t for t, _, _ in got.values()} == {tier}
+        assert verify_shards(out / f"web.{tier}") == []
+        seen.update(got)
+    assert seen == web_whole  # nothing lost, duplicated or re-encoded differently
+    assert json.loads((out / "code" / "manifest.json").read_text())["shards"] == whole["code"]["shards"]
+
+    # Resume: finished units are skipped (markers live in OUT/_split/, not in a dataset folder).
+    marker = out / "_split" / "web" / "part-00000.done.json"
+    before = marker.stat().st_mtime_ns
+    again = tokenize_corpus(corpus, tok_dir, out, progress=False, split_tiers=True)
+    assert marker.stat().st_mtime_ns == before
+    assert again["web.High"]["n_tokens"] == read_source_manifest(out, "web.High").n_tokens
+    assert read_source_manifest(out, "web.High").by_tier == {"High": again["web.High"]["n_tokens"]}

@@ -43,6 +43,7 @@ def _tokenize(args: argparse.Namespace) -> int:
             workers=args.workers,
             sources=args.sources.split(",") if args.sources else None,
             with_meta=not args.no_meta,
+            split_tiers=args.split_tiers,
         )
     except (ValueError, FileNotFoundError) as exc:
         print(f"tokenize: {exc}", file=sys.stderr)
@@ -77,7 +78,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "tokenize",
         help="encode a corpus into Megatron .bin/.idx token shards + loss/meta masks + manifest",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="example:\n  stepcrawl tokenize data/corpus --tokenizer data/tokenizer --out data/tokens --workers 2\n",
+        epilog="examples:\n  stepcrawl tokenize data/corpus --tokenizer data/tokenizer --out data/tokens --workers 2\n"
+        "  stepcrawl tokenize data/corpus --tokenizer data/tokenizer --out data/tokens_by_tier --split-tiers\n"
+        "    → data/tokens_by_tier/web.High/, web.Medium-High/, …, code/ (untiered sources keep their name)\n",
     )
     p.add_argument("corpus", help="corpus folder: one sub-folder per source (or a single source folder)")
     p.add_argument("--tokenizer", required=True, help="folder written by train-tokenizer")
@@ -85,4 +88,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="encoding processes")
     p.add_argument("--sources", help="comma-separated subset of sources")
     p.add_argument("--no-meta", action="store_true", help="do not prepend the meta string")
+    p.add_argument(
+        "--split-tiers",
+        action="store_true",
+        help="one token dataset per source and quality tier: OUT/<source>.<Tier>/ (e.g. web.High), "
+        "each with its own manifest; untiered documents stay in OUT/<source>/",
+    )
     p.set_defaults(func=_tokenize)

@@ -59,6 +59,9 @@ class Tokenizer:
         self.eos_id = self.sp.eos_id()
         self.pad_id = self.sp.pad_id()
         self.dtype = token_dtype(self.vocab_size)
+        # Meta bodies repeat heavily (one per source × kind × lang × domain): cache their ids
+        # so the meta string costs a dict lookup, not a sentencepiece call, per document.
+        self._meta_cache: dict[str, list[int]] = {}
 
     @property
     def sha256(self) -> str:
@@ -100,8 +103,20 @@ class Tokenizer:
         return "".join(out)
 
     # -- documents -------------------------------------------------------------------------
+    _META_CACHE_MAX = 1 << 16
+
+    def _meta_body_ids(self, body: str) -> list[int]:
+        ids = self._meta_cache.get(body)
+        if ids is None:
+            if len(self._meta_cache) >= self._META_CACHE_MAX:  # bounded: many-domain crawls
+                self._meta_cache.clear()
+            ids = self._meta_cache[body] = [
+                self.special_ids[special.META_OPEN], *self.encode_text(body), self.special_ids[special.META_CLOSE]
+            ]
+        return ids
+
     def meta_ids(self, doc: Document) -> list[int]:
-        return [self.special_ids[special.META_OPEN], *self.encode_text(meta_body(doc)), self.special_ids[special.META_CLOSE]]
+        return list(self._meta_body_ids(meta_body(doc)))
 
     def body_ids(self, doc: Document) -> tuple[list[int], list[int]]:
         """Body ids and their flags, honouring spans (uncovered characters carry loss)."""
@@ -147,21 +162,20 @@ class Tokenizer:
         plain = [i for i, d in enumerate(docs) if not d.spans]
         results: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(docs)
         if plain:
-            texts = [docs[i].text for i in plain]
-            metas = [meta_body(docs[i]) for i in plain] if with_meta else []
-            bodies = self.sp.encode(texts, num_threads=1)
-            meta_tokens = self.sp.encode(metas, num_threads=1) if with_meta else []
-            open_id, close_id = self.special_ids[special.META_OPEN], self.special_ids[special.META_CLOSE]
+            bodies = self.sp.encode([docs[i].text for i in plain], num_threads=1)
+            eos, dtype = self.eos_id, self.dtype
             for k, i in enumerate(plain):
                 body = bodies[k]
-                if with_meta:
-                    meta = [open_id, *meta_tokens[k], close_id]
-                    ids = np.asarray([*meta, *body, self.eos_id], dtype=self.dtype)
-                    flags = np.full(len(ids), LOSS, dtype=np.uint8)
-                    flags[: len(meta)] |= META
-                else:
-                    ids = np.asarray([*body, self.eos_id], dtype=self.dtype)
-                    flags = np.full(len(ids), LOSS, dtype=np.uint8)
+                meta = self._meta_body_ids(meta_body(docs[i])) if with_meta else ()
+                m, n = len(meta), len(meta) + len(body) + 1
+                # Fill a preallocated array (one C-level conversion per part) instead of
+                # building a concatenated Python list first.
+                ids = np.empty(n, dtype=dtype)
+                ids[:m] = meta
+                ids[m : n - 1] = body
+                ids[n - 1] = eos
+                flags = np.full(n, LOSS, dtype=np.uint8)
+                flags[:m] |= META
                 results[i] = (ids, flags)
         for i, d in enumerate(docs):
             if results[i] is None:
@@ -200,60 +214,129 @@ class EncodeTask:
     tokenizer_dir: str
     with_meta: bool = True
     batch_docs: int = 256
+    # Route each document to ``<root>/<source>.<Tier>/part-NNNNN`` by its quality tier
+    # (untiered documents stay in ``<root>/<source>/``); ``root`` is out_prefix's grandparent.
+    split_tiers: bool = False
 
 
-_WORKER_TOKENIZER: dict[str, Tokenizer] = {}
+_WORKER_TOKENIZER: dict[tuple, Tokenizer] = {}
 
 
 def _tokenizer(folder: str) -> Tokenizer:
-    if folder not in _WORKER_TOKENIZER:
-        _WORKER_TOKENIZER[folder] = Tokenizer(folder)
-    return _WORKER_TOKENIZER[folder]
+    """One loaded tokenizer per process (and inherited by forked workers); keyed by the model
+    file's identity so a tokenizer re-trained into the same folder is reloaded."""
+    model = Path(folder) / TOKENIZER_MODEL
+    try:
+        st = model.stat()
+        key: tuple = (str(folder), st.st_mtime_ns, st.st_size, st.st_ino)
+    except OSError:
+        return Tokenizer(folder)  # raises the clear "no tokenizer at …" error
+    if key not in _WORKER_TOKENIZER:
+        _WORKER_TOKENIZER.clear()
+        _WORKER_TOKENIZER[key] = Tokenizer(folder)
+    return _WORKER_TOKENIZER[key]
 
 
 def _done_path(prefix: str) -> Path:
     return Path(prefix + ".done.json")
 
 
+_UNSAFE = re.compile(r"[^A-Za-z0-9_+-]")
+
+
+def tier_dataset(source: str, tier: str | None) -> str:
+    """Name of the per-tier token dataset (``web.High``, ``web.Medium-High``); untiered
+    documents keep the source's own name."""
+    return f"{source}.{_UNSAFE.sub('_', tier)}" if tier else source
+
+
+def _split_done_path(task: EncodeTask) -> Path:
+    # Not inside <source>/: with --split-tiers that folder may hold no dataset at all.
+    prefix = Path(task.out_prefix)
+    return prefix.parent.parent / "_split" / task.source / (prefix.name + ".done.json")
+
+
+class _ShardOut:
+    """The five files of one output shard (tokens, masks, docs.parquet) and its counts."""
+
+    def __init__(self, prefix: str, dtype) -> None:
+        self.prefix = prefix
+        self.tokens = IndexedDatasetWriter(prefix, dtype=dtype)
+        self.masks = IndexedDatasetWriter(prefix + ".mask", dtype=np.uint8)
+        self.rows: list[dict] = []
+        self.n_tokens = 0
+        self.by_tier: dict[str, int] = {}
+
+    def add(self, doc: Document, ids: np.ndarray, flags: np.ndarray) -> None:
+        self.tokens.add(ids)
+        self.masks.add(flags)
+        self.n_tokens += len(ids)
+        tier = doc.tier or "none"
+        self.by_tier[tier] = self.by_tier.get(tier, 0) + len(ids)
+        self.rows.append(
+            {
+                "doc_id": doc.id,
+                "source": doc.source,
+                "kind": doc.kind,
+                "lang": doc.lang,
+                "tier": doc.tier,
+                "cluster": doc.cluster,
+                "n_tokens": len(ids),
+                "n_chars": doc.n_chars,
+                "url": doc.url,
+                "warc_file": doc.warc_file,
+                "warc_offset": doc.warc_offset,
+                "meta": json.dumps(doc.meta, ensure_ascii=False, sort_keys=True),
+            }
+        )
+
+    def abort(self) -> None:
+        self.tokens.abort()
+        self.masks.abort()
+
+    def close(self, input_file: str) -> dict:
+        self.tokens.close()
+        self.masks.close()
+        write_parquet(self.prefix + ".docs.parquet", pa.Table.from_pylist(self.rows, schema=DOCS_SCHEMA))
+        return {
+            "name": Path(self.prefix).name,
+            "input": input_file,
+            "n_docs": len(self.rows),
+            "n_tokens": self.n_tokens,
+            "by_tier": self.by_tier,
+            "sha256": {Path(self.prefix + ext).name: file_sha256(self.prefix + ext) for ext in SHARD_FILES},
+        }
+
+
 def encode_shard(task: EncodeTask) -> dict:
     """Encode one input file into ``out_prefix``.{bin,idx,mask.*,docs.parquet}; returns its
-    record (also written as ``.done.json``, the resume marker, after every file is in place)."""
-    done = _done_path(task.out_prefix)
+    record (also written as ``.done.json``, the resume marker, after every file is in place).
+
+    With ``task.split_tiers`` the record is ``{"name", "input", "split": {dataset: record}}``,
+    one shard per tier dataset that received documents (see ``tier_dataset``)."""
+    done = _split_done_path(task) if task.split_tiers else _done_path(task.out_prefix)
     if done.exists():
         return read_json(done)
     tok = _tokenizer(task.tokenizer_dir)
-    rows: list[dict] = []
-    tokens = IndexedDatasetWriter(task.out_prefix, dtype=tok.dtype)
-    masks = IndexedDatasetWriter(task.out_prefix + ".mask", dtype=np.uint8)
-    n_tokens = 0
-    by_tier: dict[str, int] = {}
+    prefix = Path(task.out_prefix)
+    outs: dict[str, _ShardOut] = {}
+    if not task.split_tiers:
+        outs[task.source] = _ShardOut(task.out_prefix, tok.dtype)
+
+    def out_for(doc: Document) -> _ShardOut:
+        if not task.split_tiers:
+            return outs[task.source]
+        name = tier_dataset(task.source, doc.tier)
+        if name not in outs:  # opened lazily: a tier absent from this file gets no shard
+            outs[name] = _ShardOut(str(prefix.parent.parent / name / prefix.name), tok.dtype)
+        return outs[name]
+
     try:
         batch: list[Document] = []
 
         def flush() -> None:
-            nonlocal n_tokens
             for doc, (ids, flags) in zip(batch, tok.encode_documents(batch, task.with_meta)):
-                tokens.add(ids)
-                masks.add(flags)
-                n_tokens += len(ids)
-                tier = doc.tier or "none"
-                by_tier[tier] = by_tier.get(tier, 0) + len(ids)
-                rows.append(
-                    {
-                        "doc_id": doc.id,
-                        "source": doc.source,
-                        "kind": doc.kind,
-                        "lang": doc.lang,
-                        "tier": doc.tier,
-                        "cluster": doc.cluster,
-                        "n_tokens": len(ids),
-                        "n_chars": doc.n_chars,
-                        "url": doc.url,
-                        "warc_file": doc.warc_file,
-                        "warc_offset": doc.warc_offset,
-                        "meta": json.dumps(doc.meta, ensure_ascii=False, sort_keys=True),
-                    }
-                )
+                out_for(doc).add(doc, ids, flags)
             batch.clear()
 
         for doc in read_documents(task.input_file):
@@ -262,20 +345,11 @@ def encode_shard(task: EncodeTask) -> dict:
                 flush()
         flush()
     except BaseException:
-        tokens.abort()
-        masks.abort()
+        for out in outs.values():
+            out.abort()
         raise
-    tokens.close()
-    masks.close()
-    write_parquet(task.out_prefix + ".docs.parquet", pa.Table.from_pylist(rows, schema=DOCS_SCHEMA))
-    record = {
-        "name": Path(task.out_prefix).name,
-        "input": task.input_file,
-        "n_docs": len(rows),
-        "n_tokens": n_tokens,
-        "by_tier": by_tier,
-        "sha256": {Path(task.out_prefix + ext).name: file_sha256(task.out_prefix + ext) for ext in SHARD_FILES},
-    }
+    records = {name: out.close(task.input_file) for name, out in sorted(outs.items())}
+    record = {"name": prefix.name, "input": task.input_file, "split": records} if task.split_tiers else records[task.source]
     write_json(done, record)
     return record
 
@@ -307,13 +381,16 @@ def tokenize_corpus(
     sources: list[str] | None = None,
     with_meta: bool = True,
     progress: bool = True,
+    split_tiers: bool = False,
 ) -> dict[str, dict]:
-    """Encode every source of ``corpus`` into ``out_dir/<source>/``; returns manifests by source.
+    """Encode every source of ``corpus`` into ``out_dir/<source>/``; returns manifests by
+    dataset name (the source, or with ``split_tiers`` ``<source>.<Tier>`` per quality tier plus
+    ``<source>`` for untiered documents, each a complete token dataset with its manifest).
 
     Work units are input files; finished units (``.done.json``) are skipped on re-run, so a
     killed job resumes where it stopped. Manifests are written last.
     """
-    tok = Tokenizer(tokenizer_dir)
+    tok = _tokenizer(str(tokenizer_dir))  # loaded once: forked workers inherit it
     all_sources = corpus_sources(corpus)
     if sources:
         unknown = sorted(set(sources) - set(all_sources))
@@ -324,31 +401,42 @@ def tokenize_corpus(
     for name, folder in all_sources.items():
         for i, f in enumerate(document_files(folder)):
             prefix = str(Path(out_dir) / name / f"part-{i:05d}")
-            tasks.append(EncodeTask(name, str(f), prefix, str(tokenizer_dir), with_meta))
-        (Path(out_dir) / name).mkdir(parents=True, exist_ok=True)
+            tasks.append(EncodeTask(name, str(f), prefix, str(tokenizer_dir), with_meta, split_tiers=split_tiers))
+        if not split_tiers:
+            (Path(out_dir) / name).mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    records: dict[str, list[dict]] = {name: [] for name in all_sources}
+    records: dict[str, list[dict]] = {} if split_tiers else {name: [] for name in all_sources}
+    parent: dict[str, str] = {name: name for name in all_sources}
+
+    def collect(task: EncodeTask, rec: dict) -> None:
+        if not split_tiers:
+            records[task.source].append(rec)
+            return
+        for dataset, r in rec["split"].items():
+            records.setdefault(dataset, []).append(r)
+            parent[dataset] = task.source
+
     bar = tqdm(total=len(tasks), desc="tokenize", unit="shard", disable=not progress)
     if workers <= 1:
         for task in tasks:
-            records[task.source].append(encode_shard(task))
+            collect(task, encode_shard(task))
             bar.update()
     else:
         ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
         with ctx.Pool(workers) as pool:
             for task, rec in zip(tasks, pool.imap(encode_shard, tasks)):
-                records[task.source].append(rec)
+                collect(task, rec)
                 bar.update()
     bar.close()
     manifests = {}
-    for name, recs in records.items():
+    for name, recs in sorted(records.items()):
         by_tier: dict[str, int] = {}
         for r in recs:
             for tier, n in r["by_tier"].items():
                 by_tier[tier] = by_tier.get(tier, 0) + n
         manifest = {
             "source": name,
-            "corpus": str(all_sources[name]),
+            "corpus": str(all_sources[parent[name]]),
             "tokenizer": {"path": str(tokenizer_dir), "sha256": tok.sha256, "vocab_size": tok.vocab_size},
             "dtype": np.dtype(tok.dtype).name,
             "with_meta": with_meta,
@@ -358,6 +446,10 @@ def tokenize_corpus(
             "shards": [{k: r[k] for k in ("name", "n_docs", "n_tokens", "sha256")} for r in recs],
             "wall_time_s": round(time.time() - t0, 3),
         }
+        if split_tiers:
+            manifest["split_of"] = parent[name]
+            tiers = [t for t in by_tier if t != "none"]
+            manifest["tier"] = tiers[0] if name != parent[name] and len(tiers) == 1 else None
         write_json(Path(out_dir) / name / "manifest.json", manifest)
         manifests[name] = manifest
     return manifests

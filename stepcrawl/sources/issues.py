@@ -273,21 +273,120 @@ class ThreadBuilder:
             self._add_comment(th, payload.get("comment"), "review_comment")
 
 
-def read_threads(paths: Iterable[str | Path]) -> tuple[list[Thread], list[BadRecord], int]:
-    """(threads in first-seen order, malformed records, records read) from JSONL/JSON files."""
-    tb = ThreadBuilder()
+def record_repo(obj: dict) -> str:
+    """The repository a record belongs to (lowercased), validated as ``ThreadBuilder.add``
+    validates it; raises ValueError with the same reasons for unusable records."""
+    if isinstance(obj.get("type"), str) and obj["type"].endswith("Event") and "payload" in obj:
+        if obj["type"] not in EVENT_TYPES:
+            raise ValueError(f"unsupported GH Archive event type {obj['type']!r}")
+        payload = obj.get("payload")
+        if not isinstance(payload, dict):
+            raise ValueError("event without a payload object")
+        item = payload.get("issue") if obj["type"] in ("IssuesEvent", "IssueCommentEvent") else payload.get("pull_request")
+        if not isinstance(item, dict):
+            raise ValueError(f"{obj['type']} without its issue/pull_request object")
+        repo = _repo_of(obj) or _repo_of(item)
+        if repo is None or not isinstance(item.get("number", payload.get("number")), int):
+            raise ValueError(f"{obj['type']} without repo name or number")
+        return repo.lower()
+    repo = _repo_of(obj)
+    if repo is None:
+        raise ValueError("no repository (repository.full_name / repo / base.repo / repository_url)")
+    number = obj.get("number")
+    if not isinstance(number, int) or isinstance(number, bool):
+        raise ValueError(f"no integer 'number' (got {number!r})")
+    return repo.lower()
+
+
+# Inputs up to this size are grouped in memory (one pass). Larger inputs are first partitioned
+# by repository into temporary JSONL files, then grouped one partition at a time, so memory is
+# bounded by the largest partition (≈ input / SPILL_PARTITIONS, at least one repository's
+# threads) instead of the whole input. Partitioning is by *repository*, not by thread, because
+# PR-Dialogue resolves "Fixes #12" against issues of the same repository.
+SPILL_BYTES = 1 << 30
+SPILL_PARTITIONS = 64
+
+
+def _input_bytes(paths: list[str | Path]) -> int:
+    return sum(Path(p).stat().st_size for p in paths if Path(p).exists())
+
+
+def iter_thread_groups(
+    paths: Iterable[str | Path], spill_bytes: int = SPILL_BYTES, partitions: int = SPILL_PARTITIONS
+) -> tuple[Iterator[list[Thread]], list[BadRecord], int]:
+    """(groups of threads, malformed records, records read). Every thread of a repository is in
+    one group; threads are in first-seen order within a group, groups in a fixed order (the
+    same input always gives the same output). Inputs above ``spill_bytes`` are spilled to
+    ``partitions`` temporary files (see ``SPILL_BYTES``); the groups are then produced lazily,
+    one partition in memory at a time."""
+    import json
+    import shutil
+    import tempfile
+    import zlib
+
+    paths = list(paths)
     bad: list[BadRecord] = []
-    for path in paths:
-        for item in iter_json_records(path):
-            if isinstance(item, BadRecord):
-                bad.append(item)
-                continue
-            lineno, obj = item
-            try:
-                tb.add(obj, f"{path}:{lineno}")
-            except ValueError as exc:
-                bad.append(BadRecord(str(path), lineno, str(exc)))
-    return list(tb.threads.values()), bad, tb.n_records
+    if _input_bytes(paths) <= spill_bytes:
+        tb = ThreadBuilder()
+        for path in paths:
+            for item in iter_json_records(path):
+                if isinstance(item, BadRecord):
+                    bad.append(item)
+                    continue
+                lineno, obj = item
+                try:
+                    tb.add(obj, f"{path}:{lineno}")
+                except ValueError as exc:
+                    bad.append(BadRecord(str(path), lineno, str(exc)))
+        return iter([list(tb.threads.values())]), bad, tb.n_records
+
+    tmp = Path(tempfile.mkdtemp(prefix="stepcrawl-threads-"))
+    n_records = 0
+    try:
+        files = [open(tmp / f"part-{i:03d}.jsonl", "w", encoding="utf-8") for i in range(partitions)]
+        try:
+            for path in paths:
+                for item in iter_json_records(path):
+                    if isinstance(item, BadRecord):
+                        bad.append(item)
+                        continue
+                    lineno, obj = item
+                    n_records += 1
+                    try:
+                        repo = record_repo(obj)
+                    except ValueError as exc:
+                        bad.append(BadRecord(str(path), lineno, str(exc)))
+                        continue
+                    k = zlib.crc32(repo.encode("utf-8")) % partitions  # stable across runs
+                    files[k].write(json.dumps([f"{path}:{lineno}", obj], ensure_ascii=False) + "\n")
+        finally:
+            for fh in files:
+                fh.close()
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+    def groups() -> Iterator[list[Thread]]:
+        try:
+            for i in range(partitions):
+                tb = ThreadBuilder()
+                with open(tmp / f"part-{i:03d}.jsonl", encoding="utf-8") as fh:
+                    for line in fh:
+                        where, obj = json.loads(line)
+                        tb.add(obj, where)  # validated by record_repo: cannot raise
+                if tb.threads:
+                    yield list(tb.threads.values())
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    return groups(), bad, n_records
+
+
+def read_threads(paths: Iterable[str | Path]) -> tuple[list[Thread], list[BadRecord], int]:
+    """(threads in first-seen order, malformed records, records read) from JSONL/JSON files,
+    all in memory (small inputs, tests); the adapters use ``iter_thread_groups``."""
+    groups, bad, n = iter_thread_groups(paths, spill_bytes=1 << 62)
+    return [th for g in groups for th in g], bad, n
 
 
 # --------------------------------------------------------------------------- rendering
@@ -355,6 +454,7 @@ class IssuesConfig:
     max_chars: int = 200_000  # longer threads: drop reason "too_long"
     swebench: list[str] = field(default_factory=list)  # task-list JSONL files for decontamination
     ngram_min_overlap: int = 1
+    spill_bytes: int = SPILL_BYTES  # inputs larger than this are grouped via temp partitions
 
 
 def thread_meta(th: Thread) -> dict[str, Any]:
@@ -377,10 +477,12 @@ def thread_gate(th: Thread, min_stars: int, swe: SwebenchIndex | None) -> tuple[
 
 
 def iter_issue_documents(paths: Iterable[str | Path], cfg: IssuesConfig, stats: dict | None = None) -> Iterator[Document | Drop | BadRecord]:
-    threads, bad, n_records = read_threads(paths)
+    groups, bad, n_records = iter_thread_groups(paths, cfg.spill_bytes)
+    n_threads = 0
     yield from bad
     swe = SwebenchIndex.from_jsonl(cfg.swebench, cfg.ngram_min_overlap) if cfg.swebench else None
-    for th in threads:
+    for th in (t for g in groups for t in g):
+        n_threads += 1
         text = render_thread(th, cfg.include_diff)
         lang, lang_score = natural_language(th.title + "\n" + th.body + "\n" + "\n".join(c.body for c in th.sorted_comments()))
         doc = Document(
@@ -404,6 +506,6 @@ def iter_issue_documents(paths: Iterable[str | Path], cfg: IssuesConfig, stats: 
         else:
             yield doc
     if stats is not None:
-        stats.update({"records": n_records, "threads": len(threads), "swebench_tasks": swe.n_tasks if swe else 0})
+        stats.update({"records": n_records, "threads": n_threads, "swebench_tasks": swe.n_tasks if swe else 0})
         if swe and swe.errors:
             stats["swebench_errors"] = swe.errors[:50]

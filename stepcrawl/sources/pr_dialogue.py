@@ -40,7 +40,7 @@ from unidiff.errors import UnidiffParseError
 from stepcrawl.document import Document
 from stepcrawl.io import BadRecord
 from stepcrawl.sources.common import ASSISTANT, END, USER, SpanText, check_spans, make_id, natural_language, strip_markers
-from stepcrawl.sources.issues import Thread, read_threads, thread_gate
+from stepcrawl.sources.issues import SPILL_BYTES, Thread, iter_thread_groups, read_threads, thread_gate
 from stepcrawl.sources.swebench import SwebenchIndex
 from stepcrawl.steps import Drop
 
@@ -218,6 +218,7 @@ class PRDialogueConfig:
     require_tree: bool = False  # drop localization examples without a real repo tree
     swebench: list[str] = field(default_factory=list)
     ngram_min_overlap: int = 1
+    spill_bytes: int = SPILL_BYTES  # inputs larger than this are grouped via temp partitions (by repo)
 
 
 def _problem(th: Thread, by_key: dict[tuple[str, int], Thread]) -> tuple[str, int | None]:
@@ -313,14 +314,19 @@ def iter_pr_dialogue(paths: Iterable[str | Path], cfg: PRDialogueConfig, stats: 
         raise ValueError(f"unknown template(s) {bad_t}; known: {TEMPLATES}")
     if cfg.policy not in POLICIES:
         raise ValueError(f"unknown policy {cfg.policy!r}; use one of {POLICIES}")
-    threads, bad, n_records = read_threads(paths)
+    # Grouped by repository (bounded memory on large inputs): a PR's linked issue ("Fixes #12")
+    # is always in the same group.
+    groups, bad, n_records = iter_thread_groups(paths, cfg.spill_bytes)
     yield from bad
     swe = SwebenchIndex.from_jsonl(cfg.swebench, cfg.ngram_min_overlap) if cfg.swebench else None
-    by_key = {(t.repo.lower(), t.number): t for t in threads}
-    for th in threads:
-        yield from build_examples(th, by_key, cfg, swe)
+    n_threads = 0
+    for threads in groups:
+        by_key = {(t.repo.lower(), t.number): t for t in threads}
+        for th in threads:
+            n_threads += 1
+            yield from build_examples(th, by_key, cfg, swe)
     if stats is not None:
-        stats.update({"records": n_records, "threads": len(threads), "swebench_tasks": swe.n_tasks if swe else 0})
+        stats.update({"records": n_records, "threads": n_threads, "swebench_tasks": swe.n_tasks if swe else 0})
 
 
 __all__ = [
