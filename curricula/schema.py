@@ -242,6 +242,16 @@ class Schedule(_Model):
     router_frozen: bool = False
     bias_update_rate: float | RateDecay = 0.0
     ep_loss_coef: float = 0.0
+    # MTP heads trained in this phase (None: the model's default, MTP-1 only). Raising it
+    # above 1 clones MTP-1 into the new heads once, as the report's final MTP phase does.
+    mtp_active_depths: int | None = None
+
+    @field_validator("mtp_active_depths")
+    @classmethod
+    def _depths(cls, v):
+        if v is not None and v < 0:
+            raise ValueError("mtp_active_depths: must be ≥ 0")
+        return v
 
     @field_validator("global_batch")
     @classmethod

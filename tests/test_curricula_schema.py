@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import textwrap
+from pathlib import Path
 
 import pytest
 import yaml
@@ -224,3 +225,20 @@ def test_tiny_yaml_exercises_tiers_replay_long_docs_and_clusters():
     assert tiny.phase("anneal").cluster_downsample and tiny.phase("anneal_long").cluster_downsample
     assert tiny.phase("mid1").replay.from_ == "stage1" and tiny.phase("mid2").replay.from_ == "stage1"
     assert web_entries["web_long"].long_docs.min_tokens == 512 < tiny.phase("mid2").seq_len
+
+
+def test_mtp_active_depths_field_is_optional_and_validated(tmp_path):
+    import yaml as _yaml
+
+    from curricula import CurriculumError, load_curriculum
+
+    base = _yaml.safe_load(open(Path(__file__).resolve().parent.parent / "curricula" / "tiny.yaml"))
+    assert load_curriculum(Path(__file__).resolve().parent.parent / "curricula" / "tiny.yaml").stages[0].phases[0].schedule.mtp_active_depths is None
+    last = base["stages"][-1]["phases"][-1]
+    last["schedule"]["mtp_active_depths"] = 3
+    (tmp_path / "ok.yaml").write_text(_yaml.safe_dump(base, sort_keys=False))
+    assert load_curriculum(tmp_path / "ok.yaml").stages[-1].phases[-1].schedule.mtp_active_depths == 3
+    last["schedule"]["mtp_active_depths"] = -1
+    (tmp_path / "bad.yaml").write_text(_yaml.safe_dump(base, sort_keys=False))
+    with pytest.raises(CurriculumError, match="mtp_active_depths"):
+        load_curriculum(tmp_path / "bad.yaml")
