@@ -67,6 +67,7 @@ class CurateConfig:
     decontam_mode: str = "drop"
     decontam_n: int = 13
     cluster: bool = False
+    cluster_k: int = 64  # k-means topics of the optional cluster stage
     shard_docs: int = 5000
     source: str = "web"
 
@@ -383,19 +384,11 @@ def run_decontam_stage(in_dir: Path, out_dir: Path, cfg: CurateConfig, keep_reje
     return m
 
 
-def run_cluster_stage(in_dir: Path, out_dir: Path, progress: bool) -> StageManifest | None:
-    try:
-        from stepcrawl.cluster import run_cluster
-    except ImportError as exc:
-        log.warning("cluster stage unavailable (%s): skipped", exc)
-        return None
-    try:
-        from stepcrawl.cluster import ClusterConfig  # type: ignore[attr-defined]
+def run_cluster_stage(in_dir: Path, out_dir: Path, progress: bool, k: int = 64) -> StageManifest | None:
+    from stepcrawl.cluster import ClusterConfig, run_cluster
 
-        ccfg = ClusterConfig()
-    except ImportError:
-        ccfg = None
-    h = config_hash({"stage": "cluster", "cfg": repr(ccfg)})
+    ccfg = ClusterConfig(k=k)
+    h = config_hash({"stage": "cluster", "cfg": asdict(ccfg)})
     inp = manifest_hash(in_dir)
     done = _stage_done(out_dir, h, inp)
     if done is not None:
@@ -475,13 +468,15 @@ def curate(inputs: list[str | Path], out: str | Path, cfg: CurateConfig | None =
         last = work / "decontam"
         stages_run.append("decontam")
     if cfg.cluster:
-        cm = run_cluster_stage(last, work / "cluster", progress)
+        cm = run_cluster_stage(last, work / "cluster", progress, k=cfg.cluster_k)
         if cm is not None:
             funnel.append(funnel_entry("cluster", cm.accounting))
             last = work / "cluster"
             stages_run.append("cluster")
     records_in = funnel[0]["docs_in"] if funnel else 0
     extra = {"stages": stages_run, "units": len(units), "errors": fm.extra.get("errors", []), "wall_time_total_s": round(time.time() - t0, 3)}
+    if "cluster" in stages_run:  # the mixer down-samples over-represented topics from these
+        extra["cluster_sizes"] = cm.extra.get("cluster_sizes", {})
     m = publish(last, out / cfg.source, cfg, funnel, records_in, extra, manifest_hash(last))
     return m
 

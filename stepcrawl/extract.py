@@ -12,17 +12,21 @@ Every response record becomes a Document or a ``Drop`` whose reason is one of
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import io
+import itertools
 import logging
+import os
 import re
+import threading
+import time
 import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import BinaryIO, Callable, Iterator
 
 from stepcrawl.document import Document
-from stepcrawl.io import sniff_gzip_ok
 from stepcrawl.steps import Drop
 
 log = logging.getLogger(__name__)
@@ -36,6 +40,7 @@ EXTRACT_DROP_REASONS = (
     "extract:too-large",  # payload above ExtractConfig.max_bytes (PDF/ePub; HTML is capped instead)
     "extract:parse-error",  # the PDF/ePub/HTML library raised on this payload
     "extract:empty",  # extraction returned no (or too little) text
+    "extract:timeout",  # extraction ran past ExtractConfig.timeout_s (a pathological page)
 )
 
 HTML_TYPES = ("text/html", "application/xhtml+xml", "application/xml", "text/xml")
@@ -63,6 +68,10 @@ class ExtractConfig:
     rich_metadata: bool = False
     include_tables: bool = True
     source: str = "web"
+    # Per-record wall-clock limit for decoding + extraction; a record that runs past it is
+    # dropped as ``extract:timeout`` so one pathological page cannot stall a whole file (a
+    # typical page takes ~0.1 s). 0 disables it. See :class:`Deadline` for how it is enforced.
+    timeout_s: float = 20.0
 
 
 @dataclass(frozen=True)
@@ -141,6 +150,114 @@ def decode_html(payload: bytes, content_type: str = "") -> tuple[str, str]:
         except (UnicodeDecodeError, LookupError):
             pass
     return payload.decode("utf-8", errors="replace"), "utf-8-replace"
+
+
+# ---------------------------------------------------------------------------------- time limit
+
+
+class ExtractTimeout(BaseException):
+    """Raised inside a thread whose :class:`Deadline` expired (caught by ``extract_record``).
+    A ``BaseException``, like ``KeyboardInterrupt``, so that a library's ``except Exception``
+    cannot swallow it and carry on."""
+
+
+class _Watchdog:
+    """One daemon thread per process that raises :class:`ExtractTimeout` in threads whose
+    deadline passed, with CPython's ``PyThreadState_SetAsyncExc``.
+
+    Why not ``signal.alarm``/``setitimer``: signals reach only the main thread, and Beam's SDK
+    harness runs bundles on worker threads (and pytest-timeout or the host program may own
+    SIGALRM). An asynchronous exception works in any thread and in ``ProcessPoolExecutor``
+    children (the watchdog restarts after a fork). Like a signal handler it fires between
+    Python bytecodes, so a single long C call (one lxml parse) finishes first; trafilatura's
+    expensive passes are Python loops, and HTML is capped at ``max_html_bytes`` before parsing.
+    Like ``KeyboardInterrupt``, it can in principle land between a Python-level lock's acquire
+    and its ``try`` in library code (e.g. a ``logging`` handler that emits); the libraries on
+    this path log nothing at the levels we leave enabled, and datatrove's alternative (a forked
+    sandbox process per extractor) costs a process and IPC per page.
+
+    The watchdog polls (every quarter of the shortest limit in use, at most 0.5 s) instead of
+    being woken per record: waking a thread for every page would cost a GIL hand-off each. The
+    exception can land at any bytecode of the guarded thread, so that thread only touches
+    C-level primitives here (a ``Lock`` as a context manager): a Python ``Condition``
+    interrupted between acquiring and entering its ``with`` would leak its lock.
+    """
+
+    MAX_POLL_S = 0.5
+
+    def __init__(self) -> None:
+        self._pid = -1
+        self._start_lock = threading.Lock()
+        self._ids = itertools.count()
+        self._poll = self.MAX_POLL_S
+
+    def _ensure_thread(self) -> None:
+        if self._pid == os.getpid():
+            return
+        with self._start_lock:
+            if self._pid != os.getpid():  # first use, or a forked child: no watchdog thread here yet
+                self._mu = threading.Lock()
+                self._active: dict[int, tuple[float, int]] = {}  # token -> (deadline, thread id)
+                self._fired: dict[int, int] = {}  # token -> thread id: interrupted, not yet disarmed
+                threading.Thread(target=self._loop, name="stepcrawl-extract-watchdog", daemon=True).start()
+                self._pid = os.getpid()
+
+    def arm(self, seconds: float) -> int:
+        self._ensure_thread()
+        token = next(self._ids)
+        if seconds / 4 < self._poll:
+            self._poll = max(0.005, seconds / 4)
+        entry = (time.monotonic() + seconds, threading.get_ident())
+        with self._mu:
+            self._active[token] = entry
+        return token
+
+    def disarm(self, token: int) -> bool:
+        """End the block; True when its deadline fired (a not yet delivered exception is
+        cancelled, so it can never surface after the block)."""
+        with self._mu:
+            self._active.pop(token, None)
+            tid = self._fired.pop(token, None)
+            if tid is not None:
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(tid), None)
+        return tid is not None
+
+    def _loop(self) -> None:
+        while True:
+            time.sleep(self._poll)
+            now = time.monotonic()
+            with self._mu:
+                late = [(token, tid) for token, (deadline, tid) in self._active.items() if deadline <= now]
+                for token, tid in late:  # still running past its deadline: interrupt it
+                    del self._active[token]
+                    self._fired[token] = tid
+                    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(tid), ctypes.py_object(ExtractTimeout))
+
+
+_WATCHDOG = _Watchdog()
+
+
+class Deadline:
+    """``with Deadline(seconds): ...`` raises :class:`ExtractTimeout` out of the block when it
+    runs longer than ``seconds`` (``seconds <= 0``: no limit). Works in any thread."""
+
+    def __init__(self, seconds: float | None):
+        self.seconds = seconds or 0.0
+        self._token: int | None = None
+
+    def __enter__(self) -> "Deadline":
+        if self.seconds > 0:
+            self._token = _WATCHDOG.arm(self.seconds)
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if self._token is None:
+            return False
+        fired = _WATCHDOG.disarm(self._token)
+        self._token = None
+        if fired and exc_type is None:
+            raise ExtractTimeout(f"ran past {self.seconds:g} s")
+        return False
 
 
 # ---------------------------------------------------------------------------------- extractors
@@ -271,25 +388,15 @@ def extract_record(raw: RawRecord, cfg: ExtractConfig = ExtractConfig()) -> Docu
     kind = _kind_of(raw.content_type, url, raw.payload)
     if kind is None:
         return Drop("extract:unsupported-type")
+    if kind in ("pdf", "epub") and len(raw.payload) > cfg.max_bytes:
+        return Drop("extract:too-large")
     meta: dict = {"content_type": (raw.content_type or "").split(";")[0].strip().lower(), "format": kind}
-    payload = raw.payload
     try:
-        if kind in ("html", "text"):
-            if len(payload) > cfg.max_html_bytes:
-                meta["truncated_bytes"] = len(payload)
-                payload = payload[: cfg.max_html_bytes]
-            text_in, encoding = decode_html(payload, raw.content_type)
-            meta["encoding"] = encoding
-            if kind == "html":
-                text, m = extract_html(text_in, url, cfg, raw.date)
-            else:
-                text, m = text_in.strip(), {}
-        elif len(payload) > cfg.max_bytes:
-            return Drop("extract:too-large")
-        elif kind == "pdf":
-            text, m = extract_pdf(payload)
-        else:
-            text, m = extract_epub(payload, cfg)
+        with Deadline(cfg.timeout_s):
+            text, m = _extract_payload(raw, kind, url, cfg, meta)
+    except ExtractTimeout:
+        log.warning("extract timed out after %gs for %s @ %s (%s)", cfg.timeout_s, raw.warc_file, raw.offset, url)
+        return Drop("extract:timeout")
     except Exception as exc:  # a library choking on one record must never stop the job
         log.debug("extract failed for %s @ %s (%s): %s", raw.warc_file, raw.offset, url, exc)
         return Drop("extract:parse-error")
@@ -310,79 +417,136 @@ def extract_record(raw: RawRecord, cfg: ExtractConfig = ExtractConfig()) -> Docu
     )
 
 
+def _extract_payload(raw: RawRecord, kind: str, url: str, cfg: ExtractConfig, meta: dict) -> tuple[str, dict]:
+    """The costly part of :func:`extract_record` (runs under its time limit)."""
+    if kind == "pdf":
+        return extract_pdf(raw.payload)
+    if kind == "epub":
+        return extract_epub(raw.payload, cfg)
+    payload = raw.payload
+    if len(payload) > cfg.max_html_bytes:
+        meta["truncated_bytes"] = len(payload)
+        payload = payload[: cfg.max_html_bytes]
+    text_in, encoding = decode_html(payload, raw.content_type)
+    meta["encoding"] = encoding
+    if kind == "html":
+        return extract_html(text_in, url, cfg, raw.date)
+    return text_in.strip(), {}
+
+
 # ---------------------------------------------------------------------------------- WARC reading
 
 
-def iter_warc_records(path: str | Path, warc_name: str | None = None) -> Iterator[RawRecord]:
-    """Response/resource records of one WARC(.gz) file, with their byte offsets.
+class _CountingReader:
+    """Read-through wrapper of the raw WARC stream: counts bytes and keeps the last 64 KiB, so
+    that truncation is detected from what warcio already read (no second pass over the file,
+    and it works on a non-seekable stream such as a remote object)."""
 
-    Raises :class:`WarcReadError` (file + offset) when the file is truncated or corrupt; all
+    TAIL = 1 << 16
+
+    def __init__(self, fh: BinaryIO):
+        self._fh = fh
+        self.n = 0
+        self.tail = b""
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._fh.read(size)
+        self.n += len(data)
+        self.tail = (self.tail + data)[-self.TAIL:] if len(data) < self.TAIL else data[-self.TAIL:]
+        return data
+
+
+def iter_warc_records(source: str | os.PathLike | BinaryIO, warc_name: str | None = None,
+                      source_name: str | None = None) -> Iterator[RawRecord]:
+    """Response/resource records of one WARC(.gz), with their byte offsets.
+
+    ``source`` is a path, or a binary file object opened at the start of the WARC (e.g. from
+    ``apache_beam.io.filesystems.FileSystems.open(path, compression_type=UNCOMPRESSED)``: warcio
+    handles the gzip members itself; the stream need not be seekable and is not closed here).
+    ``warc_name`` is the ``warc_file`` provenance value (default: the path's base name, or the
+    base name of the stream's ``name`` attribute); ``source_name`` is what a
+    :class:`WarcReadError` calls the file (default: the path, or the stream's ``name``, or
+    ``warc_name``; Beam passes the full ``gs://…`` path).
+
+    Raises :class:`WarcReadError` (file + offset) when the WARC is truncated or corrupt; all
     records before the damage have been yielded by then.
     """
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        with open(path, "rb") as fh:
+            yield from _iter_warc_stream(fh, warc_name or path.name, source_name or str(path))
+        return
+    stream_name = getattr(source, "name", None)
+    stream_name = stream_name if isinstance(stream_name, str) and stream_name else None
+    label = warc_name or (os.path.basename(stream_name) if stream_name else "<stream>")
+    yield from _iter_warc_stream(source, label, source_name or stream_name or label)
+
+
+def _iter_warc_stream(fh: BinaryIO, name: str, where: str) -> Iterator[RawRecord]:
     from warcio.archiveiterator import ArchiveIterator
     from warcio.exceptions import ArchiveLoadFailed
 
-    path = Path(path)
-    name = warc_name or path.name
     offset = end = 0
-    with open(path, "rb") as fh:
-        it = ArchiveIterator(fh)
-        try:
-            for record in it:
-                if record.rec_type not in ("response", "resource"):
-                    offset = it.get_record_offset()
-                    end = offset + it.get_record_length()
-                    continue
-                h = record.rec_headers
-                status = None
-                ctype = h.get_header("Content-Type") or ""
-                if record.rec_type == "response":
-                    if record.http_headers is None:
-                        offset = it.get_record_offset()
-                        end = offset + it.get_record_length()
-                        continue  # dns:/whois: responses carry no HTTP message
-                    try:
-                        status = int(record.http_headers.get_statuscode())
-                    except (TypeError, ValueError):
-                        status = None
-                    ctype = record.http_headers.get_header("Content-Type") or ""
-                payload = record.content_stream().read()
-                # warcio knows a record's offset only once it has been read to its end
+    counted = _CountingReader(fh)
+    it = ArchiveIterator(counted)
+    try:
+        for record in it:
+            if record.rec_type not in ("response", "resource"):
                 offset = it.get_record_offset()
                 end = offset + it.get_record_length()
-                yield RawRecord(
-                    warc_file=name,
-                    offset=offset,
-                    record_id=h.get_header("WARC-Record-ID") or "",
-                    url=h.get_header("WARC-Target-URI") or "",
-                    date=h.get_header("WARC-Date"),
-                    status=status,
-                    content_type=ctype,
-                    payload=payload,
-                )
-            # warcio ends quietly on a gzip file cut inside its last member: check the end
-            if path.name.endswith(".gz") and not sniff_gzip_ok(path):
-                raise WarcReadError(str(path), end, "truncated gzip: the file ends inside the record starting here")
-            if not path.name.endswith(".gz") and end < path.stat().st_size and _has_payload_after(path, end):
-                raise WarcReadError(str(path), end, "truncated WARC: unparseable bytes after the last complete record")
-        except WarcReadError:
-            raise
-        except (ArchiveLoadFailed, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
-            # warcio may not have advanced its offset for the broken record: report where the
-            # last good record ended (the start of the damaged one).
-            try:
-                bad_at = max(offset, it.offset)
-            except Exception:
-                bad_at = offset
-            raise WarcReadError(str(path), bad_at, f"truncated or corrupt WARC ({type(exc).__name__}: {exc})") from exc
-        except Exception as exc:  # zlib.error and friends
-            raise WarcReadError(str(path), offset, f"unreadable WARC record ({type(exc).__name__}: {exc})") from exc
-
-
-def _has_payload_after(path: Path, end: int) -> bool:
-    with open(path, "rb") as fh:
-        fh.seek(end)
-        return bool(fh.read(1 << 16).strip())
+                continue
+            h = record.rec_headers
+            status = None
+            ctype = h.get_header("Content-Type") or ""
+            if record.rec_type == "response":
+                if record.http_headers is None:
+                    offset = it.get_record_offset()
+                    end = offset + it.get_record_length()
+                    continue  # dns:/whois: responses carry no HTTP message
+                try:
+                    status = int(record.http_headers.get_statuscode())
+                except (TypeError, ValueError):
+                    status = None
+                ctype = record.http_headers.get_header("Content-Type") or ""
+            payload = record.content_stream().read()
+            # warcio knows a record's offset only once it has been read to its end
+            offset = it.get_record_offset()
+            end = offset + it.get_record_length()
+            missing = getattr(record.raw_stream, "limit", 0)
+            if missing:  # the stream ended before the record's Content-Length did
+                raise WarcReadError(where, offset, f"truncated WARC record: {missing} bytes of its body are missing")
+            yield RawRecord(
+                warc_file=name,
+                offset=offset,
+                record_id=h.get_header("WARC-Record-ID") or "",
+                url=h.get_header("WARC-Target-URI") or "",
+                date=h.get_header("WARC-Date"),
+                status=status,
+                content_type=ctype,
+                payload=payload,
+            )
+        # warcio ends quietly on a gzip stream cut inside its last member, and on an
+        # uncompressed one cut inside a record: check how the stream ended
+        decompressor = getattr(it.reader, "decompressor", None) if it.reader is not None else None
+        if decompressor is not None:
+            if not getattr(decompressor, "eof", True):
+                raise WarcReadError(where, end, "truncated gzip: the file ends inside the record starting here")
+        elif counted.n > end:
+            extra = counted.n - end
+            if extra > len(counted.tail) or counted.tail[-extra:].strip():
+                raise WarcReadError(where, end, "truncated WARC: unparseable bytes after the last complete record")
+    except WarcReadError:
+        raise
+    except (ArchiveLoadFailed, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
+        # warcio may not have advanced its offset for the broken record: report where the
+        # last good record ended (the start of the damaged one).
+        try:
+            bad_at = max(offset, it.offset)
+        except Exception:
+            bad_at = offset
+        raise WarcReadError(where, bad_at, f"truncated or corrupt WARC ({type(exc).__name__}: {exc})") from exc
+    except Exception as exc:  # zlib.error and friends
+        raise WarcReadError(where, offset, f"unreadable WARC record ({type(exc).__name__}: {exc})") from exc
 
 
 def iter_warc_documents(

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -69,6 +71,7 @@ def curated(tmp_path_factory, quality_model):
     n_records = build_crawl(root / "crawl")
     out = root / "corpus"
     m = curate([root / "crawl"], out, CurateConfig(quality_model=quality_model), keep_rejected=True, progress=False)
+    shutil.copytree(out / "web", root / "web-first-run")  # later tests re-run `out` with other configs
     return root, out, m.to_dict(), n_records
 
 
@@ -212,3 +215,38 @@ def test_killed_run_resumes_to_the_same_result(tmp_path, quality_model):
     assert _web(out) == _web(ref)
     a, b = StageManifest.read(out / "web").to_dict(), StageManifest.read(ref / "web").to_dict()
     assert (a["docs_in"], a["docs_out"], a["drops"]) == (b["docs_in"], b["docs_out"], b["drops"])
+
+
+def test_workers_and_cluster_stage(curated, quality_model, tmp_path):
+    """--workers 2 (units in processes) gives the single-process corpus; --cluster stores a
+    cluster id on every kept document and the cluster sizes in the manifest."""
+    root, out, d1, _ = curated
+    cfg = CurateConfig(quality_model=quality_model, cluster=True, cluster_k=3)
+    m = curate([root / "crawl"], tmp_path / "c2", cfg, workers=2, progress=False).to_dict()
+    _check_funnel(m)
+    assert m["extra"]["stages"][-1] == "cluster" and m["extra"]["funnel"][-1]["step"] == "cluster"
+    assert (m["docs_in"], m["docs_out"], m["drops"]) == (d1["docs_in"], d1["docs_out"], d1["drops"])
+    docs = list(read_documents(tmp_path / "c2" / "web"))
+    ref = {x.id: (x.text, x.tier, x.lang) for x in read_documents(root / "web-first-run")}
+    assert {x.id: (x.text, x.tier, x.lang) for x in docs} == ref
+    sizes = m["extra"]["cluster_sizes"]
+    assert len(sizes) == 3 and sum(sizes.values()) == len(docs)
+    assert all(x.cluster is not None and 0 <= x.cluster < 3 for x in docs)
+    assert {str(c): n for c, n in Counter(x.cluster for x in docs).items()} == {k: v for k, v in sizes.items() if v}
+
+
+def test_extract_timeout_is_a_counted_drop(tmp_path, capsys):
+    """A pathological page is dropped as extract:timeout by `stepcrawl extract --extract-timeout`;
+    the other pages of the file go on and the invariant holds."""
+    from stepcrawl.cli import main
+    from test_extract import _slow_page
+
+    small = [p for p in real_pages() if "/py-" in p[0]][:2]
+    (tmp_path / "crawl").mkdir()
+    make_warc(tmp_path / "crawl" / "s.warc.gz", small[:1] + [("http://slow.test/", _slow_page() * 2, "text/html")] + small[1:])
+    assert main(["extract", str(tmp_path / "crawl"), "--out", str(tmp_path / "ex"), "--extract-timeout", "0.5",
+                 "--keep-rejected", "--no-progress"]) == 0
+    m = StageManifest.read(tmp_path / "ex").to_dict()
+    assert m["drops"] == {"extract:timeout": 1} and m["docs_in"] == 3 and m["docs_out"] == 2
+    rej = pq.read_table(tmp_path / "ex" / "rejected").to_pylist()
+    assert [(r["url"], r["drop_reason"]) for r in rej] == [("http://slow.test/", "extract:timeout")]

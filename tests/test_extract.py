@@ -206,3 +206,79 @@ def test_title_and_published_date_metadata():
     assert doc.meta["title"] == "A & B" and doc.meta["date"] == "2024-03-05" and doc.url == "http://t.test/news"
     rich = extract_record(raw(body), ExtractConfig(rich_metadata=True))
     assert rich.meta["title"] == "A & B" and rich.meta["date"] == "2024-03-05"
+
+
+def _slow_page() -> bytes:
+    """~1.5 MB of nested, link-heavy markup: trafilatura needs well over a second for it."""
+    block = "<div class='c'><p>Some text about packages and <a href='/x'>a link</a> here.</p><ul>" + "<li><a href='/y'>item</a></li>" * 5 + "</ul></div>\n"
+    return ("<html><head><title>Slow</title></head><body>" + block * 6000 + "</body></html>").encode()
+
+
+@pytest.mark.parametrize("in_thread", [False, True], ids=["main-thread", "worker-thread"])
+def test_pathological_page_hits_the_time_limit(in_thread):
+    """A page that runs past ExtractConfig.timeout_s is dropped as extract:timeout, in the main
+    thread (local executor) and in a worker thread (Beam's SDK harness), and nothing leaks: the
+    next records extract normally and no stray exception surfaces later."""
+    import threading
+    import time
+
+    from stepcrawl.extract import EXTRACT_DROP_REASONS
+
+    assert "extract:timeout" in EXTRACT_DROP_REASONS
+    cfg = ExtractConfig(timeout_s=0.1)
+    good = real_pages()[0][1]
+    out: list = []
+
+    def work():
+        t0 = time.monotonic()
+        out.append(extract_record(raw(_slow_page()), cfg))
+        out.append(time.monotonic() - t0)
+        out.append(extract_record(raw(good), ExtractConfig(timeout_s=30)))  # the limit is per record
+        time.sleep(0.3)  # a late exception would land here and fail the thread
+        out.append(extract_record(raw(good), ExtractConfig(timeout_s=0)))  # 0 = no limit
+
+    if in_thread:
+        th = threading.Thread(target=work)
+        th.start()
+        th.join(30)
+    else:
+        work()
+    assert len(out) == 4, out
+    assert out[0] == Drop("extract:timeout")
+    assert out[1] < 1.0  # stopped near the limit, not after the whole extraction
+    assert isinstance(out[2], Document) and isinstance(out[3], Document) and out[2].text == out[3].text
+
+
+def test_iter_warc_records_reads_binary_streams(tmp_path):
+    """Beam opens remote WARCs with FileSystems.open(): a binary, possibly non-seekable stream."""
+    pages = real_pages()[:3]
+    gz = make_warc(tmp_path / "s.warc.gz", pages)
+    from_path = list(iter_warc_records(gz))
+
+    class Unseekable:  # only read(), like a network stream
+        def __init__(self, data: bytes):
+            self._b = io.BytesIO(data)
+
+        def read(self, n=-1):
+            return self._b.read(n)
+
+    with open(gz, "rb") as fh:
+        from_file = list(iter_warc_records(fh))
+    from_stream = list(iter_warc_records(Unseekable(gz.read_bytes()), warc_name="remote.warc.gz"))
+    assert [r.offset for r in from_file] == [r.offset for r in from_path] == [r.offset for r in from_stream]
+    assert [r.payload for r in from_stream] == [r.payload for r in from_path]
+    assert {r.warc_file for r in from_file} == {"s.warc.gz"} and {r.warc_file for r in from_stream} == {"remote.warc.gz"}
+    plain = make_warc(tmp_path / "p.warc", pages, gz=False)
+    assert len(list(iter_warc_records(io.BytesIO(plain.read_bytes()), warc_name="p.warc"))) == 3
+    # damage is reported with the stream's name and offset, after the good records
+    data = gz.read_bytes()
+    got = []
+    with pytest.raises(WarcReadError) as err:
+        for r in iter_warc_records(Unseekable(data[: from_path[2].offset + 200]), warc_name="remote.warc.gz",
+                                   source_name="gs://bucket/crawl/remote.warc.gz"):
+            got.append(r.offset)
+    assert got == [r.offset for r in from_path[:2]]
+    assert err.value.warc_file == "gs://bucket/crawl/remote.warc.gz" and err.value.offset >= from_path[1].offset
+    pdata = plain.read_bytes()
+    with pytest.raises(WarcReadError, match="p.warc"):
+        list(iter_warc_records(io.BytesIO(pdata[: len(pdata) - 500]), warc_name="p.warc"))

@@ -75,6 +75,42 @@ def test_signals_come_from_datatrove_filters():
     assert short.text == "Hi." and step(Document(id="z", text="   ", lang="zh")).quality["fineweb_quality"] == 0.0
 
 
+def test_zoned_tokenizer_matches_datatrove_stock_tokenizer(monkeypatch):
+    """The faster tokenizer handed to datatrove's filters gives the same words, sentences and
+    filter verdicts as datatrove's own, including across memory-zone renewals."""
+    from datatrove.pipeline.filters import C4QualityFilter, FineWebQualityFilter, GopherQualityFilter, GopherRepetitionFilter
+    from datatrove.utils.word_tokenizers import load_word_tokenizer
+
+    from stepcrawl.quality import signals
+    from stepcrawl.quality.signals import SignalsConfig, build_filters, filter_verdicts, word_tokenizer, zoned_tokenizer_class
+
+    # a fresh pipeline that fills its permanent vocabulary on the first page, then works in
+    # memory zones renewed every 7 calls: both regimes are compared with the stock tokenizer
+    monkeypatch.setattr(signals, "PERMANENT_STRINGS", 1000)
+    monkeypatch.setattr(signals, "ZONE_CALLS", 7)
+    pages = sorted((Path(__file__).parent / "fixtures" / "curate" / "html").glob("py-*.html"))
+    texts = ["IS_ALPHA breaks spaCy, datatrove says.", "", "   \n  ", "Dr. Smith went home. He slept! Did he? Yes…"]
+    texts += [extract_html(f.read_text(), "", ExtractConfig())[0] for f in pages]
+    stock = load_word_tokenizer("en")
+    shared = word_tokenizer("en")
+    assert shared is not stock and pickle.loads(pickle.dumps(shared)) is shared
+    zoned = zoned_tokenizer_class()(stock, "en")
+    for text in texts:
+        assert zoned.word_tokenize(text) == stock.word_tokenize(text)
+        for line in text.splitlines()[:80]:
+            assert zoned.span_tokenize(line) == stock.span_tokenize(line), line
+            assert zoned.sent_tokenize(line) == stock.sent_tokenize(line), line
+    assert zoned._zone is not None  # it did switch to zones
+    c4 = SignalsConfig().c4_quality
+    ref = {"gopher_quality": GopherQualityFilter(), "gopher_repetition": GopherRepetitionFilter(),
+           "fineweb_quality": FineWebQualityFilter(), "c4_quality": C4QualityFilter(**c4)}
+    ours = build_filters(SignalsConfig(), "en")
+    assert all(f.language is shared for f in ours.values())
+    verdicts = [filter_verdicts(t, ours) for t in texts]
+    assert verdicts == [filter_verdicts(t, ref) for t in texts]
+    assert {v["gopher_quality"] for v, _ in verdicts} == {0.0, 1.0}  # the check sees both outcomes
+
+
 @pytest.fixture(scope="module")
 def quality_model(tmp_path_factory):
     out = tmp_path_factory.mktemp("q") / "quality.bin"

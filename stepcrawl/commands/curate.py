@@ -43,9 +43,10 @@ def run_curate(args) -> int:
 
     cfg = CurateConfig(
         langs=_langs(args.langs), lang_threshold=args.lang_threshold, quality_model=args.quality_model,
-        tiers=_tier_cfg(args), min_tier=args.min_tier, extract=ExtractConfig(max_html_bytes=args.max_html_bytes),
+        tiers=_tier_cfg(args), min_tier=args.min_tier,
+        extract=ExtractConfig(max_html_bytes=args.max_html_bytes, timeout_s=args.extract_timeout),
         dedup=not args.no_dedup, decontam_sets=args.decontam or [], decontam_mode=args.decontam_mode,
-        cluster=args.cluster, shard_docs=args.shard_docs,
+        cluster=args.cluster, cluster_k=args.cluster_k, shard_docs=args.shard_docs,
     )
     m = curate(args.inputs, args.out, cfg, keep_rejected=args.keep_rejected, workers=args.workers, progress=not args.no_progress)
     _print_manifest(m, Path(args.out) / cfg.source)
@@ -61,7 +62,7 @@ def run_extract(args) -> int:
     from stepcrawl.curate import run_single_stage
     from stepcrawl.extract import ExtractConfig
 
-    ecfg = ExtractConfig(max_html_bytes=args.max_html_bytes)
+    ecfg = ExtractConfig(max_html_bytes=args.max_html_bytes, timeout_s=args.extract_timeout)
     m = run_single_stage(args.inputs, args.out, "extract", [], {"extract": asdict(ecfg)}, extract=ecfg, keep_rejected=args.keep_rejected,
                          shard_docs=args.shard_docs, workers=args.workers, progress=not args.no_progress)
     _print_manifest(m, args.out)
@@ -145,10 +146,13 @@ def register(sub) -> None:
     p.add_argument("--tiers", help="YAML with TierConfig (weights, classifier_weight, thresholds)")
     p.add_argument("--min-tier", default="Medium", choices=TIERS, help="keep documents of this tier or better (default Medium)")
     p.add_argument("--max-html-bytes", type=int, default=2_000_000, help="HTML payloads are cut to this many bytes before extraction")
+    p.add_argument("--extract-timeout", type=float, default=20.0, metavar="SECONDS",
+                   help="per-record extraction time limit; slower records are dropped as extract:timeout (0: none; default 20)")
     p.add_argument("--no-dedup", action="store_true", help="skip URL/exact/MinHash dedup")
     p.add_argument("--decontam", action="append", metavar="EVAL_SET", help="eval set file to decontaminate against (repeatable)")
     p.add_argument("--decontam-mode", default="drop", choices=["drop", "flag"])
     p.add_argument("--cluster", action="store_true", help="also run the topic clustering stage")
+    p.add_argument("--cluster-k", type=int, default=64, help="number of k-means topics for --cluster (default 64)")
     _common(p)
     p.set_defaults(func=run_curate)
 
@@ -157,6 +161,8 @@ def register(sub) -> None:
     p.add_argument("inputs", nargs="+", help="WARC files or folders")
     p.add_argument("--out", required=True)
     p.add_argument("--max-html-bytes", type=int, default=2_000_000)
+    p.add_argument("--extract-timeout", type=float, default=20.0, metavar="SECONDS",
+                   help="per-record extraction time limit; slower records are dropped as extract:timeout (0: none)")
     _common(p)
     p.set_defaults(func=run_extract)
 
