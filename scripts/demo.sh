@@ -28,8 +28,8 @@ ls -l "$D"/crawl/warc/
 step "3/8 curate: extract → language ID → quality tiers → dedup → decontam"
 stepcrawl train-quality --positive samples/quality/positive.jsonl \
   --negative samples/quality/negative.jsonl --bucket 50000 --out "$D/models/quality.bin"
-stepcrawl curate "$D/crawl" --out "$D/corpus" --quality-model "$D/models/quality.bin" --no-progress
-stepcrawl stats "$D/corpus"
+stepcrawl curate "$D/crawl" --out "$D/corpus" --quality-model "$D/models/quality.bin" --cluster --cluster-k 16 --no-progress
+stepcrawl stats "$D/corpus" --plot "$D/funnel.png"
 
 step "4/8 mid-training sources: this repository's code and history, sample PRs and traces"
 stepcrawl ingest code . --repo stepcrawl/stepcrawl --out "$D/corpus/code"
