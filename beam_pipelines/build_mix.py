@@ -39,7 +39,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from beam_pipelines import io as bio
-from beam_pipelines.options import make_options
+from beam_pipelines.options import make_options, run_pipeline
 
 log = logging.getLogger(__name__)
 
@@ -73,19 +73,14 @@ def prepare(curriculum: str, stage: str, tokens_dir: str, out_dir: str, scale=No
             phases: list[str] | None = None, overwrite: bool = False, ngram: int = 13) -> dict[str, Any]:
     """The driver half of ``curricula.mixer.build_mix``: every check, the phase configs and
     which phases still need building. Returns what the workers need."""
-    from curricula.mixer import phase_config
+    from curricula.mixer import phase_config, select_phases, sources_needed
     from curricula.planner import parse_scale, plan, read_source_manifest
     from curricula.schema import CurriculumError, load_curriculum
     from stepcrawl.manifest import config_hash
 
     cur = load_curriculum(bio.localize(curriculum))
     scale_f = parse_scale(scale)
-    st = cur.stage(stage)
-    todo = [p for p in st.phases if phases is None or p.name in phases]
-    if phases:
-        missing = sorted(set(phases) - {p.name for p in st.phases})
-        if missing:
-            raise CurriculumError(f"stage {stage!r}: no phase(s) {missing}")
+    todo = select_phases(cur, stage, phases)
     eval_sets = [str(p) for p in eval_sets]
     for p in eval_sets:
         if not FileSystems.exists(p):
@@ -116,24 +111,6 @@ def prepare(curriculum: str, stage: str, tokens_dir: str, out_dir: str, scale=No
         "configs": configs, "order": [p.name for p in todo], "build": build, "reuse": reuse, "tok_info": tok_info,
         "cur_name": cur.name,
     }
-
-
-def sources_needed(cur, phases, scale) -> list[str]:
-    """The token sources the phases draw from: those with a non-zero allocation (main or
-    replay) in ``curricula.planner.phase_allocation`` — the public function the local mixer's
-    own source selection is built on, so the two cannot disagree on which sources to read."""
-    from curricula.planner import phase_allocation
-
-    return sorted({cur.sources[e].source for p in phases for e, (m, r) in phase_allocation(cur, p, scale).items() if m + r})
-
-
-def pad_id(tok_info: dict) -> int:
-    """The PAD id recorded in the mix manifest: the tokenizer's own, else the reserved
-    ``tokenizer.special.PAD_ID`` (the rule ``curricula.mixer.build_mix`` applies; the
-    byte-identical manifest test in tests/test_beam_tokenize_mix.py guards the agreement)."""
-    from tokenizer.special import PAD_ID
-
-    return int(tok_info["pad_id"]) if "pad_id" in tok_info else int(PAD_ID)
 
 
 def resolve_local(path: str) -> str:
@@ -193,6 +170,8 @@ class WriteMixManifest(beam.DoFn):
         self.job = job
 
     def process(self, _, built: list[dict]) -> Iterator[str]:
+        from curricula.mixer import pad_id  # the local mixer's rule, so both manifests agree
+
         j = self.job
         by_name = {m["phase"]: m for m in built}
         for name in j["reuse"]:
@@ -250,11 +229,7 @@ def run(argv: Sequence[str] | None = None):
     job = prepare(ours.curriculum, ours.stage, ours.tokens, ours.output, scale=args.scale,
                   seed=ours.seed if ours.seed is not None else 0, eval_sets=args.eval_set, phases=args.phase,
                   overwrite=args.overwrite, ngram=args.ngram)
-    p = beam.Pipeline(options=opts)
-    build_pipeline(p, job)
-    result = p.run()
-    result.wait_until_finish()
-    return result
+    return run_pipeline(opts, lambda p: build_pipeline(p, job))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -39,7 +39,7 @@ from beam_pipelines import io as bio
 from beam_pipelines.cluster import DEFAULT_SAMPLE, Cluster, model_path_for
 from beam_pipelines.components import DEFAULT_MAX_ROUNDS
 from beam_pipelines.dedup import Dedup
-from beam_pipelines.options import make_options
+from beam_pipelines.options import make_options, run_pipeline
 from beam_pipelines.transforms import DROPPED, AccountingFn, CountOut, ExtractDoFn, apply_step_groups, event
 from stepcrawl.document import TIERS
 
@@ -336,13 +336,10 @@ def run(argv: Sequence[str] | None = None, wait: bool = True):
     opts, ours = make_options(beam_argv, "input", "output")
     cfg = config_from_args(args)
     runner = opts.get_all_options()["runner"]
-    p = beam.Pipeline(options=opts)
-    build_pipeline(p, ours.input, ours.output, cfg, keep_rejected=ours.keep_rejected, max_rounds=ours.cc_max_rounds,
-                   num_shards=ours.num_shards, runner=str(runner), cluster_sample=args.cluster_sample)
-    result = p.run()
-    if wait:
-        result.wait_until_finish()
-    return result
+    return run_pipeline(opts, lambda p: build_pipeline(
+        p, ours.input, ours.output, cfg, keep_rejected=ours.keep_rejected, max_rounds=ours.cc_max_rounds,
+        num_shards=ours.num_shards, runner=str(runner), cluster_sample=args.cluster_sample,
+    ), wait=wait)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -13,8 +13,9 @@ downloads a binary at run time; stepcrawl must run offline.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
+import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from beam_pipelines.components import DEFAULT_MAX_ROUNDS
@@ -71,3 +72,15 @@ def make_options(argv: Sequence[str] | None, *required: str) -> tuple[PipelineOp
     ours = opts.view_as(StepcrawlOptions)
     require(ours, *required)
     return opts, ours
+
+
+def run_pipeline(opts: PipelineOptions, build: Callable[[beam.Pipeline], Any], wait: bool = True):
+    """The common tail of every pipeline's ``run()``: a ``beam.Pipeline`` on ``opts``, its
+    graph added by ``build(p)``, run (and, with ``wait``, waited for); returns the
+    ``PipelineResult`` so callers can read metrics."""
+    p = beam.Pipeline(options=opts)
+    build(p)
+    result = p.run()
+    if wait:
+        result.wait_until_finish()
+    return result

@@ -33,7 +33,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from beam_pipelines import io as bio
-from beam_pipelines.options import make_options
+from beam_pipelines.options import make_options, run_pipeline
 from beam_pipelines.transforms import NAMESPACE
 
 log = logging.getLogger(__name__)
@@ -75,12 +75,9 @@ def _path_key(path: str) -> list[str]:
 
 
 def plan_tasks(corpus: str, tokenizer_dir: str, out_dir: str, sources: list[str] | None = None, with_meta: bool = True) -> list[FileTask]:
-    all_sources = corpus_sources(corpus)
-    if sources:
-        unknown = sorted(set(sources) - set(all_sources))
-        if unknown:
-            raise ValueError(f"unknown sources {unknown}; the corpus has {sorted(all_sources)}")
-        all_sources = {k: v for k, v in all_sources.items() if k in sources}
+    from tokenizer.encode import select_sources
+
+    all_sources = select_sources(corpus_sources(corpus), sources)
     tasks = []
     for name, folder in all_sources.items():
         files = sorted(bio.list_document_files(folder), key=_path_key)
@@ -223,11 +220,8 @@ def run(argv: Sequence[str] | None = None) -> Any:
     ap.add_argument("--no_meta", "--no-meta", action="store_true", help="do not prepend the meta string")
     args, rest = ap.parse_known_args(list(argv) if argv is not None else sys.argv[1:])
     opts, ours = make_options(rest, "input", "output", "tokenizer")
-    p = beam.Pipeline(options=opts)
-    build_pipeline(p, ours.input, ours.tokenizer, ours.output, args.sources.split(",") if args.sources else None, not args.no_meta)
-    result = p.run()
-    result.wait_until_finish()
-    return result
+    sources = args.sources.split(",") if args.sources else None
+    return run_pipeline(opts, lambda p: build_pipeline(p, ours.input, ours.tokenizer, ours.output, sources, not args.no_meta))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

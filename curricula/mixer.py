@@ -80,7 +80,9 @@ LINEAGE_SCHEMA = pa.schema(
 # *prefix* of the phase deviates by at most (longest document) / (prefix tokens).
 
 
-def _pad_id(tokenizer_info: dict) -> int:
+def pad_id(tokenizer_info: dict) -> int:
+    """The PAD id a mix is padded with (and records in its manifest): the tokenizer's own,
+    else the reserved ``tokenizer.special.PAD_ID``. Public: the Beam pipeline uses it too."""
     if "pad_id" in tokenizer_info:
         return int(tokenizer_info["pad_id"])
     try:
@@ -436,13 +438,22 @@ class Packer:
 # --------------------------------------------------------------------------------------------
 
 
-def _sources_for(cur: Curriculum, phases: list[Phase], scale: Fraction) -> set[str]:
-    out = set()
-    for p in phases:
-        for entry, (m, r) in phase_allocation(cur, p, scale).items():
-            if m + r:
-                out.add(cur.sources[entry].source)
-    return out
+def sources_needed(cur: Curriculum, phases: list[Phase], scale: Fraction) -> list[str]:
+    """The token sources ``phases`` draw from, sorted: those with a non-zero allocation (main
+    or replay) in ``phase_allocation``. Public so the Beam pipeline reads the same sources."""
+    return sorted({cur.sources[e].source for p in phases for e, (m, r) in phase_allocation(cur, p, scale).items() if m + r})
+
+
+def select_phases(cur: Curriculum, stage: str, phases: list[str] | None = None) -> list[Phase]:
+    """The phases of ``stage`` to build, in curriculum order: all, or those named in
+    ``phases``; a name the stage does not have is an error (a typo must not build nothing)."""
+    st = cur.stage(stage)
+    todo = [p for p in st.phases if phases is None or p.name in phases]
+    if phases:
+        missing = sorted(set(phases) - {p.name for p in st.phases})
+        if missing:
+            raise CurriculumError(f"stage {stage!r}: no phase(s) {missing}")
+    return todo
 
 
 def phase_config(cur: Curriculum, phase: Phase, scale: Fraction, seed: int, manifests: dict[str, SourceManifest],
@@ -502,7 +513,7 @@ def build_phase(cur: Curriculum, stage_name: str, phase: Phase, readers: dict[st
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    packer = Packer(tmp, phase.seq_len, dtype, _pad_id(tok_info), _flags())
+    packer = Packer(tmp, phase.seq_len, dtype, pad_id(tok_info), _flags())
     bar = tqdm(total=total, desc=f"build-mix {phase.name}", unit="tok", unit_scale=True, disable=not progress)
     try:
         for piece in interleave(streams):
@@ -601,20 +612,15 @@ def build_mix(
     consistency, existing outputs) runs before the first token is written."""
     cur = curriculum if isinstance(curriculum, Curriculum) else load_curriculum(curriculum)
     scale = parse_scale(scale)
-    st = cur.stage(stage)
-    todo = [p for p in st.phases if phases is None or p.name in phases]
-    if phases:
-        missing = sorted(set(phases) - {p.name for p in st.phases})
-        if missing:
-            raise CurriculumError(f"stage {stage!r}: no phase(s) {missing}")
+    todo = select_phases(cur, stage, phases)
     eval_sets = [str(p) for p in eval_sets]
     for p in eval_sets:
         if not Path(p).is_file():
             raise CurriculumError(f"--eval-set: no such file {p}")
     # 1. whole-curriculum budget check against the data (plan-wide accounting)
-    needed = _sources_for(cur, todo, scale)
-    plan(cur, tokens_dir, scale, sources=needed).check()
-    manifests = {s: read_source_manifest(tokens_dir, s) for s in sorted(needed)}
+    needed = sources_needed(cur, todo, scale)
+    plan(cur, tokens_dir, scale, sources=set(needed)).check()
+    manifests = {s: read_source_manifest(tokens_dir, s) for s in needed}
     shas = {m.tokenizer.get("sha256") for m in manifests.values()}
     if len(shas) > 1:
         raise CurriculumError(f"token sources were made with different tokenizers: "
@@ -653,7 +659,7 @@ def build_mix(
         "scale": str(scale),
         "tokens_dir": str(Path(tokens_dir).resolve()),
         "tokenizer": tok_info,
-        "pad_id": _pad_id(tok_info),
+        "pad_id": pad_id(tok_info),
         "phases": [
             {"name": m["phase"], "path": m["phase"], "seq_len": m["seq_len"],
              "n_sequences": m["n_sequences"], "tokens": m["tokens"]}

@@ -220,15 +220,8 @@ def run_cluster(
             if len(buf) >= cfg.batch_size:
                 flush()
         flush()
-    manifest = StageManifest(
-        stage="cluster",
-        config=conf,
-        config_hash=config_hash(conf),
-        input_manifest_hash=input_hash,
-        accounting=acc,
-        bytes_out=sum(f.stat().st_size for f in writer.files),
-        wall_time_s=time.time() - started,
-        shards=[str(f.relative_to(out)) for f in writer.files],
+    manifest = StageManifest.from_shards(
+        "cluster", conf, config_hash(conf), input_hash, acc, folder=out, files=writer.files, started=started,
         extra={"k": model.k, "cluster_sizes": {str(c): sizes.get(c, 0) for c in range(model.k)}, "model": MODEL_NAME},
     )
     manifest.write(out)

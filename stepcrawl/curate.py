@@ -239,15 +239,8 @@ def run_unit(unit: Unit, plan: StepPlan, out_dir: str, rejected_dir: str | None,
     total.docs_out = writer.count
     total.chars_out = accs[order[-1]].chars_out if order else 0
     folder.mkdir(parents=True, exist_ok=True)
-    manifest = StageManifest(
-        stage=plan.stage,
-        config=plan.config,
-        config_hash=plan.hash,
-        input_manifest_hash=None,
-        accounting=total,
-        bytes_out=sum(p.stat().st_size for p in shards),
-        wall_time_s=time.time() - t0,
-        shards=[p.name for p in shards],
+    manifest = StageManifest.from_shards(
+        plan.stage, plan.config, plan.hash, None, total, folder=folder, files=shards, started=t0,
         extra={"unit": unit.name, "input": unit.fingerprint(), "steps": {k: accs[k].to_dict() for k in order},
                "step_order": order, "langs": dict(langs), "tiers": dict(tiers), "errors": errors},
     )

@@ -303,15 +303,8 @@ def run_decontam(
             flagged.update(doc.meta.get("contam_sets") or ())
             writer.write(doc)
     files = writer.files + (rejected.close() if rejected is not None else [])
-    manifest = StageManifest(
-        stage="decontam",
-        config=conf,
-        config_hash=chash,
-        input_manifest_hash=input_hash,
-        accounting=acc,
-        bytes_out=sum(f.stat().st_size for f in files),
-        wall_time_s=time.time() - started,
-        shards=[str(f.relative_to(out)) for f in files],
+    manifest = StageManifest.from_shards(
+        "decontam", conf, chash, input_hash, acc, folder=out, files=files, started=started,
         extra={"eval_sets": {ix.name: ix.stats() for ix in step.indexes}, "flagged": dict(sorted(flagged.items()))},
     )
     manifest.write(out)

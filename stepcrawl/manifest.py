@@ -13,7 +13,7 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from stepcrawl.io import read_json, write_json
 
@@ -133,6 +133,38 @@ class StageManifest:
         path = Path(folder) / MANIFEST_NAME
         write_json(path, self.to_dict())
         return path
+
+    @classmethod
+    def from_shards(
+        cls,
+        stage: str,
+        config: dict[str, Any],
+        config_hash: str,
+        input_manifest_hash: str | None,
+        accounting: Accounting,
+        *,
+        folder: str | os.PathLike,
+        files: Iterable[str | os.PathLike],
+        started: float,
+        extra: dict[str, Any] | None = None,
+    ) -> "StageManifest":
+        """The manifest of a stage that has written ``files`` (its shards, rejected ones
+        included) under ``folder``: ``bytes_out`` and ``shards`` (paths relative to ``folder``)
+        are taken from the files themselves, ``wall_time_s`` is the time since ``started`` (a
+        ``time.time()`` value). Nothing is written yet: call :meth:`write` (which checks the
+        accounting)."""
+        paths = [Path(f) for f in files]
+        return cls(
+            stage=stage,
+            config=config,
+            config_hash=config_hash,
+            input_manifest_hash=input_manifest_hash,
+            accounting=accounting,
+            bytes_out=sum(f.stat().st_size for f in paths),
+            wall_time_s=time.time() - started,
+            shards=[str(f.relative_to(folder)) for f in paths],
+            extra=extra if extra is not None else {},
+        )
 
     @classmethod
     def read(cls, folder: str | os.PathLike) -> "StageManifest":

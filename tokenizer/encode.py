@@ -21,7 +21,7 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -38,6 +38,7 @@ from tokenizer.meta import meta_body
 from tokenizer.train import TOKENIZER_INFO, TOKENIZER_MODEL, file_sha256
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _MARKER_RE = re.compile("|".join(re.escape(m) for m in special.SPLIT_MARKERS))
 
@@ -373,6 +374,17 @@ def corpus_sources(corpus: str | os.PathLike) -> dict[str, Path]:
     return sources
 
 
+def select_sources(all_sources: dict[str, T], sources: list[str] | None = None) -> dict[str, T]:
+    """``all_sources`` (name → folder, as from :func:`corpus_sources`) limited to ``sources``
+    (all when None or empty), in the corpus order; a name the corpus lacks is an error."""
+    if not sources:
+        return all_sources
+    unknown = sorted(set(sources) - set(all_sources))
+    if unknown:
+        raise ValueError(f"unknown sources {unknown}; the corpus has {sorted(all_sources)}")
+    return {k: v for k, v in all_sources.items() if k in sources}
+
+
 def tokenize_corpus(
     corpus: str | os.PathLike,
     tokenizer_dir: str | os.PathLike,
@@ -391,12 +403,7 @@ def tokenize_corpus(
     killed job resumes where it stopped. Manifests are written last.
     """
     tok = _tokenizer(str(tokenizer_dir))  # loaded once: forked workers inherit it
-    all_sources = corpus_sources(corpus)
-    if sources:
-        unknown = sorted(set(sources) - set(all_sources))
-        if unknown:
-            raise ValueError(f"unknown sources {unknown}; the corpus has {sorted(all_sources)}")
-        all_sources = {k: v for k, v in all_sources.items() if k in sources}
+    all_sources = select_sources(corpus_sources(corpus), sources)
     tasks: list[EncodeTask] = []
     for name, folder in all_sources.items():
         for i, f in enumerate(document_files(folder)):

@@ -177,71 +177,69 @@ def run_git(args) -> int:
     return _finish(args, "ingest-git", iter_commits(args.repo_path, cfg, stats), cfg, _head_id(args.repo_path, args.rev), stats)
 
 
-def run_issues(args) -> int:
-    from stepcrawl.sources.issues import IssuesConfig, iter_issue_documents
+def _run_inputs(args, stage: str, make_config, iterate) -> int:
+    """The runners that read JSON/JSONL inputs (issues, PR dialogue, traces): resolve the
+    inputs, build the adapter config with ``make_config()`` and write the stage.
 
+    A ``ValueError`` from ``make_config`` is a bad option value (an unknown ``--loss-roles``
+    name): reported as a usage error (exit 2) before anything is written."""
     got = _files(args)
     if got is None:
         return 1
     files, hid = got
-    cfg = IssuesConfig(source=args.source, min_stars=args.min_stars, include_diff=not args.no_diff,
-                       max_chars=args.max_chars, swebench=[str(s) for s in args.swebench],
-                       ngram_min_overlap=args.ngram_min_overlap)
+    try:
+        cfg = make_config()
+    except ValueError as exc:
+        print(f"stepcrawl ingest: error: {exc}", file=sys.stderr)
+        return 2
     stats: dict = {"inputs": [str(f) for f in files]}
-    return _finish(args, "ingest-issues", iter_issue_documents(files, cfg, stats), cfg, hid, stats)
+    return _finish(args, stage, iterate(files, cfg, stats), cfg, hid, stats)
+
+
+def _loss_roles(args) -> list[str]:
+    """``--loss-roles`` as a sorted list (sorted: the config hash must not depend on the order
+    the roles were typed in); unknown role names raise ValueError."""
+    from stepcrawl.sources.common import parse_roles
+
+    return sorted(parse_roles(args.loss_roles))
+
+
+def run_issues(args) -> int:
+    from stepcrawl.sources.issues import IssuesConfig, iter_issue_documents
+
+    return _run_inputs(args, "ingest-issues", lambda: IssuesConfig(
+        source=args.source, min_stars=args.min_stars, include_diff=not args.no_diff, max_chars=args.max_chars,
+        swebench=[str(s) for s in args.swebench], ngram_min_overlap=args.ngram_min_overlap,
+    ), iter_issue_documents)
 
 
 def run_pr_dialogue(args) -> int:
     from stepcrawl.sources.pr_dialogue import PRDialogueConfig, iter_pr_dialogue
 
-    got = _files(args)
-    if got is None:
-        return 1
-    files, hid = got
-    cfg = PRDialogueConfig(source=args.source, policy=args.policy, templates=[t for t in args.templates.split(",") if t],
-                           min_stars=args.min_stars, max_files=args.max_files, max_chars=args.max_chars,
-                           require_tree=args.require_tree, swebench=[str(s) for s in args.swebench],
-                           ngram_min_overlap=args.ngram_min_overlap)
-    stats: dict = {"inputs": [str(f) for f in files]}
-    return _finish(args, "ingest-pr-dialogue", iter_pr_dialogue(files, cfg, stats), cfg, hid, stats)
+    return _run_inputs(args, "ingest-pr-dialogue", lambda: PRDialogueConfig(
+        source=args.source, policy=args.policy, templates=[t for t in args.templates.split(",") if t],
+        min_stars=args.min_stars, max_files=args.max_files, max_chars=args.max_chars,
+        require_tree=args.require_tree, swebench=[str(s) for s in args.swebench],
+        ngram_min_overlap=args.ngram_min_overlap,
+    ), iter_pr_dialogue)
 
 
 def run_tool_use(args) -> int:
-    from stepcrawl.sources.common import parse_roles
     from stepcrawl.sources.tool_use import ToolUseConfig, iter_tool_use
 
-    got = _files(args)
-    if got is None:
-        return 1
-    files, hid = got
-    try:
-        roles = sorted(parse_roles(args.loss_roles))
-    except ValueError as exc:
-        print(f"stepcrawl ingest: error: {exc}", file=sys.stderr)
-        return 2
-    cfg = ToolUseConfig(source=args.source, loss_roles=roles, max_chars=args.max_chars, render_tools=not args.no_tools)
-    stats: dict = {"inputs": [str(f) for f in files]}
-    return _finish(args, "ingest-tool-use", iter_tool_use(files, cfg, stats), cfg, hid, stats)
+    return _run_inputs(args, "ingest-tool-use", lambda: ToolUseConfig(
+        source=args.source, loss_roles=_loss_roles(args), max_chars=args.max_chars, render_tools=not args.no_tools,
+    ), iter_tool_use)
 
 
 def run_reasoning(args) -> int:
-    from stepcrawl.sources.common import parse_roles
     from stepcrawl.sources.reasoning import ReasoningConfig, iter_reasoning
 
-    got = _files(args)
-    if got is None:
-        return 1
-    files, hid = got
-    try:
-        roles = sorted(parse_roles(args.loss_roles))
-    except ValueError as exc:
-        print(f"stepcrawl ingest: error: {exc}", file=sys.stderr)
-        return 2
-    cfg = ReasoningConfig(source=args.source, problem_field=args.problem_field, reasoning_field=args.reasoning_field,
-                          answer_field=args.answer_field, loss_roles=roles,
-                          allow_missing_reasoning=args.allow_missing_reasoning, max_chars=args.max_chars)
-    stats: dict = {"inputs": [str(f) for f in files]}
-    return _finish(args, "ingest-reasoning", iter_reasoning(files, cfg, stats), cfg, hid, stats)
+    return _run_inputs(args, "ingest-reasoning", lambda: ReasoningConfig(
+        source=args.source, problem_field=args.problem_field, reasoning_field=args.reasoning_field,
+        answer_field=args.answer_field, loss_roles=_loss_roles(args),
+        allow_missing_reasoning=args.allow_missing_reasoning, max_chars=args.max_chars,
+    ), iter_reasoning)
 
 
 def _head_id(path: Path, rev: str) -> str | None:

@@ -219,16 +219,8 @@ def run_dedup(
     if seen != plan.n:
         raise RuntimeError(f"dedup: input changed between passes ({plan.n} then {seen} documents)")
     files = writer.close() + (rejected.close() if rejected is not None else [])
-    manifest = StageManifest(
-        stage=STAGE,
-        config=conf,
-        config_hash=chash,
-        input_manifest_hash=input_hash,
-        accounting=acc,
-        bytes_out=sum(f.stat().st_size for f in files),
-        wall_time_s=time.time() - started,
-        shards=[str(f.relative_to(out)) for f in files],
-        extra=plan.extra,
+    manifest = StageManifest.from_shards(
+        STAGE, conf, chash, input_hash, acc, folder=out, files=files, started=started, extra=plan.extra,
     )
     manifest.write(out)
     return manifest

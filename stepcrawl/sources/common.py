@@ -168,6 +168,23 @@ def iter_json_records(path: str | Path) -> Iterator[tuple[int, dict] | BadRecord
     yield from errors
 
 
+def iter_records(paths: Iterable[str | Path], stats: dict | None = None) -> Iterator[tuple[str | Path, int, dict] | BadRecord]:
+    """The records of every file in ``paths`` (see :func:`iter_json_records`) as
+    ``(path, line, record)``; malformed ones are passed on as ``BadRecord``. When the files are
+    exhausted, the number of well-formed records is stored in ``stats["records"]``."""
+    n = 0
+    for path in paths:
+        for item in iter_json_records(path):
+            if isinstance(item, BadRecord):
+                yield item
+                continue
+            n += 1
+            lineno, rec = item
+            yield path, lineno, rec
+    if stats is not None:
+        stats["records"] = n
+
+
 def input_files(paths: Iterable[str | Path]) -> list[Path]:
     """Expand inputs: files as given; folders → their *.jsonl / *.jsonl.gz / *.json, sorted."""
     out: list[Path] = []
@@ -261,16 +278,8 @@ def write_stage(
     files = writer.close()
     if rej is not None:
         rej.close()
-    bytes_out = sum(f.stat().st_size for f in files)
-    manifest = StageManifest(
-        stage=stage,
-        config=cfg,
-        config_hash=chash,
-        input_manifest_hash=input_id,
-        accounting=acc,
-        bytes_out=bytes_out,
-        wall_time_s=time.time() - started,
-        shards=[f.name for f in files],
+    manifest = StageManifest.from_shards(
+        stage, cfg, chash, input_id, acc, folder=out, files=files, started=started,
         extra={
             **(extra or {}),
             "n_malformed": len(errors),

@@ -32,7 +32,7 @@ from typing import Any, Iterable, Iterator
 
 from stepcrawl.document import Document
 from stepcrawl.io import BadRecord
-from stepcrawl.sources.common import iter_json_records, make_id, natural_language, strip_markers
+from stepcrawl.sources.common import iter_records, make_id, natural_language, strip_markers
 from stepcrawl.sources.swebench import SwebenchIndex, linked_numbers
 from stepcrawl.steps import Drop
 
@@ -328,16 +328,15 @@ def iter_thread_groups(
     bad: list[BadRecord] = []
     if _input_bytes(paths) <= spill_bytes:
         tb = ThreadBuilder()
-        for path in paths:
-            for item in iter_json_records(path):
-                if isinstance(item, BadRecord):
-                    bad.append(item)
-                    continue
-                lineno, obj = item
-                try:
-                    tb.add(obj, f"{path}:{lineno}")
-                except ValueError as exc:
-                    bad.append(BadRecord(str(path), lineno, str(exc)))
+        for item in iter_records(paths):
+            if isinstance(item, BadRecord):
+                bad.append(item)
+                continue
+            path, lineno, obj = item
+            try:
+                tb.add(obj, f"{path}:{lineno}")
+            except ValueError as exc:
+                bad.append(BadRecord(str(path), lineno, str(exc)))
         return iter([list(tb.threads.values())]), bad, tb.n_records
 
     tmp = Path(tempfile.mkdtemp(prefix="stepcrawl-threads-"))
@@ -345,20 +344,19 @@ def iter_thread_groups(
     try:
         files = [open(tmp / f"part-{i:03d}.jsonl", "w", encoding="utf-8") for i in range(partitions)]
         try:
-            for path in paths:
-                for item in iter_json_records(path):
-                    if isinstance(item, BadRecord):
-                        bad.append(item)
-                        continue
-                    lineno, obj = item
-                    n_records += 1
-                    try:
-                        repo = record_repo(obj)
-                    except ValueError as exc:
-                        bad.append(BadRecord(str(path), lineno, str(exc)))
-                        continue
-                    k = zlib.crc32(repo.encode("utf-8")) % partitions  # stable across runs
-                    files[k].write(json.dumps([f"{path}:{lineno}", obj], ensure_ascii=False) + "\n")
+            for item in iter_records(paths):
+                if isinstance(item, BadRecord):
+                    bad.append(item)
+                    continue
+                path, lineno, obj = item
+                n_records += 1
+                try:
+                    repo = record_repo(obj)
+                except ValueError as exc:
+                    bad.append(BadRecord(str(path), lineno, str(exc)))
+                    continue
+                k = zlib.crc32(repo.encode("utf-8")) % partitions  # stable across runs
+                files[k].write(json.dumps([f"{path}:{lineno}", obj], ensure_ascii=False) + "\n")
         finally:
             for fh in files:
                 fh.close()

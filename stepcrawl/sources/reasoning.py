@@ -26,7 +26,7 @@ from typing import Any, Iterable, Iterator
 from stepcrawl.document import Document
 from stepcrawl.io import BadRecord
 from stepcrawl.sources.common import (
-    ASSISTANT, END, END_THINK, THINK, USER, SpanText, check_spans, iter_json_records, make_id, natural_language, parse_roles, strip_markers,
+    ASSISTANT, END, END_THINK, THINK, USER, SpanText, check_spans, iter_records, make_id, natural_language, parse_roles, strip_markers,
 )
 from stepcrawl.steps import Drop
 
@@ -83,39 +83,34 @@ def render_reasoning(problem: str, reasoning: str | None, answer: str, loss_role
 def iter_reasoning(paths: Iterable[str | Path], cfg: ReasoningConfig, stats: dict | None = None) -> Iterator[Document | Drop | BadRecord]:
     loss_roles = parse_roles(cfg.loss_roles)
     seen: set[str] = set()
-    n = 0
-    for path in paths:
-        for item in iter_json_records(path):
-            if isinstance(item, BadRecord):
-                yield item
-                continue
-            lineno, rec = item
-            n += 1
-            pf, problem = pick(rec, cfg.problem_field, PROBLEM_FIELDS)
-            af, answer = pick(rec, cfg.answer_field, ANSWER_FIELDS)
-            rf, reasoning = pick(rec, cfg.reasoning_field, REASONING_FIELDS)
-            if problem is None or answer is None:
-                missing = [w for w, v in (("problem", problem), ("answer", answer)) if v is None]
-                want = {"problem": cfg.problem_field or "|".join(PROBLEM_FIELDS), "answer": cfg.answer_field or "|".join(ANSWER_FIELDS)}
-                yield BadRecord(str(path), lineno, "missing " + ", ".join(f"{m} ({want[m]})" for m in missing))
-                continue
-            text, spans = render_reasoning(problem, reasoning, answer, loss_roles)
-            rid = rec.get("id")
-            meta = {"file": str(path), "line": lineno, "record_id": rid, "fields": [pf, rf, af]}
-            for key in ("source", "domain", "difficulty"):
-                if isinstance(rec.get(key), (str, int, float)):
-                    meta[key if key != "source" else "origin"] = rec[key]
-            lang, lang_score = natural_language(problem)
-            doc = Document(id=make_id(cfg.source, text), text=text, source=cfg.source, kind="reasoning", spans=spans,
-                           meta=meta, lang=lang, lang_score=lang_score)
-            if reasoning is None and not cfg.allow_missing_reasoning:
-                yield Drop("no_reasoning", doc)
-            elif doc.id in seen:
-                yield Drop("duplicate", doc)
-            elif len(text) > cfg.max_chars:
-                yield Drop("too_long", doc)
-            else:
-                seen.add(doc.id)
-                yield doc
-    if stats is not None:
-        stats["records"] = n
+    for item in iter_records(paths, stats):
+        if isinstance(item, BadRecord):
+            yield item
+            continue
+        path, lineno, rec = item
+        pf, problem = pick(rec, cfg.problem_field, PROBLEM_FIELDS)
+        af, answer = pick(rec, cfg.answer_field, ANSWER_FIELDS)
+        rf, reasoning = pick(rec, cfg.reasoning_field, REASONING_FIELDS)
+        if problem is None or answer is None:
+            missing = [w for w, v in (("problem", problem), ("answer", answer)) if v is None]
+            want = {"problem": cfg.problem_field or "|".join(PROBLEM_FIELDS), "answer": cfg.answer_field or "|".join(ANSWER_FIELDS)}
+            yield BadRecord(str(path), lineno, "missing " + ", ".join(f"{m} ({want[m]})" for m in missing))
+            continue
+        text, spans = render_reasoning(problem, reasoning, answer, loss_roles)
+        rid = rec.get("id")
+        meta = {"file": str(path), "line": lineno, "record_id": rid, "fields": [pf, rf, af]}
+        for key in ("source", "domain", "difficulty"):
+            if isinstance(rec.get(key), (str, int, float)):
+                meta[key if key != "source" else "origin"] = rec[key]
+        lang, lang_score = natural_language(problem)
+        doc = Document(id=make_id(cfg.source, text), text=text, source=cfg.source, kind="reasoning", spans=spans,
+                       meta=meta, lang=lang, lang_score=lang_score)
+        if reasoning is None and not cfg.allow_missing_reasoning:
+            yield Drop("no_reasoning", doc)
+        elif doc.id in seen:
+            yield Drop("duplicate", doc)
+        elif len(text) > cfg.max_chars:
+            yield Drop("too_long", doc)
+        else:
+            seen.add(doc.id)
+            yield doc

@@ -40,7 +40,7 @@ from stepcrawl.document import Document
 from stepcrawl.io import BadRecord
 from stepcrawl.sources.common import (
     ASSISTANT, END, SYSTEM, THINK, END_THINK, TOOL_CALL, TOOL_RESULT, USER,
-    SpanText, check_spans, iter_json_records, make_id, natural_language, parse_roles, strip_markers,
+    SpanText, check_spans, iter_records, make_id, natural_language, parse_roles, strip_markers,
 )
 from stepcrawl.steps import Drop
 
@@ -176,34 +176,29 @@ def render_trajectory(rec: dict, loss_roles: frozenset[str], render_tools: bool 
 def iter_tool_use(paths: Iterable[str | Path], cfg: ToolUseConfig, stats: dict | None = None) -> Iterator[Document | Drop | BadRecord]:
     loss_roles = parse_roles(cfg.loss_roles)
     seen: set[str] = set()
-    n = 0
-    for path in paths:
-        for item in iter_json_records(path):
-            if isinstance(item, BadRecord):
-                yield item
-                continue
-            lineno, rec = item
-            n += 1
-            try:
-                text, spans, tstats = render_trajectory(rec, loss_roles, cfg.render_tools)
-            except TraceError as exc:
-                yield BadRecord(str(path), lineno, str(exc))
-                continue
-            rid = rec.get("id")
-            lang, lang_score = natural_language(tstats.pop("user_text"))
-            doc = Document(
-                id=make_id(cfg.source, rid) if rid else make_id(cfg.source, text),
-                text=text, source=cfg.source, kind="tool_use", spans=spans, lang=lang, lang_score=lang_score,
-                meta={"file": str(path), "line": lineno, "trace_id": rid, **tstats,
-                      **({"origin": rec["source"]} if isinstance(rec.get("source"), str) else {})},
-            )
-            if doc.id in seen or make_id("t", text) in seen:
-                yield Drop("duplicate", doc)
-                continue
-            seen.update({doc.id, make_id("t", text)})
-            if len(text) > cfg.max_chars:
-                yield Drop("too_long", doc)
-            else:
-                yield doc
-    if stats is not None:
-        stats["records"] = n
+    for item in iter_records(paths, stats):
+        if isinstance(item, BadRecord):
+            yield item
+            continue
+        path, lineno, rec = item
+        try:
+            text, spans, tstats = render_trajectory(rec, loss_roles, cfg.render_tools)
+        except TraceError as exc:
+            yield BadRecord(str(path), lineno, str(exc))
+            continue
+        rid = rec.get("id")
+        lang, lang_score = natural_language(tstats.pop("user_text"))
+        doc = Document(
+            id=make_id(cfg.source, rid) if rid else make_id(cfg.source, text),
+            text=text, source=cfg.source, kind="tool_use", spans=spans, lang=lang, lang_score=lang_score,
+            meta={"file": str(path), "line": lineno, "trace_id": rid, **tstats,
+                  **({"origin": rec["source"]} if isinstance(rec.get("source"), str) else {})},
+        )
+        if doc.id in seen or make_id("t", text) in seen:
+            yield Drop("duplicate", doc)
+            continue
+        seen.update({doc.id, make_id("t", text)})
+        if len(text) > cfg.max_chars:
+            yield Drop("too_long", doc)
+        else:
+            yield doc
