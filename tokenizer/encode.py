@@ -21,11 +21,10 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, TypeVar
+from typing import TypeVar
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import sentencepiece as spm
 from tqdm import tqdm
 
@@ -35,7 +34,8 @@ from tokenizer import special
 from tokenizer.indexed import IndexedDatasetWriter, token_dtype
 from tokenizer.masks import LOSS, META
 from tokenizer.meta import meta_body
-from tokenizer.train import TOKENIZER_INFO, TOKENIZER_MODEL, file_sha256
+from stepcrawl.manifest import file_hash
+from tokenizer.train import TOKENIZER_INFO, TOKENIZER_MODEL
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -53,7 +53,7 @@ class Tokenizer:
             raise FileNotFoundError(f"no tokenizer at {self.folder} (missing {TOKENIZER_MODEL}); run `stepcrawl train-tokenizer`")
         self.sp = spm.SentencePieceProcessor(model_file=str(model))
         info_path = self.folder / TOKENIZER_INFO
-        self.info = read_json(info_path) if info_path.exists() else {"sha256": file_sha256(model)}
+        self.info = read_json(info_path) if info_path.exists() else {"sha256": file_hash(model)}
         self.vocab_size = self.sp.get_piece_size()
         self.special_ids = {s: self.sp.piece_to_id(s) for s in special.CONTROL_SYMBOLS}
         self.id_to_special = {i: s for s, i in self.special_ids.items()}
@@ -84,19 +84,15 @@ class Tokenizer:
         return ids
 
     def decode(self, ids) -> str:
-        """Inverse of encoding: control ids are rendered as their marker strings."""
+        """Inverse of encoding: control ids are rendered as their marker strings, EOS as nothing."""
         out: list[str] = []
         run: list[int] = []
         for i in map(int, ids):
-            if i in self.id_to_special:
+            if i in self.id_to_special or i == self.eos_id:
                 if run:
                     out.append(self.sp.decode(run))
                     run = []
-                out.append(self.id_to_special[i])
-            elif i == self.eos_id:
-                if run:
-                    out.append(self.sp.decode(run))
-                    run = []
+                out.append(self.id_to_special.get(i, ""))
             else:
                 run.append(i)
         if run:
@@ -115,9 +111,6 @@ class Tokenizer:
                 self.special_ids[special.META_OPEN], *self.encode_text(body), self.special_ids[special.META_CLOSE]
             ]
         return ids
-
-    def meta_ids(self, doc: Document) -> list[int]:
-        return list(self._meta_body_ids(meta_body(doc)))
 
     def body_ids(self, doc: Document) -> tuple[list[int], list[int]]:
         """Body ids and their flags, honouring spans (uncovered characters carry loss)."""
@@ -144,44 +137,38 @@ class Tokenizer:
             flags += [LOSS] * len(tail)
         return ids, flags
 
+    def _assemble(self, meta, body, body_flags=None) -> tuple[np.ndarray, np.ndarray]:
+        """``meta + body + </s>`` as arrays, filled in place (one C-level conversion per part
+        instead of a concatenated Python list); flags: META|LOSS on meta, the body's own
+        (LOSS everywhere when None), LOSS on </s>."""
+        m, n = len(meta), len(meta) + len(body) + 1
+        ids = np.empty(n, dtype=self.dtype)
+        ids[:m] = meta
+        ids[m : n - 1] = body
+        ids[n - 1] = self.eos_id
+        flags = np.full(n, LOSS, dtype=np.uint8)
+        flags[:m] |= META
+        if body_flags is not None:
+            flags[m : n - 1] = body_flags
+        return ids, flags
+
     def encode_document(self, doc: Document, with_meta: bool = True) -> tuple[np.ndarray, np.ndarray]:
-        ids: list[int] = []
-        flags: list[int] = []
-        if with_meta:
-            meta = self.meta_ids(doc)
-            ids += meta
-            flags += [LOSS | META] * len(meta)
+        meta = self._meta_body_ids(meta_body(doc)) if with_meta else ()
         body, body_flags = self.body_ids(doc)
-        ids += body
-        flags += body_flags
-        ids.append(self.eos_id)
-        flags.append(LOSS)
-        return np.asarray(ids, dtype=self.dtype), np.asarray(flags, dtype=np.uint8)
+        return self._assemble(meta, body, body_flags)
 
     def encode_documents(self, docs: list[Document], with_meta: bool = True) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Batch form: plain documents go through one sentencepiece call."""
+        """Batch form: plain documents (no spans) go through one sentencepiece call."""
         plain = [i for i, d in enumerate(docs) if not d.spans]
-        results: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(docs)
-        if plain:
-            bodies = self.sp.encode([docs[i].text for i in plain], num_threads=1)
-            eos, dtype = self.eos_id, self.dtype
-            for k, i in enumerate(plain):
-                body = bodies[k]
-                meta = self._meta_body_ids(meta_body(docs[i])) if with_meta else ()
-                m, n = len(meta), len(meta) + len(body) + 1
-                # Fill a preallocated array (one C-level conversion per part) instead of
-                # building a concatenated Python list first.
-                ids = np.empty(n, dtype=dtype)
-                ids[:m] = meta
-                ids[m : n - 1] = body
-                ids[n - 1] = eos
-                flags = np.full(n, LOSS, dtype=np.uint8)
-                flags[:m] |= META
-                results[i] = (ids, flags)
+        bodies = dict(zip(plain, self.sp.encode([docs[i].text for i in plain], num_threads=1))) if plain else {}
+        results = []
         for i, d in enumerate(docs):
-            if results[i] is None:
-                results[i] = self.encode_document(d, with_meta)
-        return results  # type: ignore[return-value]
+            if i in bodies:
+                meta = self._meta_body_ids(meta_body(d)) if with_meta else ()
+                results.append(self._assemble(meta, bodies[i]))
+            else:
+                results.append(self.encode_document(d, with_meta))
+        return results
 
 
 # ---------------------------------------------------------------------------------------------
@@ -305,7 +292,7 @@ class _ShardOut:
             "n_docs": len(self.rows),
             "n_tokens": self.n_tokens,
             "by_tier": self.by_tier,
-            "sha256": {Path(self.prefix + ext).name: file_sha256(self.prefix + ext) for ext in SHARD_FILES},
+            "sha256": {Path(self.prefix + ext).name: file_hash(self.prefix + ext) for ext in SHARD_FILES},
         }
 
 
@@ -469,22 +456,6 @@ def verify_shards(source_dir: str | os.PathLike) -> list[str]:
     bad = []
     for shard in manifest["shards"]:
         for fname, digest in shard["sha256"].items():
-            if not (folder / fname).exists() or file_sha256(folder / fname) != digest:
+            if not (folder / fname).exists() or file_hash(folder / fname) != digest:
                 bad.append(fname)
     return bad
-
-
-def iter_shard_documents(source_dir: str | os.PathLike) -> Iterator[tuple[str, int, np.ndarray, np.ndarray]]:
-    """(shard name, doc index, tokens, flags) for every document of a tokenized source."""
-    from tokenizer.indexed import IndexedDataset
-
-    manifest = read_json(Path(source_dir) / "manifest.json")
-    for shard in manifest["shards"]:
-        prefix = Path(source_dir) / shard["name"]
-        toks, flags = IndexedDataset(prefix), IndexedDataset(str(prefix) + ".mask")
-        for i in range(len(toks)):
-            yield shard["name"], i, toks[i], flags[i]
-
-
-def docs_table(source_dir: str | os.PathLike, shard: str) -> pa.Table:
-    return pq.read_table(Path(source_dir) / f"{shard}.docs.parquet")

@@ -25,6 +25,7 @@ import sentencepiece as spm
 
 from stepcrawl.document import Document
 from stepcrawl.io import atomic_path, document_files, read_documents, write_json
+from stepcrawl.manifest import file_hash
 from tokenizer import special
 from tokenizer.meta import meta_body
 
@@ -108,13 +109,6 @@ def training_sentences(docs: Iterable[Document], cfg: TokenizerConfig) -> Iterat
                 yield chunk
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
 
 def train_tokenizer(corpus_dirs: list[str | os.PathLike], out_dir: str | os.PathLike, cfg: TokenizerConfig) -> dict:
     """Train and write ``out_dir/tokenizer.model`` + ``tokenizer.json``; returns the info dict."""
@@ -167,7 +161,7 @@ def train_tokenizer(corpus_dirs: list[str | os.PathLike], out_dir: str | os.Path
     sp = spm.SentencePieceProcessor(model_file=str(model_path))
     info = {
         "model": TOKENIZER_MODEL,
-        "sha256": file_sha256(model_path),
+        "sha256": file_hash(model_path),
         "vocab_size": sp.get_piece_size(),
         "padded_vocab_size": -(-sp.get_piece_size() // cfg.pad_to_multiple) * cfg.pad_to_multiple,
         "special": {
