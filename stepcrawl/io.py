@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import gzip
-import io
 import json
 import os
 import tempfile
@@ -19,7 +18,7 @@ from typing import IO, Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from stepcrawl.document import ARROW_SCHEMA, REJECTED_SCHEMA, Document, to_table
+from stepcrawl.document import Document, to_table
 
 
 @contextlib.contextmanager
@@ -198,18 +197,3 @@ class ShardWriter:
     def __exit__(self, exc_type, *_) -> None:
         if exc_type is None:
             self.close()
-
-
-def empty_documents_table(rejected: bool = False) -> pa.Table:
-    return (REJECTED_SCHEMA if rejected else ARROW_SCHEMA).empty_table()
-
-
-def sniff_gzip_ok(path: str | os.PathLike) -> bool:
-    """True when a gzip file decompresses to its end (used to tell truncated inputs apart)."""
-    try:
-        with gzip.open(path, "rb") as fh:
-            while fh.read(io.DEFAULT_BUFFER_SIZE * 64):
-                pass
-        return True
-    except (OSError, EOFError):
-        return False

@@ -85,14 +85,6 @@ class IndexedDatasetWriter:
         if end_document:
             self._doc_idx.append(len(self._sizes))
 
-    def end_document(self) -> None:
-        if self._doc_idx[-1] != len(self._sizes):
-            self._doc_idx.append(len(self._sizes))
-
-    @property
-    def n_elements(self) -> int:
-        return int(sum(self._sizes))
-
     def close(self) -> None:
         if self._closed:
             return
@@ -192,11 +184,6 @@ class IndexedDataset:
             raise IndexError(i)
         start = int(self.pointers[i]) // self.dtype.itemsize
         return self._bin[start : start + int(self.sizes[i])]
-
-    def get(self, i: int, offset: int = 0, length: int | None = None) -> np.ndarray:
-        seq = self[i]
-        end = None if length is None else offset + length
-        return seq[offset:end]
 
     def __iter__(self) -> Iterator[np.ndarray]:
         for i in range(len(self)):
