@@ -170,34 +170,26 @@ def _tokenizer(tokenizer_info: dict):
         return None
 
 
-def encoder_for(tokenizer_info: dict) -> Callable[[str], list[int]] | None:
-    """The text → ids function of the tokenizer a token manifest names, if it can be loaded."""
-    tok = _tokenizer(tokenizer_info)
-    return tok.encode_text if tok is not None else None
-
-
 def load_eval_sets(paths: Iterable[str | Path], tokenizer_info: dict, n: int = 13) -> list:
     """One matcher per evaluation set: word n-grams through ``stepcrawl.decontam`` when the
     tokenizer can decode and the set has text fields, else token n-grams."""
     paths = list(paths)
     if not paths:
         return []
+    from stepcrawl.decontam import NgramIndex as WordIndex
+
     tok = _tokenizer(tokenizer_info)
     out = []
     for p in paths:
         matcher = None
         if tok is not None:
             try:
-                from stepcrawl.decontam import NgramIndex as WordIndex
-
                 matcher = WordNgramMatcher(WordIndex.from_file(p, n=n, name=Path(p).name), tok.decode)
-            except ImportError:
-                matcher = None
             except ValueError:  # records without text fields (e.g. pre-tokenised): token mode
                 matcher = None
         out.append(matcher or load_eval_set(p, tok.encode_text if tok is not None else None, n))
     return out
 
 
-__all__ = ["ContaminationCounter", "NgramIndex", "WordNgramMatcher", "encoder_for", "load_eval_set",
-           "load_eval_sets", "ngram_hashes"]
+__all__ = ["ContaminationCounter", "NgramIndex", "WordNgramMatcher", "load_eval_set", "load_eval_sets",
+           "ngram_hashes"]

@@ -20,7 +20,8 @@ from tokenizer.indexed import IndexedDataset
 PROVENANCE = ("url", "warc_file", "warc_offset", "meta", "kind", "lang", "tier", "cluster", "n_tokens")
 
 
-def _phase_dir(mix: Path, phase: str | None) -> tuple[str, Path]:
+def _phase_dir(mix: Path, phase: str | None) -> tuple[str, Path, dict]:
+    """(phase name, its folder, the mix manifest)."""
     mf = mix / "manifest.json"
     if not mf.exists():
         raise CurriculumError(f"{mix}: not a mix (no manifest.json); run `stepcrawl build-mix`")
@@ -31,7 +32,7 @@ def _phase_dir(mix: Path, phase: str | None) -> tuple[str, Path]:
     if phase not in names:
         raise CurriculumError(f"{mix}: no phase {phase!r}; phases: {names}")
     path = next(p["path"] for p in manifest["phases"] if p["name"] == phase)
-    return phase, mix / path
+    return phase, mix / path, manifest
 
 
 def sequence_lineage(mix_dir: str | Path, sequence: int, phase: str | None = None,
@@ -40,8 +41,7 @@ def sequence_lineage(mix_dir: str | Path, sequence: int, phase: str | None = Non
     phase) with their provenance. ``tokens_dir`` overrides the token folder recorded in the mix
     manifest (e.g. after moving the data)."""
     mix = Path(mix_dir)
-    phase, folder = _phase_dir(mix, phase)
-    manifest = json.loads((mix / "manifest.json").read_text(encoding="utf-8"))
+    phase, folder, manifest = _phase_dir(mix, phase)
     tokens = Path(tokens_dir) if tokens_dir else Path(manifest["tokens_dir"])
     segs = IndexedDataset(folder / "segments")
     if not 0 <= sequence < len(segs):

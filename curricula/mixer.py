@@ -58,6 +58,8 @@ from curricula.schema import Curriculum, CurriculumError, Phase, SourceSpec, loa
 from stepcrawl.io import write_json
 from stepcrawl.manifest import config_hash
 from tokenizer.indexed import IndexedDataset, IndexedDatasetWriter
+from tokenizer.masks import PAD
+from tokenizer.special import PAD_ID
 
 log = logging.getLogger(__name__)
 
@@ -83,20 +85,7 @@ LINEAGE_SCHEMA = pa.schema(
 def pad_id(tokenizer_info: dict) -> int:
     """The PAD id a mix is padded with (and records in its manifest): the tokenizer's own,
     else the reserved ``tokenizer.special.PAD_ID``. Public: the Beam pipeline uses it too."""
-    if "pad_id" in tokenizer_info:
-        return int(tokenizer_info["pad_id"])
-    try:
-        from tokenizer.special import PAD_ID
-
-        return int(PAD_ID)
-    except ImportError:  # pragma: no cover - tokenizer area not installed
-        return 0
-
-
-def _flags():
-    from tokenizer.masks import PAD
-
-    return PAD
+    return int(tokenizer_info.get("pad_id", PAD_ID))
 
 
 # --------------------------------------------------------------------------------------------
@@ -179,14 +168,19 @@ def _clusters(reader: SourceReader, shard: int) -> np.ndarray:
     return np.asarray(col.cast(pa.float64()).fill_null(np.nan).to_numpy(zero_copy_only=False), dtype=np.float64)
 
 
-def eligibility(reader: SourceReader, spec: SourceSpec, downsample: float | None, key: int) -> np.ndarray | None:
-    """Which documents an entry may draw (bool per document), or None when all may.
+def eligible_tokens(reader: SourceReader, elig: np.ndarray | None) -> int:
+    """Tokens in the documents ``elig`` marks (all documents when None)."""
+    total = 0
+    for s in range(len(reader.shards)):
+        sizes = np.asarray(reader.sizes(s), dtype=np.int64)
+        total += int(sizes.sum() if elig is None else sizes[elig[int(reader.offsets[s]) : int(reader.offsets[s + 1])]].sum())
+    return total
 
-    Cluster down-sampling: a cluster holding a share s > max_share of the entry's (filtered)
-    tokens keeps each of its documents with probability max_share / s, decided by a seeded
-    hash of the document index (deterministic, order-free). Documents without a cluster stay.
-    """
-    if spec.tiers is None and spec.long_docs is None and downsample is None:
+
+def filter_eligibility(reader: SourceReader, spec: SourceSpec) -> np.ndarray | None:
+    """Which documents pass the entry's ``tiers`` / ``long_docs`` filters (bool per document),
+    or None when the entry has neither."""
+    if spec.tiers is None and spec.long_docs is None:
         return None
     parts = []
     for s in range(len(reader.shards)):
@@ -197,37 +191,50 @@ def eligibility(reader: SourceReader, spec: SourceSpec, downsample: float | None
             hit = pc.is_in(reader.column(s, "tier"), value_set=pa.array(spec.tiers, pa.string()))
             keep &= hit.fill_null(False).to_numpy(zero_copy_only=False).astype(bool)
         parts.append(keep)
-    elig = np.concatenate(parts) if parts else np.zeros(0, bool)
-    if downsample is not None:
-        totals: dict[int, int] = {}
+    return np.concatenate(parts) if parts else np.zeros(0, bool)
+
+
+def cluster_downsample(reader: SourceReader, base: np.ndarray | None, downsample: float, key: int) -> np.ndarray:
+    """``base`` (None: every document) with heavy clusters thinned: a cluster holding a share
+    s > ``downsample`` of the entry's (filtered) tokens keeps each of its documents with
+    probability downsample / s, decided by a seeded hash of the document index (deterministic,
+    order-free). Documents without a cluster stay. ``base`` is not modified."""
+    elig = np.ones(reader.n_docs, dtype=bool) if base is None else base.copy()
+    totals: dict[int, int] = {}
+    for s in range(len(reader.shards)):
+        lo = int(reader.offsets[s])
+        sel = elig[lo : lo + len(reader.tokens[s])]
+        clusters = _clusters(reader, s)
+        m = sel & ~np.isnan(clusters)
+        if m.any():
+            uniq, inv = np.unique(clusters[m].astype(np.int64), return_inverse=True)
+            sums = np.bincount(inv, weights=reader.sizes(s)[m].astype(np.float64))
+            for c, t in zip(uniq.tolist(), sums.tolist()):
+                totals[c] = totals.get(c, 0) + int(t)
+    grand = eligible_tokens(reader, elig)
+    heavy = {c: downsample * grand / t for c, t in totals.items() if grand and t / grand > downsample}
+    if heavy:
+        heavy_ids = np.array(sorted(heavy), dtype=np.int64)
+        heavy_p = np.array([heavy[c] for c in heavy_ids.tolist()])
         for s in range(len(reader.shards)):
-            lo = int(reader.offsets[s])
-            sel = elig[lo : lo + len(reader.tokens[s])]
+            lo, hi = int(reader.offsets[s]), int(reader.offsets[s + 1])
             clusters = _clusters(reader, s)
-            m = sel & ~np.isnan(clusters)
-            if m.any():
-                uniq, inv = np.unique(clusters[m].astype(np.int64), return_inverse=True)
-                sums = np.bincount(inv, weights=reader.sizes(s)[m].astype(np.float64))
-                for c, t in zip(uniq.tolist(), sums.tolist()):
-                    totals[c] = totals.get(c, 0) + int(t)
-        grand = sum(int(reader.sizes(s)[elig[int(reader.offsets[s]) : int(reader.offsets[s + 1])]].sum())
-                    for s in range(len(reader.shards)))
-        heavy = {c: downsample * grand / t for c, t in totals.items() if grand and t / grand > downsample}
-        if heavy:
-            heavy_ids = np.array(sorted(heavy), dtype=np.int64)
-            heavy_p = np.array([heavy[c] for c in heavy_ids.tolist()])
-            for s in range(len(reader.shards)):
-                lo, hi = int(reader.offsets[s]), int(reader.offsets[s + 1])
-                clusters = _clusters(reader, s)
-                p_keep = np.ones(hi - lo)
-                valid = np.flatnonzero(~np.isnan(clusters))
-                cl = clusters[valid].astype(np.int64)
-                pos = np.minimum(np.searchsorted(heavy_ids, cl), len(heavy_ids) - 1)
-                hit = heavy_ids[pos] == cl
-                p_keep[valid[hit]] = heavy_p[pos[hit]]
-                u = uniform(key, np.arange(lo, hi))
-                elig[lo:hi] &= u < p_keep
+            p_keep = np.ones(hi - lo)
+            valid = np.flatnonzero(~np.isnan(clusters))
+            cl = clusters[valid].astype(np.int64)
+            pos = np.minimum(np.searchsorted(heavy_ids, cl), len(heavy_ids) - 1)
+            hit = heavy_ids[pos] == cl
+            p_keep[valid[hit]] = heavy_p[pos[hit]]
+            u = uniform(key, np.arange(lo, hi))
+            elig[lo:hi] &= u < p_keep
     return elig
+
+
+def eligibility(reader: SourceReader, spec: SourceSpec, downsample: float | None, key: int) -> np.ndarray | None:
+    """Which documents an entry may draw (bool per document), or None when all may: its
+    filters, then cluster down-sampling (``cluster_downsample``) when ``downsample`` is set."""
+    base = filter_eligibility(reader, spec)
+    return base if downsample is None else cluster_downsample(reader, base, downsample, key)
 
 
 def downsample_report(reader: SourceReader, before: np.ndarray | None, after: np.ndarray | None) -> dict:
@@ -278,13 +285,7 @@ class EntryStream:
 
     def _supply(self) -> int:
         """Tokens this entry can draw after its filters (cluster down-sampling included)."""
-        r = self.reader
-        if self.elig is None:
-            return int(sum(int(np.asarray(r.sizes(s), dtype=np.int64).sum()) for s in range(len(r.shards))))
-        return int(sum(
-            int(np.asarray(r.sizes(s), dtype=np.int64)[self.elig[int(r.offsets[s]) : int(r.offsets[s + 1])]].sum())
-            for s in range(len(r.shards))
-        ))
+        return eligible_tokens(self.reader, self.elig)
 
     def check_cap(self) -> None:
         """Fail before packing when the target needs more epochs than the cap allows (the
@@ -502,10 +503,11 @@ def build_phase(cur: Curriculum, stage_name: str, phase: Phase, readers: dict[st
         spec = cur.sources[entry]
         reader = readers[spec.source]
         key = derive_key(seed, phase.name, entry)
-        down = phase.cluster_downsample.max_share if phase.cluster_downsample else None
-        elig = eligibility(reader, spec, down, derive_key(seed, "cluster", phase.name, entry))
-        if down is not None:
-            downsampled[entry] = downsample_report(reader, eligibility(reader, spec, None, 0), elig)
+        elig = filter_eligibility(reader, spec)
+        if phase.cluster_downsample is not None:  # report against the filtered set, computed once
+            base, elig = elig, cluster_downsample(reader, elig, phase.cluster_downsample.max_share,
+                                                  derive_key(seed, "cluster", phase.name, entry))
+            downsampled[entry] = downsample_report(reader, base, elig)
         streams.append(EntryStream(entry, reader, elig, main + rep, key, cur.epoch_cap(phase, entry), where))
         streams[-1].check_cap()
     final = out / phase.name
@@ -513,7 +515,7 @@ def build_phase(cur: Curriculum, stage_name: str, phase: Phase, readers: dict[st
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    packer = Packer(tmp, phase.seq_len, dtype, pad_id(tok_info), _flags())
+    packer = Packer(tmp, phase.seq_len, dtype, pad_id(tok_info), PAD)
     bar = tqdm(total=total, desc=f"build-mix {phase.name}", unit="tok", unit_scale=True, disable=not progress)
     try:
         for piece in interleave(streams):
@@ -628,6 +630,7 @@ def build_mix(
     tok_info = next(iter(manifests.values())).tokenizer if manifests else {}
     out = Path(out_dir)
     configs = {p.name: phase_config(cur, p, scale, seed, manifests, eval_sets, ngram) for p in todo}
+    built: dict[str, dict] = {}  # phases already built with this configuration (resume)
     for p in todo:
         mf = out / p.name / "manifest.json"
         if mf.exists() and not overwrite:
@@ -637,16 +640,16 @@ def build_mix(
                     f"{out / p.name}: holds a mix built with a different configuration; "
                     f"use another --out or --overwrite"
                 )
+            built[p.name] = old
     # 2. work
     readers = {s: SourceReader(m) for s, m in manifests.items()}
     indexes = load_eval_sets(eval_sets, tok_info, ngram) if eval_sets else []
     out.mkdir(parents=True, exist_ok=True)
     phase_manifests = []
     for p in todo:
-        mf = out / p.name / "manifest.json"
-        if mf.exists() and not overwrite:
+        if p.name in built:
             log.info("phase %s: already built with this configuration, skipping", p.name)
-            phase_manifests.append(json.loads(mf.read_text(encoding="utf-8")))
+            phase_manifests.append(built[p.name])
             continue
         counter = ContaminationCounter(indexes) if indexes else None
         phase_manifests.append(

@@ -100,9 +100,6 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
-Tokens = int  # after parse_tokens
-
-
 class LongDocs(_Model):
     """Keep only documents of at least ``min_tokens`` tokens (mid-2's natural long documents)."""
 

@@ -7,7 +7,6 @@ can be exercised without a trained tokenizer and at any size.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -17,20 +16,13 @@ import pyarrow.parquet as pq
 
 from stepcrawl.document import TIERS
 from stepcrawl.io import write_json
-from tokenizer.indexed import IndexedDatasetWriter
-
-EOS_ID = 2
-DOCS_SCHEMA = pa.schema(
-    [
-        ("doc_id", pa.string()), ("source", pa.string()), ("kind", pa.string()), ("lang", pa.string()),
-        ("tier", pa.string()), ("cluster", pa.int64()), ("n_tokens", pa.int64()), ("n_chars", pa.int64()),
-        ("url", pa.string()), ("warc_file", pa.string()), ("warc_offset", pa.int64()), ("meta", pa.string()),
-    ]
-)
-
-
-def _sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+from stepcrawl.manifest import file_hash
+# the tokenizer's own shard layout (docs.parquet schema, file set), ids and flag bits, so the
+# fixture cannot drift from what ``stepcrawl tokenize`` writes
+from tokenizer.encode import DOCS_SCHEMA, SHARD_FILES
+from tokenizer.indexed import IndexedDatasetWriter, token_dtype
+from tokenizer.masks import LOSS, META
+from tokenizer.special import EOS_ID
 
 
 def write_source(
@@ -56,7 +48,7 @@ def write_source(
     rng = np.random.default_rng(seed)
     folder = Path(root) / source
     folder.mkdir(parents=True, exist_ok=True)
-    dtype = np.uint16 if vocab_size < 65500 else np.int32
+    dtype = token_dtype(vocab_size)
     shards, by_tier, total = [], {}, 0
     if lengths is not None:
         n_docs = len(lengths)
@@ -70,9 +62,9 @@ def write_source(
                 n = max(n, 1)
                 toks = rng.integers(4, vocab_size, size=n).astype(dtype)
                 toks[-1] = EOS_ID
-                mask = np.ones(n, dtype=np.uint8)
-                mask[: min(meta_tokens, n - 1)] |= 2
-                mask[meta_tokens:-1:5] &= ~np.uint8(1)
+                mask = np.full(n, LOSS, dtype=np.uint8)
+                mask[: min(meta_tokens, n - 1)] |= META
+                mask[meta_tokens:-1:5] &= ~np.uint8(LOSS)
                 tw.add(toks)
                 mw.add(mask)
                 tier = tiers[i % len(tiers)] if tiers else None
@@ -88,9 +80,9 @@ def write_source(
                     if source != "web" else "{}",
                 })
         pq.write_table(pa.Table.from_pylist(rows, schema=DOCS_SCHEMA), folder / f"{name}.docs.parquet")
-        files = [f"{name}{ext}" for ext in (".bin", ".idx", ".mask.bin", ".mask.idx", ".docs.parquet")]
+        files = [f"{name}{ext}" for ext in SHARD_FILES]
         shards.append({"name": name, "n_docs": len(rows), "n_tokens": sum(r["n_tokens"] for r in rows),
-                       "sha256": {f: _sha(folder / f) for f in files}})
+                       "sha256": {f: file_hash(folder / f) for f in files}})
     manifest = {
         "source": source,
         "tokenizer": {"path": "", "sha256": "synthetic", "vocab_size": vocab_size},
