@@ -33,12 +33,12 @@ from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 from stepcrawl.document import TIERS, Document
 from stepcrawl.extract import ExtractConfig, RawRecord, WarcReadError, extract_record, iter_warc_records, warc_files
 from stepcrawl.io import ShardWriter, document_files, read_documents
-from stepcrawl.manifest import MANIFEST_NAME, Accounting, StageManifest, config_hash, manifest_hash
+from stepcrawl.manifest import MANIFEST_NAME, Accounting, StageManifest, config_hash, file_hash, manifest_hash
 from stepcrawl.quality.tiers import TierConfig
 from stepcrawl.steps import Drop, DocumentStep, run_steps
 
@@ -76,8 +76,6 @@ class CurateConfig:
         d["tiers"] = self.tiers.to_dict()
         if self.quality_model:
             # the model's content, not its path, decides the output
-            from stepcrawl.manifest import file_hash
-
             d["quality_model_sha256"] = file_hash(self.quality_model)[:16] if Path(self.quality_model).exists() else None
         return d
 
@@ -367,12 +365,13 @@ def run_decontam_stage(in_dir: Path, out_dir: Path, cfg: CurateConfig, keep_reje
         log.warning("decontam stage unavailable (%s): curate continues without it", exc)
         return None
     step = DecontamStep(eval_sets=list(cfg.decontam_sets), n=cfg.decontam_n, mode=cfg.decontam_mode)
+    input_hash = manifest_hash(in_dir)
     plan = StepPlan(stage="decontam", config={"eval_sets": list(cfg.decontam_sets), "n": cfg.decontam_n, "mode": cfg.decontam_mode,
-                                               "input": manifest_hash(in_dir)},
+                                               "input": input_hash},
                     step_groups=[("decontam", [step])], shard_docs=cfg.shard_docs, keep_rejected=keep_rejected)
     units = [Unit(str(f), _unit_name(f, in_dir), "docs") for f in document_files(in_dir)]
     m = run_doc_stage(units, out_dir, plan, rejected_dir / "decontam", progress=progress)
-    m.input_manifest_hash = manifest_hash(in_dir)
+    m.input_manifest_hash = input_hash
     m.write(out_dir)
     return m
 
@@ -419,8 +418,9 @@ def publish(in_dir: Path, out_dir: Path, cfg: CurateConfig, funnel: list[dict], 
         for reason, n in (f.get("drops") or {}).items():
             acc.drops[reason] += n
             acc.drop_chars[reason] += (f.get("drop_chars") or {}).get(reason, 0)
+    config = cfg.to_dict()  # hashes the quality model's file: once
     m = StageManifest(
-        stage="curate", config=cfg.to_dict(), config_hash=config_hash(cfg.to_dict()), input_manifest_hash=input_hash,
+        stage="curate", config=config, config_hash=config_hash(config), input_manifest_hash=input_hash,
         accounting=acc, bytes_out=sum(p.stat().st_size for p in writer.files), shards=[p.name for p in writer.files],
         extra={**extra, "funnel": funnel, "langs": dict(sorted(langs.items())),
                "tiers": {t: tiers.get(t, 0) for t in TIERS if tiers.get(t)}},
@@ -483,6 +483,3 @@ def run_single_stage(inputs: list[str | Path], out: str | Path, stage: str, step
     plan = StepPlan(stage=stage, config=config, step_groups=step_groups, extract=extract, shard_docs=shard_docs, keep_rejected=keep_rejected)
     out = Path(out)
     return run_doc_stage(discover_units(inputs), out, plan, out / REJECTED, workers=workers, progress=progress)
-
-
-StepFactory = Callable[[CurateConfig], list[DocumentStep]]

@@ -22,7 +22,7 @@ import re
 import threading
 import time
 import zipfile
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
 
@@ -333,7 +333,7 @@ def extract_pdf(payload: bytes) -> tuple[str, dict]:
     return "\n\n".join(p for p in pages if p), meta
 
 
-def extract_epub(payload: bytes, cfg: ExtractConfig) -> tuple[str, dict]:
+def extract_epub(payload: bytes) -> tuple[str, dict]:
     """ePub text with EbookLib: the spine's XHTML documents in reading order, each through lxml."""
     import warnings
 
@@ -422,7 +422,7 @@ def _extract_payload(raw: RawRecord, kind: str, url: str, cfg: ExtractConfig, me
     if kind == "pdf":
         return extract_pdf(raw.payload)
     if kind == "epub":
-        return extract_epub(raw.payload, cfg)
+        return extract_epub(raw.payload)
     payload = raw.payload
     if len(payload) > cfg.max_html_bytes:
         meta["truncated_bytes"] = len(payload)
@@ -489,19 +489,24 @@ def _iter_warc_stream(fh: BinaryIO, name: str, where: str) -> Iterator[RawRecord
     offset = end = 0
     counted = _CountingReader(fh)
     it = ArchiveIterator(counted)
+
+    def span() -> tuple[int, int]:
+        # warcio knows a record's offset only once it has been read to its end (it reads the
+        # rest of a record we skip)
+        start = it.get_record_offset()
+        return start, start + it.get_record_length()
+
     try:
         for record in it:
             if record.rec_type not in ("response", "resource"):
-                offset = it.get_record_offset()
-                end = offset + it.get_record_length()
+                offset, end = span()
                 continue
             h = record.rec_headers
             status = None
             ctype = h.get_header("Content-Type") or ""
             if record.rec_type == "response":
                 if record.http_headers is None:
-                    offset = it.get_record_offset()
-                    end = offset + it.get_record_length()
+                    offset, end = span()
                     continue  # dns:/whois: responses carry no HTTP message
                 try:
                     status = int(record.http_headers.get_statuscode())
@@ -509,9 +514,7 @@ def _iter_warc_stream(fh: BinaryIO, name: str, where: str) -> Iterator[RawRecord
                     status = None
                 ctype = record.http_headers.get_header("Content-Type") or ""
             payload = record.content_stream().read()
-            # warcio knows a record's offset only once it has been read to its end
-            offset = it.get_record_offset()
-            end = offset + it.get_record_length()
+            offset, end = span()
             missing = getattr(record.raw_stream, "limit", 0)
             if missing:  # the stream ended before the record's Content-Length did
                 raise WarcReadError(where, offset, f"truncated WARC record: {missing} bytes of its body are missing")
@@ -577,7 +580,3 @@ def warc_files(path: str | Path) -> list[Path]:
         for f in p.rglob("*")
         if f.is_file() and f.name.endswith(WARC_SUFFIXES) and not f.name.startswith(".")
     )
-
-
-def config_dict(cfg: ExtractConfig) -> dict:
-    return asdict(cfg)

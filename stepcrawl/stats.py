@@ -12,21 +12,25 @@ from stepcrawl.io import read_json
 from stepcrawl.manifest import MANIFEST_NAME
 
 
-def find_curate_manifest(path: str | Path) -> Path:
-    """``PATH/_manifest.json`` of a curate output: PATH itself, PATH/web, or any PATH/<source>/."""
+def read_curate_manifest(path: str | Path) -> dict[str, Any]:
+    """The ``_manifest.json`` of a curate output (PATH itself, PATH/web, or any PATH/<source>/),
+    parsed: the first with stage "curate", else the first one found."""
     p = Path(path)
     candidates = [p / MANIFEST_NAME, p / "web" / MANIFEST_NAME] + sorted(p.glob(f"*/{MANIFEST_NAME}"))
-    for c in candidates:
-        if c.exists() and read_json(c).get("stage") == "curate":
-            return c
+    first = None
     for c in candidates:
         if c.exists():
-            return c
+            m = read_json(c)
+            if m.get("stage") == "curate":
+                return m
+            first = m if first is None else first
+    if first is not None:
+        return first
     raise FileNotFoundError(f"{p}: no _manifest.json here or in a source folder (run `stepcrawl curate ... --out {p}` first)")
 
 
 def load_stats(path: str | Path) -> dict[str, Any]:
-    m = read_json(find_curate_manifest(path))
+    m = read_curate_manifest(path)
     extra = m.get("extra", {})
     funnel = extra.get("funnel") or [{"step": m.get("stage", "stage"), **{k: m.get(k) for k in ("docs_in", "docs_out", "chars_in", "chars_out", "drops")}}]
     return {"stage": m.get("stage"), "docs_in": m.get("docs_in", 0), "docs_out": m.get("docs_out", 0), "chars_in": m.get("chars_in", 0),

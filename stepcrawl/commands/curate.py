@@ -23,6 +23,19 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
+def _extract_args(p: argparse.ArgumentParser) -> None:
+    """The extraction flags ``curate`` and ``extract`` share (read back by :func:`_extract_cfg`)."""
+    p.add_argument("--max-html-bytes", type=int, default=2_000_000, help="HTML payloads are cut to this many bytes before extraction")
+    p.add_argument("--extract-timeout", type=float, default=20.0, metavar="SECONDS",
+                   help="per-record extraction time limit; slower records are dropped as extract:timeout (0: none; default 20)")
+
+
+def _extract_cfg(args):
+    from stepcrawl.extract import ExtractConfig
+
+    return ExtractConfig(max_html_bytes=args.max_html_bytes, timeout_s=args.extract_timeout)
+
+
 def _tier_cfg(args):
     from stepcrawl.quality import TierConfig
 
@@ -30,7 +43,7 @@ def _tier_cfg(args):
 
 
 def _print_manifest(m, out) -> None:
-    d = m.to_dict() if hasattr(m, "to_dict") else m
+    d = m.to_dict()
     drops = ", ".join(f"{k}={v}" for k, v in sorted(d.get("drops", {}).items()))
     print(f"{d['stage']}: {d['docs_in']} in → {d['docs_out']} out ({drops or 'no drops'}) → {out}")
     for e in d.get("extra", {}).get("errors", []):
@@ -39,12 +52,11 @@ def _print_manifest(m, out) -> None:
 
 def run_curate(args) -> int:
     from stepcrawl.curate import CurateConfig, curate
-    from stepcrawl.extract import ExtractConfig
 
     cfg = CurateConfig(
         langs=_langs(args.langs), lang_threshold=args.lang_threshold, quality_model=args.quality_model,
         tiers=_tier_cfg(args), min_tier=args.min_tier,
-        extract=ExtractConfig(max_html_bytes=args.max_html_bytes, timeout_s=args.extract_timeout),
+        extract=_extract_cfg(args),
         dedup=not args.no_dedup, decontam_sets=args.decontam or [], decontam_mode=args.decontam_mode,
         cluster=args.cluster, cluster_k=args.cluster_k, shard_docs=args.shard_docs,
     )
@@ -60,9 +72,8 @@ def run_extract(args) -> int:
     from dataclasses import asdict
 
     from stepcrawl.curate import run_single_stage
-    from stepcrawl.extract import ExtractConfig
 
-    ecfg = ExtractConfig(max_html_bytes=args.max_html_bytes, timeout_s=args.extract_timeout)
+    ecfg = _extract_cfg(args)
     m = run_single_stage(args.inputs, args.out, "extract", [], {"extract": asdict(ecfg)}, extract=ecfg, keep_rejected=args.keep_rejected,
                          shard_docs=args.shard_docs, workers=args.workers, progress=not args.no_progress)
     _print_manifest(m, args.out)
@@ -111,9 +122,7 @@ def run_stats(args) -> int:
     if (path / "frontier.sqlite").exists() or path.name == "frontier.sqlite":
         from stepcrawl.crawl.report import crawl_summary
 
-        result = crawl_summary(path.parent if path.name == "frontier.sqlite" else path)
-        if result is not None:
-            print(result if isinstance(result, str) else json.dumps(result, indent=2, default=str))
+        print(crawl_summary(path.parent if path.name == "frontier.sqlite" else path))
         return 0
     from stepcrawl.stats import format_stats, load_stats, plot_stats
 
@@ -145,9 +154,7 @@ def register(sub) -> None:
     p.add_argument("--quality-model", help="fastText hq/lq model from `stepcrawl train-quality` (adds quality['fasttext_hq'])")
     p.add_argument("--tiers", help="YAML with TierConfig (weights, classifier_weight, thresholds)")
     p.add_argument("--min-tier", default="Medium", choices=TIERS, help="keep documents of this tier or better (default Medium)")
-    p.add_argument("--max-html-bytes", type=int, default=2_000_000, help="HTML payloads are cut to this many bytes before extraction")
-    p.add_argument("--extract-timeout", type=float, default=20.0, metavar="SECONDS",
-                   help="per-record extraction time limit; slower records are dropped as extract:timeout (0: none; default 20)")
+    _extract_args(p)
     p.add_argument("--no-dedup", action="store_true", help="skip URL/exact/MinHash dedup")
     p.add_argument("--decontam", action="append", metavar="EVAL_SET", help="eval set file to decontaminate against (repeatable)")
     p.add_argument("--decontam-mode", default="drop", choices=["drop", "flag"])
@@ -160,9 +167,7 @@ def register(sub) -> None:
                        epilog="example:\n  stepcrawl extract data/crawl --out data/extracted --keep-rejected\n")
     p.add_argument("inputs", nargs="+", help="WARC files or folders")
     p.add_argument("--out", required=True)
-    p.add_argument("--max-html-bytes", type=int, default=2_000_000)
-    p.add_argument("--extract-timeout", type=float, default=20.0, metavar="SECONDS",
-                   help="per-record extraction time limit; slower records are dropped as extract:timeout (0: none)")
+    _extract_args(p)
     _common(p)
     p.set_defaults(func=run_extract)
 

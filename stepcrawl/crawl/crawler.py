@@ -278,6 +278,11 @@ class Crawler:
         return policy_from_response(None, b"", "too_many_redirects")
 
     # -- recording -------------------------------------------------------------------------------
+    def _fail(self, item: QueueItem, state: str = "failed", **fields) -> None:
+        """Record the end of a URL that yielded no page (``errors`` feeds the progress bar)."""
+        self.frontier.update(item.id, state=state, **fields)
+        self.errors += 1
+
     def _retry_or_fail(self, item: QueueItem, reason: str, status: int | None,
                        retry_after: float | None = None, final_state: str = "failed") -> None:
         """Retry with exponential back-off, or record the failure. A ``Retry-After`` (429/503)
@@ -289,10 +294,9 @@ class Crawler:
         if retry_after is not None:
             self.sched.hold(item.host, now + min(retry_after, self.cfg.max_retry_after))
             if retry_after > self.cfg.max_retry_after:
-                self.frontier.update(item.id, state="failed", attempts=attempts, status=status,
-                                     reason=f"{reason}:retry_after_too_long:{retry_after:.0f}s",
-                                     fetched_at=time.time())
-                self.errors += 1
+                self._fail(item, attempts=attempts, status=status,
+                           reason=f"{reason}:retry_after_too_long:{retry_after:.0f}s",
+                           fetched_at=time.time())
                 return
         if attempts <= self.cfg.retries:
             wait = self.cfg.backoff * 2 ** (attempts - 1)
@@ -305,12 +309,20 @@ class Crawler:
                               item.category, attempts, item.redirects)
             self.sched.push_later(again, now + wait)
         else:
-            self.frontier.update(item.id, state=final_state, attempts=attempts, reason=reason,
-                                 status=status, fetched_at=time.time())
-            self.errors += 1
+            self._fail(item, state=final_state, attempts=attempts, reason=reason,
+                       status=status, fetched_at=time.time())
+
+    def _first_sight(self, url: str) -> bool:
+        """True the first time this process meets ``url`` (see KNOWN_CACHE_SIZE)."""
+        if url in self._known:
+            return False
+        if len(self._known) >= KNOWN_CACHE_SIZE:
+            self._known.clear()  # only a cache: frontier.add is idempotent without it
+        self._known.add(url)
+        return True
 
     def _enqueue_link(self, raw: str, base: str, parent: QueueItem, priority: float,
-                      category: str, seen: set[str]) -> None:
+                      category: str) -> None:
         if not raw.strip() or raw.strip().startswith("#"):
             self.frontier.bump("links_ignored:same_page")  # href="" / "#frag": this page
             return
@@ -325,12 +337,8 @@ class Crawler:
                 self.frontier.add(raw.strip()[:2048], "", state="invalid", reason=reason,
                                   depth=parent.depth + 1, parent=parent.id)
             return
-        if url in seen or url in self._known:
+        if not self._first_sight(url):
             return
-        seen.add(url)
-        if len(self._known) >= KNOWN_CACHE_SIZE:
-            self._known.clear()  # only a cache: frontier.add is idempotent without it
-        self._known.add(url)
         depth = parent.depth + 1
         why = self.scope.check(url, depth)
         if why is not None:
@@ -348,9 +356,8 @@ class Crawler:
         try:
             target = normalize_url(res.location or "", base=item.url)
         except InvalidURL as exc:
-            self.frontier.update(item.id, state="failed", reason=f"bad_redirect:{exc}",
-                                 status=res.status, fetched_at=time.time())
-            self.errors += 1
+            self._fail(item, reason=f"bad_redirect:{exc}",
+                       status=res.status, fetched_at=time.time())
             return
         name, offset = self.writer.write(self._page_record(item, res, {"redirect_to": target}))
         reason = f"redirect:{res.status}"
@@ -376,9 +383,8 @@ class Crawler:
                              content_type=res.mime or None, n_bytes=len(res.body))
 
     def _add_sitemap(self, url: str, depth: int, parent: int | None) -> None:
-        if url in self._known:
+        if not self._first_sight(url):
             return
-        self._known.add(url)
         if not self.scope.domain_ok(url):  # include/exclude patterns are for pages
             self.frontier.add(url, host_of(url), state="out_of_scope",
                               reason="domain_not_allowed", depth=depth, parent=parent,
@@ -404,12 +410,10 @@ class Crawler:
         try:
             sm = parse_sitemap(decoded_body(res, self.cfg.max_bytes), self.cfg.max_bytes)
         except SitemapError as exc:
-            self.frontier.update(item.id, state="failed", status=res.status, reason=str(exc),
-                                 content_type=res.mime or None, attempts=item.attempts + 1,
-                                 fetched_at=time.time())
-            self.errors += 1
+            self._fail(item, status=res.status, reason=str(exc),
+                       content_type=res.mime or None, attempts=item.attempts + 1,
+                       fetched_at=time.time())
             return
-        seen: set[str] = set()
         for loc in sm.locs:
             if sm.is_index:
                 try:
@@ -417,7 +421,7 @@ class Crawler:
                 except InvalidURL:
                     self.frontier.bump("sitemaps_ignored:invalid_url")
             else:  # listed pages are depth 1 from the sitemap, whatever the site's link depth
-                self._enqueue_link(loc, item.url, item, SITEMAP_PRIORITY, "unknown", seen)
+                self._enqueue_link(loc, item.url, item, SITEMAP_PRIORITY, "unknown")
         reason = f"sitemap:{'index' if sm.is_index else 'urls'}={len(sm.locs)}"
         if sm.truncated or res.truncated:
             reason += ":truncated"
@@ -479,9 +483,8 @@ class Crawler:
                 if len(links) > self.cfg.max_outlinks:
                     notes.append(f"outlinks_capped:{len(links)}")
                     links = links[: self.cfg.max_outlinks]
-                seen: set[str] = set()
                 for raw in links:
-                    self._enqueue_link(raw, base, item, score, category, seen)
+                    self._enqueue_link(raw, base, item, score, category)
         self.frontier.update(
             item.id, state="fetched", status=res.status, content_type=res.mime,
             n_bytes=len(res.body), score=score, category=category, warc_file=name,
@@ -492,9 +495,7 @@ class Crawler:
     def _record(self, item: QueueItem, res: FetchResult) -> None:
         if res.error is not None:
             if res.error == "private_address":
-                self.frontier.update(item.id, state="failed", reason="private_address",
-                                     attempts=item.attempts + 1)
-                self.errors += 1
+                self._fail(item, reason="private_address", attempts=item.attempts + 1)
             else:
                 self._retry_or_fail(item, res.error, None)
         elif res.status in RETRY_STATUSES:
@@ -503,16 +504,13 @@ class Crawler:
             self._retry_or_fail(item, f"http_{res.status}", res.status, retry_after)
         elif 300 <= res.status < 400:
             if not res.location:
-                self.frontier.update(item.id, state="failed", status=res.status,
-                                     reason="redirect_without_location")
-                self.errors += 1
+                self._fail(item, status=res.status, reason="redirect_without_location")
             else:
                 self._record_redirect(item, res)
         elif res.status >= 400 or res.status < 200:
-            self.frontier.update(item.id, state="failed", status=res.status,
-                                 reason=f"http_{res.status}", attempts=item.attempts + 1,
-                                 fetched_at=time.time())
-            self.errors += 1
+            self._fail(item, status=res.status,
+                       reason=f"http_{res.status}", attempts=item.attempts + 1,
+                       fetched_at=time.time())
         elif item.category == SITEMAP:
             self._record_sitemap(item, res)
         elif res.kind is None:
@@ -529,9 +527,8 @@ class Crawler:
         """Process one URL; returns whether a request went to its host (politeness)."""
         why = await self._private_reason(item.url)
         if why is not None:
-            self.frontier.update(item.id, state="failed", reason=why)
+            self._fail(item, reason=why)
             self.frontier.commit()
-            self.errors += 1
             return False
         parts = urlsplit(item.url)
         origin = f"{parts.scheme}://{parts.netloc}"
@@ -581,10 +578,8 @@ class Crawler:
             requested = await self._handle(item)
         except Exception as exc:  # a bug must not stop the crawl: record it and go on
             log.exception("internal error on %s", item.url)
-            self.frontier.update(item.id, state="failed",
-                                 reason=f"internal_error:{type(exc).__name__}")
+            self._fail(item, reason=f"internal_error:{type(exc).__name__}")
             self.frontier.commit()
-            self.errors += 1
         finally:
             self._unreserve(item)  # before leaving in-flight: parked URLs are queued again
             self.sched.release(item.host, time.monotonic(), requested)
@@ -641,7 +636,7 @@ class Crawler:
             bar.update(self.fetched - shown)
             bar.close()
             await self.session.close()
-            files = self.writer.close()
+            self.writer.close()
             self.frontier.set_meta("finished_at", str(time.time()))
             self.frontier.commit()
             for sig in (signal.SIGINT, signal.SIGTERM):

@@ -153,10 +153,6 @@ class Frontier:
         cols = ", ".join(f"{k}=?" for k in fields)
         self.db.execute(f"UPDATE urls SET {cols} WHERE id=?", (*fields.values(), row_id))
 
-    def id_of(self, url: str) -> int | None:
-        row = self.db.execute("SELECT id FROM urls WHERE url=?", (url,)).fetchone()
-        return row[0] if row else None
-
     def commit(self, durable: bool = False) -> None:
         """End the transaction. ``durable=True`` also survives a machine crash (power loss):
         used before a WARC file is renamed to its final name (see the module doc)."""

@@ -3,12 +3,11 @@
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import time
 from pathlib import Path
 
-from stepcrawl.io import write_json
+from stepcrawl.io import read_json, write_json
 
 SUMMARY_NAME = "_crawl_summary.json"
 
@@ -104,4 +103,4 @@ def crawl_summary(crawl_dir: str | Path) -> str:
 
 
 def load_summary(crawl_dir: str | Path) -> dict:
-    return json.loads((Path(crawl_dir) / SUMMARY_NAME).read_text(encoding="utf-8"))
+    return read_json(Path(crawl_dir) / SUMMARY_NAME)

@@ -24,6 +24,8 @@ from typing import Protocol
 import lxml.html
 from lxml import etree
 
+from stepcrawl.langid import load_fasttext, predict  # fastText itself is imported on first load
+
 _WORD = re.compile(r"\w+", re.UNICODE)
 _SHOP_URL = re.compile(r"(shop|store|cart|checkout|product|buy|deal|discount|cheap|sale|price)",
                        re.I)
@@ -165,9 +167,7 @@ class FastTextScorer:
     """Quality score = P(``__label__hq``) from a fastText model (``--scorer-model``)."""
 
     def __init__(self, model_path: str, max_chars: int = 20_000):
-        import fasttext  # heavy import only when asked for
-
-        self.model = fasttext.load_model(str(model_path))
+        self.model = load_fasttext(str(model_path))
         labels = set(self.model.get_labels())
         if not labels & {"__label__hq", "__label__lq"}:
             raise ValueError(f"{model_path}: expected labels __label__hq/__label__lq, got "
@@ -178,18 +178,12 @@ class FastTextScorer:
         return self.score_document(url, parse_document(html_text))
 
     def score_document(self, url: str, doc) -> tuple[float, str]:
-        f, text = document_features(doc)
-        text = text[: self.max_chars].replace("\n", " ")
+        f, text = document_features(doc)  # whitespace-normalised visible text
+        text = text[: self.max_chars]
         if not text:
             return 0.0, categorize(url, f)
-        # the low-level binding, not model.predict(): fasttext 0.9.3's wrapper calls
-        # np.array(copy=False), which NumPy 2 rejects
-        p = {label: float(prob) for prob, label in
-             self.model.f.predict(text + "\n", -1, 0.0, "replace")}
-        if "__label__hq" in p:
-            score = p["__label__hq"]
-        else:
-            score = 1.0 - p.get("__label__lq", 0.0)
+        p = dict(predict(self.model, text, k=-1))
+        score = p["hq"] if "hq" in p else 1.0 - p.get("lq", 0.0)
         return round(score, 4), categorize(url, f)
 
 

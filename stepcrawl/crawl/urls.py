@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import socket
 from dataclasses import dataclass, field
 from urllib.parse import SplitResult, quote, urljoin, urlsplit, urlunsplit
 
@@ -226,9 +225,3 @@ def literal_ip(host: str) -> str | None:
         return str(ipaddress.ip_address(host.strip("[]")))
     except ValueError:
         return None
-
-
-def resolve_blocking(host: str) -> list[str]:
-    """All addresses of ``host`` (used off the event loop)."""
-    infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
-    return sorted({info[4][0] for info in infos})

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from stepcrawl.document import Document
-from stepcrawl.langid import load_fasttext
+from stepcrawl.langid import load_fasttext, predict
 from stepcrawl.steps import DocumentStep
 
 _TOKEN = re.compile(r"\w+|[^\w\s]", re.UNICODE)
@@ -99,8 +99,8 @@ def train_quality(positive: str | Path, negative: str | Path, out: str | Path, c
         correct = 0
         for row in hold:
             label, text = row.split(" ", 1)
-            pred = model.f.predict(text + "\n", 1, 0.0, "replace")
-            correct += bool(pred) and pred[0][1] == label
+            pred = predict(model, text, k=1)
+            correct += bool(pred) and "__label__" + pred[0][0] == label
         acc = correct / len(hold)
     with atomic_path(out) as tmp:
         model.save_model(str(tmp))
@@ -112,8 +112,8 @@ def hq_probability(model, text: str, max_chars: int = 20_000) -> float:
     line = normalize(text, max_chars)
     if not line:
         return 0.0
-    preds = dict((label, p) for p, label in model.f.predict(line + "\n", 2, 0.0, "replace"))
-    return float(min(1.0, preds.get("__label__hq", 1.0 - preds.get("__label__lq", 1.0))))
+    preds = dict(predict(model, line, k=2))
+    return float(min(1.0, preds.get("hq", 1.0 - preds.get("lq", 1.0))))
 
 
 class QualityClassifierStep(DocumentStep):

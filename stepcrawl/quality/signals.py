@@ -241,6 +241,7 @@ def signal_values(text: str, language: str = "en") -> dict[str, float]:
     lines = [ln for ln in text.split("\n") if ln.strip()]
     n_lines = max(1, len(lines))
     paragraphs = [p for p in text.strip().split("\n\n") if p.strip()]
+    dup_lines, dup_line_chars = find_duplicates(lines)
     out = {
         "n_words": float(len(content_words)),
         "mean_word_len": (sum(map(len, content_words)) / len(content_words)) if content_words else 0.0,
@@ -250,8 +251,8 @@ def signal_values(text: str, language: str = "en") -> dict[str, float]:
         "ellipsis_lines_ratio": sum(ln.rstrip().endswith(("...", "…")) for ln in lines) / n_lines,
         "alpha_words_ratio": sum(any(c.isalpha() for c in w) for w in words) / n_words,
         "stop_words": float(len(set(STOP_WORDS) & set(w.lower() for w in words))),
-        "dup_line_frac": find_duplicates(lines)[0] / n_lines,
-        "dup_line_char_frac": find_duplicates(lines)[1] / n_chars,
+        "dup_line_frac": dup_lines / n_lines,
+        "dup_line_char_frac": dup_line_chars / n_chars,
         "dup_para_frac": (find_duplicates(paragraphs)[0] / len(paragraphs)) if paragraphs else 0.0,
         "line_punct_ratio": sum(ln.rstrip().endswith(TERMINAL) for ln in lines) / n_lines,
         "short_line_ratio": sum(len(ln) <= 30 for ln in lines) / n_lines,

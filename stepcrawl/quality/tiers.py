@@ -72,7 +72,11 @@ def scores(quality: dict[str, float], cfg: TierConfig) -> tuple[float, float]:
 
 
 def assign_tier(quality: dict[str, float], cfg: TierConfig = TierConfig()) -> str:
-    _, ensemble = scores(quality, cfg)
+    return tier_of(scores(quality, cfg)[1], cfg)
+
+
+def tier_of(ensemble: float, cfg: TierConfig) -> str:
+    """The first tier whose threshold ``ensemble`` reaches (else the last)."""
     for tier, threshold in zip(TIERS, cfg.thresholds):
         if ensemble >= threshold:
             return tier
@@ -101,7 +105,7 @@ class TierStep(DocumentStep):
 
     def process(self, doc: Document) -> Document | Drop:
         heuristic, ensemble = scores(doc.quality, self._cfg)
-        tier = assign_tier(doc.quality, self._cfg)
+        tier = tier_of(ensemble, self._cfg)
         doc = doc.replace(tier=tier, quality={**doc.quality, "heuristic_score": round(heuristic, 5), "ensemble_score": round(ensemble, 5)})
         if tier_rank(tier) > tier_rank(self.config["min_tier"]):
             return Drop(drop_reason(tier), doc)
