@@ -29,13 +29,11 @@ Example::
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from typing import Any, Iterator, Sequence
 
 import apache_beam as beam
-from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from beam_pipelines import io as bio
@@ -58,10 +56,7 @@ def stage_locally(tokens_dir: str, sources: Sequence[str]) -> str:
     for s in sources:
         os.makedirs(os.path.join(root, s), exist_ok=True)
         for m in FileSystems.match([FileSystems.join(tokens_dir.rstrip("/"), s, "*")])[0].metadata_list:
-            name = FileSystems.split(m.path)[1]
-            with FileSystems.open(m.path, compression_type=CompressionTypes.UNCOMPRESSED) as src, open(os.path.join(root, s, name), "wb") as dst:
-                while block := src.read(1 << 20):
-                    dst.write(block)
+            bio.download(m.path, os.path.join(root, s, FileSystems.split(m.path)[1]))
     _STAGED[key] = root
     return root
 
@@ -135,10 +130,8 @@ def build_phase_local(cur, job: dict[str, Any], phase, readers, counter) -> dict
         m = build_phase(cur, job["stage"], phase, readers, out, parse_scale(job["scale"]), job["seed"], counter,
                         job["configs"][phase.name], progress=False)
         if remote:
-            from beam_pipelines.tokenize import upload_folder
-
             files = sorted(p.name for p in (out / phase.name).iterdir())
-            upload_folder(str(out / phase.name), FileSystems.join(job["out_dir"].rstrip("/"), phase.name), files)
+            bio.upload_folder(str(out / phase.name), FileSystems.join(job["out_dir"].rstrip("/"), phase.name), files)
     return m
 
 
@@ -148,21 +141,26 @@ class BuildPhase(beam.DoFn):
     def __init__(self, job: dict[str, Any]) -> None:
         self.job = job
 
-    def process(self, phase_name: str) -> Iterator[dict]:
-        from curricula.contamination import ContaminationCounter, load_eval_sets
+    def setup(self) -> None:
+        # Once per worker, shared by the phases it builds (as the local build_mix shares them):
+        # the curriculum, the shard readers and the eval-set n-gram indexes.
+        from curricula.contamination import load_eval_sets
         from curricula.mixer import SourceReader
         from curricula.planner import read_source_manifest
         from curricula.schema import load_curriculum
 
         j = self.job
-        cur = load_curriculum(bio.localize(j["curriculum"]))
-        phase = next(p for p in cur.stage(j["stage"]).phases if p.name == phase_name)
+        self.cur = load_curriculum(bio.localize(j["curriculum"]))
         local_tokens = stage_locally(j["tokens_dir"], j["needed"])
-        readers = {s: SourceReader(read_source_manifest(local_tokens, s)) for s in j["needed"]}
-        indexes = load_eval_sets([bio.localize(p) for p in j["eval_sets"]], j["tok_info"], j["ngram"]) if j["eval_sets"] else []
-        counter = ContaminationCounter(indexes) if indexes else None
-        m = build_phase_local(cur, j, phase, readers, counter)
-        yield m
+        self.readers = {s: SourceReader(read_source_manifest(local_tokens, s)) for s in j["needed"]}
+        self.indexes = load_eval_sets([bio.localize(p) for p in j["eval_sets"]], j["tok_info"], j["ngram"]) if j["eval_sets"] else []
+
+    def process(self, phase_name: str) -> Iterator[dict]:
+        from curricula.contamination import ContaminationCounter
+
+        phase = next(p for p in self.cur.stage(self.job["stage"]).phases if p.name == phase_name)
+        counter = ContaminationCounter(self.indexes) if self.indexes else None  # fresh per phase, as locally
+        yield build_phase_local(self.cur, self.job, phase, self.readers, counter)
 
 
 class WriteMixManifest(beam.DoFn):
@@ -191,7 +189,7 @@ class WriteMixManifest(beam.DoFn):
             ],
         }
         path = FileSystems.join(j["out_dir"].rstrip("/"), "manifest.json")
-        bio.write_bytes(path, (json.dumps(mix, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode())
+        bio.write_json(path, mix)
         yield path
 
 

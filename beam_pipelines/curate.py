@@ -182,7 +182,9 @@ class WriteManifest(beam.DoFn):
         from stepcrawl.manifest import Accounting
 
         steps = dict(steps)
-        for name in self.stages_steps():
+        # Every step that ran gets a funnel entry, even one that saw no document: extract and
+        # annotate always run, then the stages in order ("filter" first).
+        for name in ("extract", "annotate", *self.stages):
             steps.setdefault(name, Accounting())
         sizes = {}
         if files:
@@ -195,16 +197,6 @@ class WriteManifest(beam.DoFn):
                                   n_units, self.stages, time.time() - self.t0, self.runner, sizes)
         path = bio.write_manifest(self.out_dir, manifest)
         yield path
-
-    def stages_steps(self) -> list[str]:
-        names = ["extract", "annotate", "filter"]
-        if "dedup" in self.stages:
-            names.append("dedup")
-        if "decontam" in self.stages:
-            names.append("decontam")
-        if "cluster" in self.stages:
-            names.append("cluster")
-        return names
 
 
 # ------------------------------------------------------------------------------ pipeline
@@ -219,13 +211,9 @@ def build_pipeline(p: beam.Pipeline, input_path: str, output: str, cfg, *, keep_
     stages = (["filter"] + (["dedup"] if cfg.dedup else []) + (["decontam"] if cfg.decontam_sets else [])
               + (["cluster"] if cfg.cluster else []))
 
-    read = p | "ReadWarc" >> bio.ReadWarc(input_path)
-    n_units = (
-        p
-        | "MatchAgain" >> beam.io.fileio.MatchFiles(bio.input_pattern(input_path))
-        | "OnlyWarcFiles" >> beam.Filter(lambda m: bio.is_warc_name(m.path))
-        | "CountFiles" >> beam.combiners.Count.Globally()
-    )
+    warcs = p | "MatchWarc" >> bio.MatchWarc(input_path)  # matched once: read, and counted as units
+    read = warcs | "ReadWarc" >> bio.ReadWarcFiles()
+    n_units = warcs | "CountFiles" >> beam.combiners.Count.Globally()
     ext = read.records | "Extract" >> beam.ParDo(ExtractDoFn(cfg.extract)).with_outputs(DROPPED, "events", main="docs")
     dropped = [ext[DROPPED]]
     events = [ext.events]

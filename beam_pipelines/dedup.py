@@ -50,7 +50,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from beam_pipelines.components import DEFAULT_MAX_ROUNDS, ConnectedComponents
-from beam_pipelines.transforms import NAMESPACE
+from beam_pipelines.transforms import NAMESPACE, Counters
 from stepcrawl.dedup import DROP_EXACT, DROP_NEAR, DROP_URL, DedupConfig
 from stepcrawl.document import Document
 
@@ -146,22 +146,15 @@ def copy_reason(doc: Document, cfg: DedupConfig) -> str | None:
     """Why the local executor drops a second, identical copy of ``doc``: the first stage whose
     key the copies share (URL if it has one, else the text hash, else a MinHash band), or None
     when no stage can see them (then both copies are kept, as locally)."""
-    if cfg.url and url_group_key(doc) is not None:
+    from stepcrawl.dedup import MinHasher, is_empty_signature, normalize_url
+
+    if cfg.url and normalize_url(doc.url) is not None:
         return DROP_URL
     if cfg.exact:
         return DROP_EXACT
-    if cfg.near:
-        from stepcrawl.dedup import MinHasher, is_empty_signature
-
-        if not is_empty_signature(MinHasher(cfg).signatures([doc.text])[0]):
-            return DROP_NEAR
+    if cfg.near and not is_empty_signature(MinHasher(cfg).signatures([doc.text])[0]):
+        return DROP_NEAR
     return None
-
-
-def url_group_key(doc: Document) -> str | None:
-    from stepcrawl.dedup import normalize_url
-
-    return normalize_url(doc.url)
 
 
 def bucket_edges(ids: list[str]) -> list[tuple[str, str]]:
@@ -172,20 +165,6 @@ def bucket_edges(ids: list[str]) -> list[tuple[str, str]]:
 
 
 # ------------------------------------------------------------------------------ DoFns
-class _DropCounter:
-    def __init__(self) -> None:
-        self._c: dict[str, Any] = {}
-
-    def inc(self, reason: str, n: int = 1) -> None:
-        if reason not in self._c:
-            self._c[reason] = (
-                Metrics.counter(f"{NAMESPACE}.{STAGE}", f"drop:{reason}"),
-                Metrics.counter(NAMESPACE, f"drop:{reason}"),
-            )
-        for c in self._c[reason]:
-            c.inc(n)
-
-
 class ResolveGroups(beam.DoFn):
     """``(key, [DocKeys])`` → survivor (main), ``(dropped uid, reason)`` (tag ``dropped``) and
     ``(dropped uid, survivor uid)`` (tag ``parent``)."""
@@ -194,7 +173,7 @@ class ResolveGroups(beam.DoFn):
         self.reason = reason
 
     def setup(self) -> None:
-        self.drops = _DropCounter()
+        self.drops = Counters(STAGE)
 
     def process(self, element) -> Iterator[Any]:
         _, members = element
@@ -207,7 +186,7 @@ class ResolveGroups(beam.DoFn):
             yield beam.pvalue.TaggedOutput(DROPPED, (rec.uid, reason))
             yield beam.pvalue.TaggedOutput(PARENT, (rec.uid, keeper))
         if n:
-            self.drops.inc(self.reason, n)
+            self.drops.drop(self.reason, n)
 
 
 class GroupDuplicates(beam.PTransform):
@@ -368,7 +347,7 @@ class ApplyDecisions(beam.DoFn):
         self.cfg = cfg
 
     def setup(self) -> None:
-        self.drops = _DropCounter()
+        self.drops = Counters(STAGE)
 
     def process(self, element) -> Iterator[Any]:
         uid, row = element
@@ -383,7 +362,7 @@ class ApplyDecisions(beam.DoFn):
             if n:  # a second copy of the same record
                 reason = copy_reason(doc, self.cfg)
                 if reason is not None:
-                    self.drops.inc(reason)
+                    self.drops.drop(reason)
                     yield beam.pvalue.TaggedOutput(DROPPED, (reason, doc))
                     continue
             if reasons:

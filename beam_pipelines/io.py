@@ -64,18 +64,12 @@ def iter_warc_records_any(path: str) -> Iterator[Any]:
     stream, so a 1 GB Common Crawl file on gs:// is neither copied to the worker's disk nor
     held in memory, and the local executor's reader (record selection, offsets, truncation
     checks) is the only WARC reader. An error names ``path`` (the bucket object), as the
-    local executor names the file.
+    local executor names the file (``source_name``).
     """
-    from stepcrawl.extract import WarcReadError, iter_warc_records
+    from stepcrawl.extract import iter_warc_records
 
     with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as fh:
-        try:
-            yield from iter_warc_records(fh, warc_name=warc_name(path))
-        except WarcReadError as err:
-            if err.warc_file == path:
-                raise
-            reason = str(err).split(f"offset {err.offset}: ", 1)[-1]
-            raise WarcReadError(path, err.offset, reason) from err
+        yield from iter_warc_records(fh, warc_name=warc_name(path), source_name=path)
 
 
 class ReadWarcFile(beam.DoFn):
@@ -114,22 +108,46 @@ class ReadWarcFile(beam.DoFn):
             yield beam.pvalue.TaggedOutput(self.DAMAGED, {"file": err.warc_file, "offset": err.offset, "error": str(err)})
 
 
-class ReadWarc(beam.PTransform):
-    """A file/folder/glob of WARC files → PCollection of ``RawRecord`` (tagged output
-    ``damaged`` carries {file, offset, error} for truncated/corrupt files)."""
+class MatchWarc(beam.PTransform):
+    """A file/folder/glob → ``FileMetadata`` of its WARC files (an empty match fails)."""
 
-    def __init__(self, path: str, strict: bool = False) -> None:
+    def __init__(self, path: str) -> None:
         super().__init__()
-        self.path, self.strict = path, strict
+        self.path = path
 
     def expand(self, pbegin):
         return (
             pbegin
             | "Match" >> fileio.MatchFiles(input_pattern(self.path), empty_match_treatment=fileio.EmptyMatchTreatment.DISALLOW)
             | "OnlyWarc" >> beam.Filter(lambda m: is_warc_name(m.path))
+        )
+
+
+class ReadWarcFiles(beam.PTransform):
+    """WARC files (``FileMetadata`` or paths) → PCollection of ``RawRecord`` (tagged output
+    ``damaged`` carries {file, offset, error} for truncated/corrupt files)."""
+
+    def __init__(self, strict: bool = False) -> None:
+        super().__init__()
+        self.strict = strict
+
+    def expand(self, files):
+        return (
+            files
             | "SpreadFiles" >> beam.Reshuffle()
             | "ReadRecords" >> beam.ParDo(ReadWarcFile(self.strict)).with_outputs(ReadWarcFile.DAMAGED, main="records")
         )
+
+
+class ReadWarc(beam.PTransform):
+    """A file/folder/glob of WARC files → :class:`MatchWarc` → :class:`ReadWarcFiles`."""
+
+    def __init__(self, path: str, strict: bool = False) -> None:
+        super().__init__()
+        self.path, self.strict = path, strict
+
+    def expand(self, pbegin):
+        return pbegin | "Match" >> MatchWarc(self.path) | "Read" >> ReadWarcFiles(self.strict)
 
 
 class WriteDocuments(beam.PTransform):
@@ -174,12 +192,17 @@ def write_bytes(path: str, data: bytes) -> None:
     FileSystems.rename([tmp], [path])
 
 
+def write_json(path: str, obj: Any) -> None:
+    """``stepcrawl.io.write_json``'s format (indented, sorted keys, UTF-8, final newline),
+    atomically, on any filesystem."""
+    write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8"))
+
+
 def write_manifest(folder: str, manifest: StageManifest) -> str:
     """``<folder>/_manifest.json`` (same content as ``StageManifest.write``, any filesystem)."""
     manifest.accounting.check(manifest.stage)
     path = FileSystems.join(folder, MANIFEST_NAME)
-    blob = json.dumps(manifest.to_dict(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-    write_bytes(path, blob.encode("utf-8"))
+    write_json(path, manifest.to_dict())
     return path
 
 
@@ -190,6 +213,12 @@ def read_bytes(path: str) -> bytes:
 
 def read_json(path: str) -> Any:
     return json.loads(read_bytes(path).decode("utf-8"))
+
+
+def is_hidden_part(name: str) -> bool:
+    """A path component that ``stepcrawl.io.document_files`` skips: hidden, ``_work``-style
+    or ``rejected``."""
+    return name.startswith((".", "_")) or name == "rejected"
 
 
 def list_document_files(path: str) -> list[str]:
@@ -208,8 +237,7 @@ def list_document_files(path: str) -> list[str]:
             continue
         if root is not None:
             rel = p[len(root) :].lstrip("/")
-            parts = rel.split("/")
-            if any(x.startswith((".", "_")) for x in parts) or "rejected" in parts:
+            if any(is_hidden_part(x) for x in rel.split("/")):
                 continue
         files.append(p)
     return sorted(files)
@@ -218,6 +246,25 @@ def list_document_files(path: str) -> list[str]:
 def is_remote(path: str) -> bool:
     """True for paths of a non-local Beam FileSystem (gs://, s3://, hdfs://, …)."""
     return FileSystems.get_scheme(path) not in (None, "file")
+
+
+def download(path: str, local: str) -> None:
+    """Copy ``path`` (any FileSystems path) to the local file ``local``, streamed."""
+    import shutil
+
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as src, open(local, "wb") as dst:
+        shutil.copyfileobj(src, dst, 1 << 20)
+
+
+def upload_folder(local_folder: str, dest_folder: str, names: list[str]) -> None:
+    """Copy ``names`` from a local folder to ``dest_folder`` (any FileSystems path), streamed."""
+    import os
+    import shutil
+
+    for n in names:
+        dest = FileSystems.join(dest_folder, n)
+        with open(os.path.join(local_folder, n), "rb") as src, FileSystems.create(dest, compression_type=CompressionTypes.UNCOMPRESSED) as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
 
 
 _LOCALIZED: dict[str, str] = {}
@@ -231,12 +278,9 @@ def localize(path: str) -> str:
         return path
     if path not in _LOCALIZED:
         import os
-        import shutil
         import tempfile
 
-        folder = tempfile.mkdtemp(prefix="stepcrawl-beam-")
-        local = os.path.join(folder, FileSystems.split(path)[1])
-        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as src, open(local, "wb") as dst:
-            shutil.copyfileobj(src, dst, 1 << 20)
+        local = os.path.join(tempfile.mkdtemp(prefix="stepcrawl-beam-"), FileSystems.split(path)[1])
+        download(path, local)
         _LOCALIZED[path] = local
     return _LOCALIZED[path]

@@ -21,7 +21,6 @@ Example::
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import time
@@ -50,10 +49,6 @@ class FileTask:
     with_meta: bool = True
 
 
-def _is_hidden(name: str) -> bool:
-    return name.startswith(("_", ".")) or name == "rejected"
-
-
 def corpus_sources(corpus: str) -> dict[str, str]:
     """Source name → folder, by ``tokenizer.encode.corpus_sources``' rules, through FileSystems:
     a folder that directly holds document files is one source named after itself; otherwise
@@ -65,7 +60,7 @@ def corpus_sources(corpus: str) -> dict[str, str]:
     rels = [f[len(corpus) :].lstrip("/") for f in files]
     if any("/" not in r and r.endswith(DOC_SUFFIXES) for r in rels):
         return {FileSystems.split(corpus)[1]: corpus}
-    names = sorted({r.split("/", 1)[0] for r in rels if "/" in r and not _is_hidden(r.split("/", 1)[0])})
+    names = sorted({top for r in rels if "/" in r and not bio.is_hidden_part(top := r.split("/", 1)[0])})
     return {n: FileSystems.join(corpus, n) for n in names}
 
 
@@ -74,12 +69,11 @@ def _path_key(path: str) -> list[str]:
     return path.split("/")
 
 
-def plan_tasks(corpus: str, tokenizer_dir: str, out_dir: str, sources: list[str] | None = None, with_meta: bool = True) -> list[FileTask]:
-    from tokenizer.encode import select_sources
-
-    all_sources = select_sources(corpus_sources(corpus), sources)
+def plan_tasks(folders: dict[str, str], tokenizer_dir: str, out_dir: str, with_meta: bool = True) -> list[FileTask]:
+    """One task per document file of each source folder (``{name: folder}``), numbered
+    ``part-NNNNN`` in the local command's file order."""
     tasks = []
-    for name, folder in all_sources.items():
+    for name, folder in folders.items():
         files = sorted(bio.list_document_files(folder), key=_path_key)
         for i, f in enumerate(files):
             prefix = FileSystems.join(out_dir.rstrip("/"), name, f"part-{i:05d}")
@@ -106,22 +100,9 @@ def encode_file(task: FileTask) -> dict:
         record = encode_shard(EncodeTask(task.source, local_in, local_prefix, tok_dir, task.with_meta))
         record["input"] = task.input_file
         out_folder = FileSystems.split(task.out_prefix)[0]
-        upload_folder(tmp, out_folder, [name + ext for ext in SHARD_FILES])
-    bio.write_bytes(done, (json.dumps(record, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode())
+        bio.upload_folder(tmp, out_folder, [name + ext for ext in SHARD_FILES])
+    bio.write_json(done, record)
     return record
-
-
-def upload_folder(local_folder: str, dest_folder: str, names: list[str]) -> None:
-    """Copy ``names`` from a local folder to ``dest_folder`` (any FileSystems path)."""
-    import os
-    import shutil
-
-    from apache_beam.io.filesystem import CompressionTypes
-
-    for n in names:
-        dest = FileSystems.join(dest_folder, n)
-        with open(os.path.join(local_folder, n), "rb") as src, FileSystems.create(dest, compression_type=CompressionTypes.UNCOMPRESSED) as dst:
-            shutil.copyfileobj(src, dst, 1 << 20)
 
 
 def localize_folder(folder: str, names: Sequence[str]) -> str:
@@ -175,7 +156,7 @@ class WriteSourceManifest(beam.DoFn):
         recs = [r for _, r in sorted(items, key=lambda x: x[0])]  # shard order
         m = source_manifest(name, self.folders[name], dict(self.tok), self.dtype, self.with_meta, recs, time.time() - self.t0)
         path = FileSystems.join(self.out_dir.rstrip("/"), name, "manifest.json")
-        bio.write_bytes(path, (json.dumps(m, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode())
+        bio.write_json(path, m)
         yield path
 
 
@@ -190,9 +171,11 @@ def tokenizer_info(tokenizer_dir: str) -> tuple[dict, str]:
 
 
 def build_pipeline(p: beam.Pipeline, corpus: str, tokenizer_dir: str, out_dir: str, sources: list[str] | None = None, with_meta: bool = True):
+    from tokenizer.encode import select_sources
+
     t0 = time.time()
-    tasks = plan_tasks(corpus, tokenizer_dir, out_dir, sources, with_meta)
-    folders = corpus_sources(corpus)
+    folders = select_sources(corpus_sources(corpus), sources)  # the corpus is listed once
+    tasks = plan_tasks(folders, tokenizer_dir, out_dir, with_meta)
     tok, dtype = tokenizer_info(tokenizer_dir)
     return (
         p

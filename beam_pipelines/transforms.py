@@ -35,7 +35,7 @@ NAMESPACE = "stepcrawl"
 DROPPED = "dropped"
 
 
-class _Counters:
+class Counters:
     """``docs_in``/``docs_out``/``drop:<reason>`` counters for one stage plus the totals.
 
     Counter objects are created lazily per reason (reasons are open-ended slugs); Beam counters
@@ -48,7 +48,7 @@ class _Counters:
         self.stage_in = Metrics.counter(f"{NAMESPACE}.{stage}", "docs_in")
         self.stage_out = Metrics.counter(f"{NAMESPACE}.{stage}", "docs_out")
 
-    def drop(self, reason: str) -> None:
+    def drop(self, reason: str, n: int = 1) -> None:
         pair = self._drops.get(reason)
         if pair is None:
             pair = (
@@ -56,8 +56,8 @@ class _Counters:
                 Metrics.counter(NAMESPACE, f"drop:{reason}"),
             )
             self._drops[reason] = pair
-        pair[0].inc()
-        pair[1].inc()
+        pair[0].inc(n)
+        pair[1].inc(n)
 
 
 EVENTS = "events"
@@ -89,7 +89,7 @@ class StepsDoFn(beam.DoFn):
             raise ValueError("StepsDoFn: pass exactly one of groups or factory")
         self.groups = groups
         self.factory = factory
-        self._counters: dict[str, _Counters] = {}
+        self._counters: dict[str, Counters] = {}
 
     def setup(self) -> None:
         if self.groups is None:
@@ -101,7 +101,7 @@ class StepsDoFn(beam.DoFn):
                 if not step._ready:
                     step.setup()
                     step._ready = True
-        self._counters = {name: _Counters(name) for name, _ in self.groups}
+        self._counters = {name: Counters(name) for name, _ in self.groups}
 
     def process(self, doc: Document) -> Iterator[Any]:
         if not self._counters:
@@ -143,10 +143,10 @@ class ExtractDoFn(beam.DoFn):
 
     def __init__(self, cfg: Any) -> None:
         self.cfg = cfg
-        self._c: _Counters | None = None
+        self._c: Counters | None = None
 
     def setup(self) -> None:
-        self._c = _Counters("extract")
+        self._c = Counters("extract")
         self._in = Metrics.counter(NAMESPACE, "docs_in")
 
     def process(self, raw: Any) -> Iterator[Any]:

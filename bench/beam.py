@@ -68,14 +68,14 @@ def main() -> int:
     ap.add_argument("--out", default=str(ROOT / "docs" / "benchmarks" / "beam.md"))
     args = ap.parse_args()
 
-    from beam_pipelines.testing import SampleSpec, write_sample_warcs
+    from beam_pipelines.testing import SampleSpec, sample_pages, write_sample_warcs
 
     n = args.pages
     spec = SampleSpec(n_unique=n, n_exact=n // 10, n_near=n // 10, n_url_dups=n // 40, n_spam=n // 10, n_files=8, seed=1)
     tmp = Path(tempfile.mkdtemp(prefix="bench-beam-"))
     crawl = tmp / "crawl"
     write_sample_warcs(str(crawl), spec)
-    n_records = n + 2 * (n // 10) + n // 40 + n // 10 + 3
+    n_records = len(sample_pages(spec))  # the records written (deterministic for a spec)
     mb = sum(f.stat().st_size for f in crawl.iterdir()) / 1e6
 
     contenders = [

@@ -170,10 +170,11 @@ def test_pipeline_parts_pickle():
 
 # Functions allowed to touch the local filesystem, each for a stated reason.
 ALLOWED_LOCAL_IO = {
+    ("io.py", "download"),  # copies one remote file to a local one (for localize and stage_locally)
+    ("io.py", "upload_folder"),  # copies locally written shards/phases out through FileSystems
     ("io.py", "localize"),  # copies remote models/eval sets for fastText/sentencepiece (local files only)
     ("testing.py", "_load"),  # reads the sample prose shipped inside the package
     ("tokenize.py", "encode_file"),  # the tokenizer's shard writer needs a local temp folder
-    ("tokenize.py", "upload_folder"),  # …whose files are then copied out through FileSystems
     ("build_mix.py", "stage_locally"),  # the local mixer reads token shards through mmap
     ("build_mix.py", "resolve_local"),  # the mix manifest records a local TOKENS path resolved, as locally
     ("build_mix.py", "build_phase_local"),  # build_phase writes a local folder (then copied out)
