@@ -98,9 +98,7 @@ class StepsDoFn(beam.DoFn):
         # worker before the first bundle, which is what Beam's setup() is for.
         for _, steps in self.groups:
             for step in steps:
-                if not step._ready:
-                    step.setup()
-                    step._ready = True
+                step.ensure_setup()
         self._counters = {name: Counters(name) for name, _ in self.groups}
 
     def process(self, doc: Document) -> Iterator[Any]:

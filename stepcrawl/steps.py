@@ -45,10 +45,14 @@ class DocumentStep:
     def process(self, doc: Document) -> StepResult:  # pragma: no cover - interface
         raise NotImplementedError
 
-    def __call__(self, doc: Document) -> StepResult:
+    def ensure_setup(self) -> None:
+        """Run ``setup()`` once (executors call this up front; ``__call__`` falls back to it)."""
         if not self._ready:
             self.setup()
             self._ready = True
+
+    def __call__(self, doc: Document) -> StepResult:
+        self.ensure_setup()
         return self.process(doc)
 
     def __getstate__(self) -> dict[str, Any]:
