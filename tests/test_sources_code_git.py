@@ -289,3 +289,16 @@ def test_record_splitting_survives_any_read_boundary(step):
     recs = [b"\n" + mark + f"sha{i}\x1fp\x1fd\x1fa\x1fc\nmsg {i}\n".encode() + mark + b"END\n---\n diff\n" for i in range(5)]
     got = list(_records(_Trickle(b"".join(recs), step), mark))
     assert [g.strip(b"\n") for g in got] == [r.strip(b"\n") for r in recs]
+
+
+def test_resume_always_reingests_a_folder_outside_git(tmp_path):
+    """A plain folder has no input identity, so --resume cannot tell it changed: it re-runs."""
+    src = tmp_path / "plain"
+    src.mkdir()
+    (src / "a.py").write_text("def f():\n    return 1\n")
+    out = tmp_path / "out"
+    args = ["ingest", "code", str(src), "--out", str(out), "--no-progress", "--resume"]
+    assert cli_main(args) == 0
+    (src / "a.py").write_text("def f():\n    return 2\n")
+    assert cli_main(args) == 0
+    assert [d.text for d in read_documents(out)] == ["def f():\n    return 2\n"]

@@ -328,6 +328,7 @@ _record = st.builds(
 @given(st.lists(_record, max_size=5))
 @example([{"number": 1, "repo": "o/r", "created_at": 5, "html_url": 7, "title": "x", "labels": "bug", "state": 3,
            "comments": [{"body": "b", "path": 4, "created_at": []}], "review_comments": [{"body": 1, "diff_hunk": {}}]}])
+@example([{"number": 1, "repo": "o/r", "comments_data": True}])  # found by hypothesis: a non-list value
 def test_arbitrary_records_never_crash_the_thread_reader(tmp_path_factory, records):
     """Any JSON objects: each becomes part of a thread or a BadRecord, and every resulting
     document fits the Arrow schema (no exception escapes, nothing is lost)."""

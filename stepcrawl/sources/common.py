@@ -237,13 +237,14 @@ def write_stage(
     * ``BadRecord`` → counted under ``malformed`` and listed (file:line: message) in the
       manifest's ``extra.errors`` and the log; the job goes on.
 
-    Re-running with the same config and input on a finished folder is a no-op unless ``force``.
+    Re-running with the same config and input on a finished folder is a no-op unless ``force``;
+    an input without an identity (``input_id=None``: a folder outside git) is always re-run.
     Old shards of a previous run are removed first so a folder never mixes two runs.
     """
     out = Path(out)
     cfg = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)
     chash = config_hash(cfg)
-    if not force and (out / MANIFEST_NAME).exists():
+    if not force and input_id is not None and (out / MANIFEST_NAME).exists():
         prev = StageManifest.read(out)
         if prev.config_hash == chash and prev.input_manifest_hash == input_id:
             log.info("%s: %s is up to date (same config and input); skipping", stage, out)

@@ -160,7 +160,6 @@ class ThreadBuilder:
 
     def __init__(self) -> None:
         self.threads: dict[tuple[str, int], Thread] = {}
-        self.n_records = 0
 
     def _thread(self, repo: str, number: int) -> Thread:
         key = (repo.lower(), number)
@@ -170,7 +169,6 @@ class ThreadBuilder:
 
     def add(self, obj: dict, where: str) -> None:
         """Merge one record; raises ValueError with a reason when it is unusable."""
-        self.n_records += 1
         if isinstance(obj.get("type"), str) and obj["type"].endswith("Event") and "payload" in obj:
             return self._add_event(obj, where)
         repo = _repo_of(obj)
@@ -182,10 +180,11 @@ class ThreadBuilder:
         th = self._thread(repo, number)
         th.sources.append(where)
         self._merge_item(th, obj, repo_obj=obj)
-        comments = obj.get("comments_data")
-        if comments is None and isinstance(obj.get("comments"), list):
-            comments = obj["comments"]
-        for c in comments or []:
+        # Comment objects come as ``comments_data`` (when present, even empty) or a ``comments``
+        # list (in GitHub's REST issue object ``comments`` is only a count); any other value
+        # holds no comments.
+        key = "comments_data" if obj.get("comments_data") is not None else "comments"
+        for c in _list(obj, key):
             self._add_comment(th, c, "comment")
         for c in _list(obj, "review_comments"):
             self._add_comment(th, c, "review_comment")
@@ -326,9 +325,10 @@ def iter_thread_groups(
 
     paths = list(paths)
     bad: list[BadRecord] = []
+    counted: dict = {}  # iter_records stores the number of well-formed records here
     if _input_bytes(paths) <= spill_bytes:
         tb = ThreadBuilder()
-        for item in iter_records(paths):
+        for item in iter_records(paths, counted):
             if isinstance(item, BadRecord):
                 bad.append(item)
                 continue
@@ -337,19 +337,17 @@ def iter_thread_groups(
                 tb.add(obj, f"{path}:{lineno}")
             except ValueError as exc:
                 bad.append(BadRecord(str(path), lineno, str(exc)))
-        return iter([list(tb.threads.values())]), bad, tb.n_records
+        return iter([list(tb.threads.values())]), bad, counted["records"]
 
     tmp = Path(tempfile.mkdtemp(prefix="stepcrawl-threads-"))
-    n_records = 0
     try:
         files = [open(tmp / f"part-{i:03d}.jsonl", "w", encoding="utf-8") for i in range(partitions)]
         try:
-            for item in iter_records(paths):
+            for item in iter_records(paths, counted):
                 if isinstance(item, BadRecord):
                     bad.append(item)
                     continue
                 path, lineno, obj = item
-                n_records += 1
                 try:
                     repo = record_repo(obj)
                 except ValueError as exc:
@@ -377,7 +375,7 @@ def iter_thread_groups(
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
-    return groups(), bad, n_records
+    return groups(), bad, counted["records"]
 
 
 def read_threads(paths: Iterable[str | Path]) -> tuple[list[Thread], list[BadRecord], int]:
