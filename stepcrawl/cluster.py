@@ -183,9 +183,10 @@ def run_cluster(
         open_docs = lambda: iter(docs)  # noqa: E731
         input_hash = None
     conf = asdict(cfg)
+    chash = config_hash(conf)
     if not force and input_hash is not None and (out / MANIFEST_NAME).exists() and (out / MODEL_NAME).exists():
         old = StageManifest.read(out)
-        if old.stage == "cluster" and old.config_hash == config_hash(conf) and old.input_manifest_hash == input_hash:
+        if old.stage == "cluster" and old.config_hash == chash and old.input_manifest_hash == input_hash:
             log.info("cluster: %s is up to date; skipping", out)
             return old
 
@@ -201,6 +202,7 @@ def run_cluster(
     out.mkdir(parents=True, exist_ok=True)
     for stale in out.glob("part-*.parquet"):
         stale.unlink()
+    (out / MANIFEST_NAME).unlink(missing_ok=True)  # a run that dies now must not look finished
     model.save(out / MODEL_NAME)
     acc = Accounting()
     sizes: Counter = Counter()
@@ -221,7 +223,7 @@ def run_cluster(
                 flush()
         flush()
     manifest = StageManifest.from_shards(
-        "cluster", conf, config_hash(conf), input_hash, acc, folder=out, files=writer.files, started=started,
+        "cluster", conf, chash, input_hash, acc, folder=out, files=writer.files, started=started,
         extra={"k": model.k, "cluster_sizes": {str(c): sizes.get(c, 0) for c in range(model.k)}, "model": MODEL_NAME},
     )
     manifest.write(out)

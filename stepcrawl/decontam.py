@@ -24,9 +24,9 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from stepcrawl.dedup.normalize import GramSpans
+from stepcrawl.dedup.normalize import GramSpans, ngram_hashes
 from stepcrawl.document import Document
-from stepcrawl.io import ShardWriter, iter_jsonl, read_documents
+from stepcrawl.io import BadRecord, ShardWriter, atomic_path, iter_jsonl, read_documents
 from stepcrawl.manifest import MANIFEST_NAME, Accounting, StageManifest, config_hash, file_hash, manifest_hash
 from stepcrawl.steps import DocumentStep, Drop, StepResult, run_steps
 
@@ -100,8 +100,6 @@ class NgramIndex:
     ) -> "NgramIndex":
         """Index a JSONL(.gz) evaluation file; a malformed line raises ``BadRecord`` (file:line),
         a record with none of ``fields`` raises too (the field names are probably wrong)."""
-        from stepcrawl.io import BadRecord
-
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"evaluation set not found: {path}")
@@ -154,8 +152,6 @@ class NgramIndex:
         return {"n": self.n, "records": self.n_records, "too_short": self.too_short, "ngrams": len(self.hashes), "sources": self.sources}
 
     def save(self, path: str | os.PathLike) -> None:
-        from stepcrawl.io import atomic_path
-
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as fh:
                 np.savez(fh, hashes=self.hashes, n=self.n, name=self.name, n_records=self.n_records, too_short=self.too_short)
@@ -166,18 +162,22 @@ class NgramIndex:
             return cls(name=str(z["name"]), n=int(z["n"]), hashes=z["hashes"], n_records=int(z["n_records"]), too_short=int(z["too_short"]))
 
 
-def _matches(hashes: np.ndarray, index: NgramIndex) -> np.ndarray:
+def _in_index(hashes: np.ndarray, index: NgramIndex) -> np.ndarray:
+    """bool mask: which of ``hashes`` occur in ``index`` (one ``searchsorted``)."""
     if not len(hashes) or not len(index.hashes):
-        return np.zeros(0, np.uint64)
+        return np.zeros(len(hashes), bool)
     pos = np.searchsorted(index.hashes, hashes)
     pos[pos == len(index.hashes)] = 0
-    return hashes[index.hashes[pos] == hashes]
+    return index.hashes[pos] == hashes
+
+
+def _distinct_matches(hashes: np.ndarray, index: NgramIndex) -> int:
+    return int(len(np.unique(hashes[_in_index(hashes, index)])))
 
 
 def count_overlap(text: str, index: NgramIndex) -> int:
     """Number of distinct word ``index.n``-grams of ``text`` that occur in the evaluation set."""
-    hashes = GramSpans([text], index.n, full_only=True).fast_hash64()
-    return int(len(np.unique(_matches(hashes, index))))
+    return _distinct_matches(ngram_hashes(text, index.n), index)
 
 
 def count_overlap_batch(texts: list[str], index: NgramIndex) -> np.ndarray:
@@ -185,11 +185,7 @@ def count_overlap_batch(texts: list[str], index: NgramIndex) -> np.ndarray:
     spans = GramSpans(texts, index.n, full_only=True)
     hashes = spans.fast_hash64()
     out = np.zeros(len(texts), np.int64)
-    if not len(hashes) or not len(index.hashes):
-        return out
-    pos = np.searchsorted(index.hashes, hashes)
-    pos[pos == len(index.hashes)] = 0
-    hit = index.hashes[pos] == hashes
+    hit = _in_index(hashes, index)
     doc, h = spans.doc[hit], hashes[hit]
     if not len(doc):
         return out
@@ -245,8 +241,8 @@ class DecontamStep(DocumentStep):
 
     def process(self, doc: Document) -> StepResult:
         c = self.config
-        hashes = GramSpans([doc.text], c["n"], full_only=True).fast_hash64()
-        counts = {ix.name: int(len(np.unique(_matches(hashes, ix)))) for ix in self.indexes}
+        hashes = ngram_hashes(doc.text, c["n"])  # once for all sets (they share n)
+        counts = {ix.name: _distinct_matches(hashes, ix) for ix in self.indexes}
         hit = [name for name, k in counts.items() if k >= c["min_matches"]]
         if c["mode"] == "drop":
             return Drop(f"decontam:{hit[0]}") if hit else doc
@@ -292,8 +288,8 @@ def run_decontam(
     out.mkdir(parents=True, exist_ok=True)
     for stale in list(out.glob("part-*.parquet")) + list(out.glob("rejected/part-*.parquet")):
         stale.unlink()
-    step.setup()
-    step._ready = True
+    (out / MANIFEST_NAME).unlink(missing_ok=True)  # a run that dies now must not look finished
+    step.ensure_setup()  # up front: the manifest lists the indexes even for empty input
     acc = Accounting()
     rejected = ShardWriter(out / "rejected", "part", shard_docs, rejected=True) if keep_rejected else None
     on_drop = (lambda d, reason: rejected.write(d, reason)) if rejected is not None else None

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from stepcrawl.sources import DEFAULT_SOURCES
-from stepcrawl.sources.common import input_files, inputs_hash, write_stage
+from stepcrawl.sources.common import input_files, inputs_hash, parse_roles, write_stage
 
 log = logging.getLogger(__name__)
 
@@ -199,8 +199,6 @@ def _run_inputs(args, stage: str, make_config, iterate) -> int:
 def _loss_roles(args) -> list[str]:
     """``--loss-roles`` as a sorted list (sorted: the config hash must not depend on the order
     the roles were typed in); unknown role names raise ValueError."""
-    from stepcrawl.sources.common import parse_roles
-
     return sorted(parse_roles(args.loss_roles))
 
 

@@ -40,7 +40,7 @@ from unidiff.errors import UnidiffParseError
 from stepcrawl.document import Document
 from stepcrawl.io import BadRecord
 from stepcrawl.sources.common import ASSISTANT, END, USER, SpanText, check_spans, make_id, natural_language, strip_markers
-from stepcrawl.sources.issues import SPILL_BYTES, Thread, iter_thread_groups, read_threads, thread_gate
+from stepcrawl.sources.issues import SPILL_BYTES, Thread, iter_thread_groups, thread_gate
 from stepcrawl.sources.swebench import SwebenchIndex
 from stepcrawl.steps import Drop
 

@@ -15,18 +15,17 @@ The n-gram test uses the project's decontamination helper (``stepcrawl.decontam`
 decontam), so a thread dropped here would also be flagged there. That helper cannot match a
 problem statement shorter than 13 words; for those we add an exact check of the statement's
 word sequence inside the document (``words`` below), so short tasks are not silently missed.
-If ``stepcrawl.decontam`` is unavailable the module falls back to hashing word 13-grams
-itself (``_local_hashes``).
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
 
+from stepcrawl.decontam import NgramIndex, count_overlap
+from stepcrawl.dedup.normalize import ngram_hashes
 from stepcrawl.io import BadRecord, iter_jsonl
 
 NGRAM = 13
@@ -36,18 +35,9 @@ _INSTANCE = re.compile(r"^(?P<owner>[^_]+)__(?P<name>.+)-(?P<number>\d+)$")
 
 
 def words(text: str) -> list[str]:
+    """Lower-cased ``\\w+`` words for the exact short-statement check (digits kept as they are,
+    unlike dedup's normalised words: a short statement must occur literally)."""
     return _WORD.findall(text.lower())
-
-
-def ngram_hashes(text: str, n: int = NGRAM) -> Iterator[int]:
-    """64-bit hashes of the word n-grams of ``text`` (texts shorter than n give one n-gram of
-    all their words, so short problem statements can still match exactly)."""
-    w = words(text)
-    if not w:
-        return
-    grams = [w] if len(w) < n else (w[i : i + n] for i in range(len(w) - n + 1))
-    for g in grams:
-        yield int.from_bytes(hashlib.blake2b(" ".join(g).encode(), digest_size=8).digest(), "little")
 
 
 def parse_instance_id(instance_id: str) -> tuple[str, int] | None:
@@ -56,17 +46,6 @@ def parse_instance_id(instance_id: str) -> tuple[str, int] | None:
     if not m:
         return None
     return f"{m.group('owner')}/{m.group('name')}".lower(), int(m.group("number"))
-
-
-try:  # the shared helper (stepcrawl.decontam) when present
-    from stepcrawl.decontam import NgramIndex, count_overlap
-except ImportError:  # pragma: no cover - only when the decontam module is missing
-    NgramIndex = None  # type: ignore[assignment]
-    count_overlap = None  # type: ignore[assignment]
-
-
-def _local_hashes(text: str, n: int = NGRAM) -> set[int]:
-    return set(ngram_hashes(text, n))
 
 
 @dataclass
@@ -79,7 +58,7 @@ class SwebenchIndex:
     min_overlap: int = 1
     n_tasks: int = 0
     errors: list[str] = field(default_factory=list)
-    _index: object = None  # NgramIndex over all statements (or a set of hashes, fallback)
+    _index: NgramIndex | None = None  # over all statements
     _short: list[tuple[str, str]] = field(default_factory=list)  # (instance_id, " ".join(words)) < n words
 
     @classmethod
@@ -107,23 +86,18 @@ class SwebenchIndex:
                     if len(w) < NGRAM:
                         idx._short.append((iid, " ".join(w)))
                 idx.n_tasks += 1
-        texts = [t for _, t in idx.statements]
-        if NgramIndex is not None:
-            idx._index = NgramIndex.from_texts(texts, n=NGRAM, name="swebench")
-        else:  # pragma: no cover
-            idx._index = set().union(*(_local_hashes(t) for t in texts)) if texts else set()
+        idx._index = NgramIndex.from_texts([t for _, t in idx.statements], n=NGRAM, name="swebench")
         return idx
 
     def overlap(self, text: str) -> int:
         """Distinct problem-statement 13-grams that ``text`` shares with the task list."""
-        if NgramIndex is not None:
-            return count_overlap(text, self._index)  # type: ignore[arg-type]
-        return len(_local_hashes(text) & self._index)  # pragma: no cover
+        return count_overlap(text, self._index)
 
     def _attribute(self, text: str) -> str:
-        """Which task a matching text overlaps most (only called on a match: rare path)."""
-        mine = _local_hashes(text)
-        best = max(self.statements, key=lambda it: len(mine & _local_hashes(it[1])), default=("?", ""))
+        """Which task a matching text overlaps most, counted on the same n-grams as
+        :meth:`overlap` (only called on a match: rare path)."""
+        mine = set(ngram_hashes(text, NGRAM).tolist())
+        best = max(self.statements, key=lambda it: len(mine.intersection(ngram_hashes(it[1], NGRAM).tolist())), default=("?", ""))
         return best[0]
 
     def match(self, repo: str | None, numbers: Iterable[int], text: str) -> tuple[str, str] | None:

@@ -194,10 +194,11 @@ def iter_tool_use(paths: Iterable[str | Path], cfg: ToolUseConfig, stats: dict |
             meta={"file": str(path), "line": lineno, "trace_id": rid, **tstats,
                   **({"origin": rec["source"]} if isinstance(rec.get("source"), str) else {})},
         )
-        if doc.id in seen or make_id("t", text) in seen:
+        text_key = make_id("t", text)  # a trace repeated under another id is a duplicate too
+        if doc.id in seen or text_key in seen:
             yield Drop("duplicate", doc)
             continue
-        seen.update({doc.id, make_id("t", text)})
+        seen.update({doc.id, text_key})
         if len(text) > cfg.max_chars:
             yield Drop("too_long", doc)
         else:
