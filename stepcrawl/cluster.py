@@ -184,11 +184,9 @@ def run_cluster(
         input_hash = None
     conf = asdict(cfg)
     chash = config_hash(conf)
-    if not force and input_hash is not None and (out / MANIFEST_NAME).exists() and (out / MODEL_NAME).exists():
-        old = StageManifest.read(out)
-        if old.stage == "cluster" and old.config_hash == chash and old.input_manifest_hash == input_hash:
-            log.info("cluster: %s is up to date; skipping", out)
-            return old
+    if not force and (out / MODEL_NAME).exists() and (old := StageManifest.reusable(out, chash, input_hash, "cluster")):
+        log.info("cluster: %s is up to date; skipping", out)
+        return old
 
     def all_batches() -> Iterator[list[str]]:
         bar = tqdm(desc="cluster: fitting", unit="doc", disable=not progress or None)

@@ -323,15 +323,6 @@ def merge_unit_manifests(units: list[Unit], out_dir: Path, plan: StepPlan) -> St
 # ---------------------------------------------------------------------------------- global stages
 
 
-def _stage_done(out_dir: Path, cfg_hash: str, input_hash: str | None) -> StageManifest | None:
-    if not (out_dir / MANIFEST_NAME).exists():
-        return None
-    m = StageManifest.read(out_dir)
-    if m.config_hash == cfg_hash and m.input_manifest_hash == input_hash:
-        return m
-    return None
-
-
 def run_dedup_stage(in_dir: Path, out_dir: Path, keep_rejected: bool, rejected_dir: Path, progress: bool) -> StageManifest | None:
     """The dedup helper's URL + exact + MinHash-LSH stage (it skips itself when its config and
     input manifest are unchanged); None when stepcrawl.dedup is not available."""
@@ -382,7 +373,7 @@ def run_cluster_stage(in_dir: Path, out_dir: Path, progress: bool, k: int = 64) 
     ccfg = ClusterConfig(k=k)
     h = config_hash({"stage": "cluster", "cfg": asdict(ccfg)})
     inp = manifest_hash(in_dir)
-    done = _stage_done(out_dir, h, inp)
+    done = StageManifest.reusable(out_dir, h, inp)
     if done is not None:
         return done
     m = run_cluster(str(in_dir), str(out_dir), ccfg, progress=progress)

@@ -280,11 +280,9 @@ def run_decontam(
         eval_hashes[name] = file_hash(path)[:16]
     conf = {**step.describe(), "keep_rejected": keep_rejected, "eval_sha256": eval_hashes}
     chash = config_hash(conf)
-    if not force and input_hash is not None and (out / MANIFEST_NAME).exists():
-        old = StageManifest.read(out)
-        if old.stage == "decontam" and old.config_hash == chash and old.input_manifest_hash == input_hash:
-            log.info("decontam: %s is up to date; skipping", out)
-            return old
+    if not force and (old := StageManifest.reusable(out, chash, input_hash, "decontam")):
+        log.info("decontam: %s is up to date; skipping", out)
+        return old
     out.mkdir(parents=True, exist_ok=True)
     for stale in list(out.glob("part-*.parquet")) + list(out.glob("rejected/part-*.parquet")):
         stale.unlink()

@@ -167,6 +167,21 @@ class StageManifest:
         )
 
     @classmethod
+    def reusable(
+        cls, folder: str | os.PathLike, config_hash: str, input_hash: str | None, stage: str | None = None
+    ) -> "StageManifest | None":
+        """The finished manifest in ``folder`` if it was made (by ``stage``, when given) with this
+        config from this input, else None. An input without an identity (``input_hash`` None) is
+        never reused: nothing shows it is unchanged."""
+        path = Path(folder) / MANIFEST_NAME
+        if input_hash is None or not path.exists():
+            return None
+        old = cls.read(folder)
+        if (stage is None or old.stage == stage) and old.config_hash == config_hash and old.input_manifest_hash == input_hash:
+            return old
+        return None
+
+    @classmethod
     def read(cls, folder: str | os.PathLike) -> "StageManifest":
         d = read_json(Path(folder) / MANIFEST_NAME)
         return cls(

@@ -116,3 +116,16 @@ def test_cli_help_lists_commands():
     from stepcrawl.cli import build_parser
 
     assert "stepcrawl" in build_parser().format_help()
+
+
+def test_stage_manifest_reusable_only_for_same_stage_config_and_known_input(tmp_path):
+    acc = Accounting(docs_in=1, docs_out=1)
+    StageManifest("dedup", {"a": 1}, "cfg", "in1", acc).write(tmp_path)
+    assert StageManifest.reusable(tmp_path, "cfg", "in1", "dedup").accounting.docs_out == 1
+    assert StageManifest.reusable(tmp_path, "cfg", "in1") is not None  # stage not asked
+    assert StageManifest.reusable(tmp_path, "cfg", "in1", "cluster") is None
+    assert StageManifest.reusable(tmp_path, "other", "in1", "dedup") is None
+    assert StageManifest.reusable(tmp_path, "cfg", "in2", "dedup") is None
+    assert StageManifest.reusable(tmp_path / "missing", "cfg", "in1") is None
+    StageManifest("ingest", {}, "cfg", None, acc).write(tmp_path)
+    assert StageManifest.reusable(tmp_path, "cfg", None) is None  # unknown input: never reused

@@ -189,11 +189,9 @@ def run_dedup(
     open_input, input_hash = _iter_input(docs_or_path)
     conf = {**cfg.to_dict(), "keep_rejected": keep_rejected}
     chash = config_hash(conf)
-    if not force and (out / MANIFEST_NAME).exists():
-        old = StageManifest.read(out)
-        if old.stage == STAGE and old.config_hash == chash and input_hash is not None and old.input_manifest_hash == input_hash:
-            log.info("dedup: %s is up to date (same config and input); skipping", out)
-            return old
+    if not force and (old := StageManifest.reusable(out, chash, input_hash, STAGE)):
+        log.info("dedup: %s is up to date (same config and input); skipping", out)
+        return old
     out.mkdir(parents=True, exist_ok=True)
     _clear_outputs(out)
 

@@ -244,11 +244,9 @@ def write_stage(
     out = Path(out)
     cfg = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)
     chash = config_hash(cfg)
-    if not force and input_id is not None and (out / MANIFEST_NAME).exists():
-        prev = StageManifest.read(out)
-        if prev.config_hash == chash and prev.input_manifest_hash == input_id:
-            log.info("%s: %s is up to date (same config and input); skipping", stage, out)
-            return StageResult(prev, [], skipped=True)
+    if not force and (prev := StageManifest.reusable(out, chash, input_id)):
+        log.info("%s: %s is up to date (same config and input); skipping", stage, out)
+        return StageResult(prev, [], skipped=True)
     _clear_stage(out)
     started = time.time()
     acc = Accounting()
