@@ -133,7 +133,7 @@ def gpu_small_throughput(seq_len: int = 4096, batch: int = 4, steps: int = 10) -
     torch.cuda.synchronize()
     dt = (time.perf_counter() - t) / steps
     tokens_s = batch * seq_len / dt
-    counts = count_parameters(cfg)
+    counts = count_parameters(cfg, model)
     # 6·N_active (+ MTP head) for matmuls, plus 3× the forward attention core at this length
     flops_tok = 6 * counts["active_with_mtp"] + 3 * attention_flops(cfg, None, seq_len)["core_prefill"]
     name = torch.cuda.get_device_name()

@@ -35,7 +35,7 @@ from torch import nn
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
 from model.distributed import DistInfo, barrier
-from stepcrawl.io import write_json
+from stepcrawl.io import read_json, write_json
 
 CKPT_RE = re.compile(r"^step_(\d{8})$")
 
@@ -143,4 +143,4 @@ def load_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.O
     rng_file = path / f"rng_rank{info.rank:05d}.pt"
     if rng_file.is_file():
         set_rng_state(torch.load(rng_file, weights_only=False))
-    return json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
+    return read_json(path / "trainer_state.json")

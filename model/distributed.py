@@ -73,14 +73,6 @@ def all_reduce_sum(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def broadcast_object(obj, src: int = 0):
-    if dist.is_available() and dist.is_initialized():
-        box = [obj]
-        dist.broadcast_object_list(box, src=src)
-        return box[0]
-    return obj
-
-
 def transformer_blocks(model: nn.Module) -> list[nn.Module]:
     """The backbone blocks to shard (and checkpoint) one by one: the children of ``model.layers``."""
     blocks: list[nn.Module] = []

@@ -27,6 +27,8 @@ from typing import Any
 
 import torch
 
+from stepcrawl.io import atomic_open
+
 log = logging.getLogger("train")
 
 
@@ -75,31 +77,14 @@ def _to_list(x: Any) -> Any:
 
 
 def expert_health(stats: dict) -> dict[str, float]:
-    """Scalar health metrics from ``routing_stats()``.
-
-    Accepts the shapes a model may reasonably return: per layer a dict with ``load`` (tokens or
-    fraction per expert) and ``act_norm``/``expert_norms`` (activation norm per expert), either
-    as ``{"layers": {idx: {...}}}``, ``{idx: {...}}`` or stacked tensors ``load[L, E]``.
-    """
+    """Scalar health metrics from ``Step35Model.routing_stats()``: ``{"layers": {idx: {...}},
+    **totals}``, per layer ``load`` (tokens or fraction per expert), ``act_norm`` (mean output
+    norm per expert) and the layer's own scalar statistics."""
     out: dict[str, float] = {}
-    layers: dict[str, dict] = {}
-    if isinstance(stats.get("layers"), dict):
-        layers = {str(k): v for k, v in stats["layers"].items()}
-    elif isinstance(stats.get("layers"), list):
-        layers = {str(i): v for i, v in enumerate(stats["layers"])}
-    elif all(isinstance(v, dict) for v in stats.values()) and stats:
-        layers = {str(k): v for k, v in stats.items()}
-    else:
-        for key in ("load", "act_norm", "expert_norms", "act_norms"):
-            v = stats.get(key)
-            if isinstance(v, torch.Tensor) and v.ndim == 2:
-                for i in range(v.shape[0]):
-                    layers.setdefault(str(i), {})[key] = v[i]
+    layers = {str(k): v for k, v in (stats.get("layers") or {}).items()}
     dead_total = 0
     for name, d in layers.items():
-        if not isinstance(d, dict):
-            continue
-        load = d.get("load", d.get("tokens_per_expert", d.get("counts")))
+        load = d.get("load")
         if load is not None:
             load = torch.as_tensor(_to_list(load), dtype=torch.float64)
             if load.numel():
@@ -112,11 +97,7 @@ def expert_health(stats: dict) -> dict[str, float]:
         for key, v in d.items():  # scalar per-layer stats the model computed itself
             if isinstance(v, (int, float)) and not isinstance(v, bool):
                 out.setdefault(f"experts/layer{name}/{key}", float(v))
-        norms = None
-        for key in ("act_norm", "act_norms", "expert_act_norm", "expert_norms", "activation_norm"):
-            if key in d:
-                norms = d[key]
-                break
+        norms = d.get("act_norm")
         if norms is not None:
             norms = torch.as_tensor(_to_list(norms), dtype=torch.float64).flatten()
             norms = norms[torch.isfinite(norms)]
@@ -138,14 +119,9 @@ def expert_health(stats: dict) -> dict[str, float]:
 def expert_loads(stats: dict) -> dict[str, list[float]]:
     """Per-expert load fraction per MoE layer (``experts/layerN/load``), for the JSONL and for
     TensorBoard histograms."""
-    layers = stats.get("layers")
-    if isinstance(layers, list):
-        layers = dict(enumerate(layers))
-    if not isinstance(layers, dict):
-        return {}
     out = {}
-    for name, d in layers.items():
-        load = d.get("load") if isinstance(d, dict) else None
+    for name, d in (stats.get("layers") or {}).items():
+        load = d.get("load")
         if load is not None:
             vals = [float(x) for x in _to_list(load)]
             total = sum(vals) or 1.0
@@ -197,7 +173,8 @@ class Monitor:
                         kept.append(line)
                 except json.JSONDecodeError:
                     continue
-        path.write_text("".join(k + "\n" for k in kept), encoding="utf-8")
+        with atomic_open(path, "w", encoding="utf-8") as fh:  # a crash here keeps the old file
+            fh.write("".join(k + "\n" for k in kept))
         self._fh = open(path, "a", encoding="utf-8")
 
     def log(self, record: dict, routing: dict | None = None) -> dict:

@@ -96,6 +96,11 @@ def _is_dtensor(t: torch.Tensor) -> bool:
     return type(t).__name__ == "DTensor"
 
 
+def _adamw_state(p: torch.Tensor) -> dict:
+    """A parameter's AdamW state before its first step."""
+    return {"step": torch.tensor(0.0), "exp_avg": torch.zeros_like(p), "exp_avg_sq": torch.zeros_like(p)}
+
+
 class MuonAdamW(torch.optim.Optimizer):
     """One optimizer, two kinds of parameter groups (``group["kind"]`` = ``muon`` | ``adamw``)
     so that a single state dict (and DCP checkpoint) holds everything."""
@@ -131,9 +136,7 @@ class MuonAdamW(torch.optim.Optimizer):
                     if "momentum_buffer" not in state:
                         state["momentum_buffer"] = torch.zeros_like(p)
                 elif "step" not in state:
-                    state["step"] = torch.tensor(0.0)
-                    state["exp_avg"] = torch.zeros_like(p)
-                    state["exp_avg_sq"] = torch.zeros_like(p)
+                    state.update(_adamw_state(p))
 
     @torch.no_grad()
     def step(self, closure: Callable | None = None):
@@ -181,9 +184,7 @@ class MuonAdamW(torch.optim.Optimizer):
                 continue
             state = self.state[p]
             if "step" not in state:
-                state["step"] = torch.tensor(0.0)
-                state["exp_avg"] = torch.zeros_like(p)
-                state["exp_avg_sq"] = torch.zeros_like(p)
+                state.update(_adamw_state(p))
             state["step"] += 1
             t = float(state["step"])
             m, v = state["exp_avg"], state["exp_avg_sq"]

@@ -57,12 +57,15 @@ def _component(name: str, cfg: ModelConfig) -> str:
     raise ValueError(f"unclassified parameter {name}")
 
 
-def count_parameters(cfg: ModelConfig) -> dict:
-    """Total and active parameters per component (built on the meta device: no memory)."""
-    from model.transformer import Step35Model  # local: keeps this module light to import
+def count_parameters(cfg: ModelConfig, model: torch.nn.Module | None = None) -> dict:
+    """Total and active parameters per component. ``model`` is ``Step35Model(cfg)`` if the
+    caller already built one (e.g. the trainer's dry run); otherwise it is built here on the
+    meta device (no memory)."""
+    if model is None:
+        from model.transformer import Step35Model  # local: keeps this module light to import
 
-    with torch.device("meta"):
-        model = Step35Model(cfg)
+        with torch.device("meta"):
+            model = Step35Model(cfg)
     total: dict[str, int] = defaultdict(int)
     for name, p in model.named_parameters():
         total[_component(name, cfg)] += p.numel()

@@ -49,7 +49,6 @@ class RunPhase:
     phase: Any                  # curricula.schema.Phase
     plan: Any                   # trainer_bridge.loader.PhasePlan
     scale: float                # curriculum tokens per materialised token (1.0 = full phase)
-    tokens_before: int          # curriculum tokens of the run before this phase
 
     @property
     def key(self) -> str:
@@ -78,7 +77,7 @@ def build_run_phases(cur, mixes, world: int = 1, global_batch: int | None = None
         raise TrainError(f"{m.root}/manifest.json: stage {m.stage!r} is not in curriculum "
                          f"{cur.name!r} (stages: {names})")
     for m in mixes:
-        if m.curriculum and m.curriculum not in (cur.name,):
+        if m.curriculum and m.curriculum != cur.name:
             raise TrainError(f"{m.root}/manifest.json: built for curriculum {m.curriculum!r}, "
                              f"but training curriculum {cur.name!r}")
     if stages:
@@ -131,7 +130,7 @@ def build_run_phases(cur, mixes, world: int = 1, global_batch: int | None = None
                                  f"data-parallel world size {world}")
             plan = PhasePlan(name=f"{stage.name}/{phase.name}", data=mp, global_batch=gb_fn,
                              mask_meta=meta_fn, tokens_before=before)
-            out.append(RunPhase(stage, phase, plan, scale, before))
+            out.append(RunPhase(stage, phase, plan, scale))
     if not out:
         raise TrainError(f"no stage of curriculum {cur.name!r} is materialised in the given mixes "
                          f"(mix stages: {sorted(by_stage)}, curriculum stages: {names})")
@@ -234,9 +233,10 @@ def _fmt_count(n: float) -> str:
 
 def count_params_meta(cfg) -> dict[str, int]:
     """Parameter counts by kind, from the model built on the meta device (nothing allocated).
-    Uses ``model.summary.count_parameters`` when the model package provides it for the
-    total/active numbers; the expert/dense/1-D split is read off parameter names here."""
+    The expert/dense/1-D split the memory plan needs is read off parameter names here; the
+    total/active numbers come from ``model.summary.count_parameters`` on the same model."""
     from model.optim import is_adamw_param
+    from model.summary import count_parameters
     from model.transformer import Step35Model
 
     with torch.device("meta"):
@@ -253,15 +253,8 @@ def count_params_meta(cfg) -> dict[str, int]:
             counts["adamw"] += n
         else:
             counts["dense_matrix"] += n
-    try:
-        from model import summary  # type: ignore[attr-defined]
-        fn = getattr(summary, "count_parameters", None)
-        if fn is not None:
-            s = fn(cfg)
-            if isinstance(s, dict):
-                counts["summary"] = {k: v for k, v in s.items() if isinstance(v, (int, float))}
-    except ImportError:
-        pass
+    s = count_parameters(cfg, m)
+    counts["summary"] = {k: v for k, v in s.items() if isinstance(v, (int, float))}
     return counts
 
 
@@ -392,7 +385,7 @@ def train(args) -> int:
             raise TrainError("--vocab-from-mix: no mix manifest records the tokenizer's vocab_size")
         overrides["vocab_size"] = max(sizes)
     cfg = model_config(args.model, overrides)
-    parse_mtp_depths(args.mtp_depths, cfg.n_mtp)  # fail now, not at the phase that uses it
+    mtp_overrides = parse_mtp_depths(args.mtp_depths, cfg.n_mtp)  # fail now, not at the phase that uses it
     check_vocab(mixes, cur, cfg.vocab_size)
     world_env = int(os.environ.get("WORLD_SIZE", "1"))
     phases = build_run_phases(cur, mixes, world_env, args.global_batch, args.stage)
@@ -403,18 +396,20 @@ def train(args) -> int:
 
     info = init_distributed(args.device)
     try:
-        return _train_loop(args, cur, cfg, phases, run_dir, info)
+        return _train_loop(args, cur, cfg, phases, mtp_overrides, run_dir, info)
     finally:
         shutdown()
 
 
-def _train_loop(args, cur, cfg, phases: list[RunPhase], run_dir: Path, info) -> int:
+def _train_loop(args, cur, cfg, phases: list[RunPhase], mtp_overrides: dict[str, int],
+                run_dir: Path, info) -> int:
     from curricula.schedule import bias_update_rate_at, lr_at
     from model.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, save_checkpoint
     from model.distributed import all_reduce_sum, shard_model
     from model.monitor import Monitor
-    from model.optim import build_optimizer, set_lr
+    from model.optim import build_optimizer, iter_params, set_lr
     from model.transformer import Step35Model
+    from stepcrawl.io import atomic_open
     from trainer_bridge.loader import CurriculumLoader
 
     torch.manual_seed(args.seed)
@@ -433,14 +428,13 @@ def _train_loop(args, cur, cfg, phases: list[RunPhase], run_dir: Path, info) -> 
                      p.key, p.plan.seq_len, p.plan.budget_sequences, p.plan.steps, p.scale)
 
     model = Step35Model(cfg).to(dev)
-    if args.activation_checkpointing and hasattr(model, "set_activation_checkpointing"):
+    if args.activation_checkpointing:
         model.set_activation_checkpointing(True)
     model.set_balance_scope(args.ep_balance)
     model = shard_model(model, info, mixed_precision=False)
     model.train()
     opt = build_optimizer(model, lr=0.0, weight_decay=args.weight_decay, ns_steps=args.ns_steps)
 
-    mtp_overrides = parse_mtp_depths(args.mtp_depths, cfg.n_mtp)
     mtp_depths = cfg.mtp_active_depths  # depths trained so far (restored on resume)
     monitor = Monitor(run_dir, enabled=info.is_main, total_steps=min(total_steps, args.max_steps or total_steps),
                       tensorboard=not args.no_tensorboard, progress=not args.no_progress)
@@ -468,10 +462,10 @@ def _train_loop(args, cur, cfg, phases: list[RunPhase], run_dir: Path, info) -> 
                 log.info("resumed from %s at step %d", ck, step)
     monitor.start(step)
     if info.is_main:
-        (run_dir / "config.json").write_text(json.dumps(
-            {"model": cfg.to_dict(), "curriculum": cur.name, "args": {k: v for k, v in vars(args).items()
-                                                                     if k != "func"}},
-            indent=2, default=str) + "\n")
+        with atomic_open(run_dir / "config.json", "w", encoding="utf-8") as fh:
+            fh.write(json.dumps({"model": cfg.to_dict(), "curriculum": cur.name,
+                                 "args": {k: v for k, v in vars(args).items() if k != "func"}},
+                                indent=2, default=str) + "\n")
 
     def trainer_state() -> dict:
         return {"step": step, "curriculum": cur.name, "model": cfg.name, "mtp_depths": mtp_depths,
@@ -482,7 +476,7 @@ def _train_loop(args, cur, cfg, phases: list[RunPhase], run_dir: Path, info) -> 
             warnings.simplefilter("ignore", UserWarning)
             save_checkpoint(run_dir, step, model, opt, trainer_state(), info, keep=args.keep)
 
-    params = [p for g in opt.param_groups for p in g["params"]]
+    params = list(iter_params(opt))
     max_steps = args.max_steps or total_steps
     applied_phase = -1
     last_saved = step
@@ -505,7 +499,7 @@ def _train_loop(args, cur, cfg, phases: list[RunPhase], run_dir: Path, info) -> 
                     log.info("phase %s: MTP depths %d -> %d, heads %s cloned from MTP-1", rp.key,
                              mtp_depths, want, list(range(mtp_depths + 1, want + 1)))
             model.set_mtp_active_depths(want)
-            mtp_depths = max(mtp_depths, want) if want else mtp_depths
+            mtp_depths = max(mtp_depths, want)
             applied_phase = sb.phase_index
             if info.is_main:
                 log.info("phase %s: seq_len %d, batch %d, θ %g/%g, mtp %g, router %s, ep %g",
@@ -518,9 +512,11 @@ def _train_loop(args, cur, cfg, phases: list[RunPhase], run_dir: Path, info) -> 
         # Loss normalisation: the mean over every loss token of the *global* batch, whatever the
         # world size and micro-batching (FSDP averages gradients over ranks, hence * world).
         local_tokens = sum(mb.n_loss_tokens for mb in sb.micro_batches)
-        n_global = int(all_reduce_sum(torch.tensor([local_tokens], dtype=torch.float64)).item())
+        n_global = int(all_reduce_sum(torch.tensor([local_tokens], dtype=torch.float64, device=dev)).item())
         denom = max(n_global, 1)
-        sums = torch.zeros(4, dtype=torch.float64)  # lm, mtp, aux, total
+        # lm, mtp, aux, total: summed on the device (NCCL reduces device tensors only; no host
+        # sync per micro-batch), read back once after the all-reduce
+        sums = torch.zeros(4, dtype=torch.float64, device=dev)
         for i, mb in enumerate(sb.micro_batches):
             mb = mb.to(dev)
             if hasattr(model, "set_requires_gradient_sync"):
@@ -538,13 +534,13 @@ def _train_loop(args, cur, cfg, phases: list[RunPhase], run_dir: Path, info) -> 
             if out.aux_loss is not None and model.ep_loss_coef:
                 loss = loss + (v - w) * model.ep_loss_coef * out.aux_loss
             (loss * info.world).backward()
-            sums[0] += float(out.lm_loss.detach()) * w
+            sums[0] += out.lm_loss.detach().double() * w
             if out.mtp_loss is not None:
-                sums[1] += float(out.mtp_loss.detach()) * w
+                sums[1] += out.mtp_loss.detach().double() * w
             if out.aux_loss is not None:
-                sums[2] += float(out.aux_loss.detach()) / (len(sb.micro_batches) * info.world)
-            sums[3] += float(out.loss.detach()) * w
-        all_reduce_sum(sums)
+                sums[2] += out.aux_loss.detach().double() / (len(sb.micro_batches) * info.world)
+            sums[3] += out.loss.detach().double() * w
+        lm_sum, mtp_sum, aux_sum, total_sum = all_reduce_sum(sums).tolist()
         gnorm = _grad_norm_and_clip(params, args.clip)
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -559,8 +555,8 @@ def _train_loop(args, cur, cfg, phases: list[RunPhase], run_dir: Path, info) -> 
             _sync_moe_buffers(model, ("stat_load", "stat_norm"))
             routing = model.routing_stats(reset=True)
         rec = {
-            "step": step, "loss": float(sums[0]), "total_loss": float(sums[3]),
-            "mtp_loss": float(sums[1]) if sched.mtp_weight else None, "aux_loss": float(sums[2]),
+            "step": step, "loss": lm_sum, "total_loss": total_sum,
+            "mtp_loss": mtp_sum if sched.mtp_weight else None, "aux_loss": aux_sum,
             "lr": lr, "grad_norm": gnorm, "phase": rp.key, "phase_step": sb.step_in_phase,
             "seq_len": sb.seq_len, "batch": sb.global_batch, "micro_batch": sb.micro_batch,
             "grad_accum": sb.grad_accum, "loss_tokens": n_global,

@@ -195,7 +195,7 @@ class Step35Model(nn.Module):
         so outside activation checkpointing: recomputation cannot change the counts used)."""
         if not routed:
             return None
-        glob = (getattr(self, "balance_scope", "micro") == "global" and self.training
+        glob = (self.balance_scope == "global" and self.training
                 and torch.is_grad_enabled() and self.ep_loss_coef != 0)
         if not glob:
             return torch.stack([info.aux_loss for _, info in routed]).sum()

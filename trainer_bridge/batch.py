@@ -50,11 +50,17 @@ class Batch:
                        (self.input_ids, self.labels, self.loss_mask, self.document_ids, self.position_ids)))
 
 
-def segment_ids_and_positions(segments: Sequence[np.ndarray], seq_len: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-row document ids and within-document positions from segment lengths."""
+def _flatten_segments(segments: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Rows' segment lengths back to back, and the number of segments per row."""
     counts = np.fromiter((len(s) for s in segments), dtype=np.int64, count=len(segments))
     flat = np.concatenate([np.asarray(s, dtype=np.int64) for s in segments]) if len(segments) else \
         np.empty(0, np.int64)
+    return flat, counts
+
+
+def segment_ids_and_positions(segments: Sequence[np.ndarray], seq_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row document ids and within-document positions from segment lengths."""
+    flat, counts = _flatten_segments(segments)
     return _ids_and_positions(flat, counts, seq_len)
 
 
@@ -75,8 +81,7 @@ def _ids_and_positions(flat: np.ndarray, counts: np.ndarray, seq_len: int) -> tu
 def make_batch(tokens: np.ndarray, flags: np.ndarray, segments: Sequence[np.ndarray],
                mask_meta: bool) -> Batch:
     """Build a :class:`Batch` from ``tokens[B,T]``, ``flags[B,T]`` (uint8) and segments per row."""
-    counts = np.fromiter((len(s) for s in segments), dtype=np.int64, count=len(segments))
-    flat = np.concatenate([np.asarray(s, dtype=np.int64) for s in segments])
+    flat, counts = _flatten_segments(segments)
     return make_batch_flat(tokens, flags, flat, counts, mask_meta)
 
 

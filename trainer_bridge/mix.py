@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from stepcrawl.io import read_json
 from tokenizer.indexed import IndexedDataset, IndexedDatasetFormatError
 
 
@@ -79,9 +80,7 @@ class Mix:
 def _open_indexed(prefix: Path, what: str) -> IndexedDataset:
     try:
         return IndexedDataset(prefix)
-    except FileNotFoundError as exc:
-        raise MixError(f"mix phase {what}: {exc}") from None
-    except IndexedDatasetFormatError as exc:
+    except (FileNotFoundError, IndexedDatasetFormatError) as exc:
         raise MixError(f"mix phase {what}: {exc}") from None
 
 
@@ -120,7 +119,7 @@ def open_mix(root: str | Path, validate: bool = True) -> Mix:
     if not man_path.is_file():
         raise MixError(f"{man_path}: missing (is {root} a build-mix output folder?)")
     try:
-        man = json.loads(man_path.read_text(encoding="utf-8"))
+        man = read_json(man_path)
     except json.JSONDecodeError as exc:
         raise MixError(f"{man_path}: not valid JSON: {exc}") from None
     for key in ("stage", "phases"):

@@ -18,8 +18,7 @@ import numpy as np
 from stepcrawl.io import write_json
 from tokenizer.indexed import IndexedDatasetWriter, token_dtype
 from tokenizer.masks import LOSS, META, PAD
-
-PAD_ID, EOS_ID = 0, 2
+from tokenizer.special import EOS_ID, PAD_ID
 
 
 @dataclass
