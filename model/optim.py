@@ -56,15 +56,14 @@ def polar_express(g: torch.Tensor, steps: int = 6, dtype: torch.dtype | None = N
     if g.ndim < 2:
         raise ValueError("polar_express needs a matrix (or a batch of matrices)")
     dtype = dtype or default_ortho_dtype(g.device)
-    x = g.to(dtype)
+    # Normalise in fp32, then cast: entries or a Frobenius norm beyond fp16's range (65504)
+    # must not become inf before the division brings them to ≤ 1.
+    x = g.float()
+    x = x / (x.norm(dim=(-2, -1), keepdim=True) * 1.01 + 1e-7)
     tall = g.size(-2) > g.size(-1)
     if tall:
         x = x.mT
-    # Normalise in fp32 (the Frobenius norm of a large fp16 matrix can overflow), then cast.
-    norm = g.float().norm(dim=(-2, -1), keepdim=True)
-    if tall:
-        norm = norm.mT
-    x = (x.float() / (norm * 1.01 + 1e-7)).to(dtype)
+    x = x.to(dtype)
     for i in range(steps):
         a, b, c = POLAR_EXPRESS_COEFFS[min(i, len(POLAR_EXPRESS_COEFFS) - 1)]
         A = x @ x.mT
