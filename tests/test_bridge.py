@@ -71,8 +71,8 @@ def test_batch_rules_on_a_real_mix(mix_dir):
     mix = open_mix(mix_dir)
     ph = mix.phases[0]
     ids = np.arange(ph.n_sequences)
-    tok = ph.tokens._bin.reshape(-1, ph.seq_len)[ids]
-    flg = ph.mask._bin.reshape(-1, ph.seq_len)[ids]
+    tok = ph.tokens.data.reshape(-1, ph.seq_len)[ids]
+    flg = ph.mask.data.reshape(-1, ph.seq_len)[ids]
     segs = [ph.segments[i] for i in ids]
     for mask_meta in (False, True):
         b = make_batch(tok, flg, segs, mask_meta)

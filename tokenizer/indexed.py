@@ -192,3 +192,9 @@ class IndexedDataset:
     @property
     def n_elements(self) -> int:
         return int(self.sizes.astype(np.int64).sum())
+
+    @property
+    def data(self) -> np.ndarray:
+        """Every element of every sequence, back to back (the mmap'ed ``.bin``, no copy): for
+        vectorised gathers over many sequences at once, e.g. fixed-length packed rows."""
+        return self._bin

@@ -170,13 +170,13 @@ class CurriculumLoader:
         """Gather rows with one vectorised fancy-index per array: tokens and flags (every row is
         ``seq_len`` long) and the rows' segment lengths flattened, with segments per row."""
         t = data.seq_len
-        tok = data.tokens._bin.reshape(-1, t)[seq_ids]
-        msk = data.mask._bin.reshape(-1, t)[seq_ids]
+        tok = data.tokens.data.reshape(-1, t)[seq_ids]
+        msk = data.mask.data.reshape(-1, t)[seq_ids]
         seg = data.segments
         counts = seg.sizes[seq_ids].astype(np.int64)
         starts = seg.pointers[seq_ids] // seg.dtype.itemsize
         within = np.arange(int(counts.sum()), dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
-        flat = seg._bin[np.repeat(starts, counts) + within]
+        flat = seg.data[np.repeat(starts, counts) + within]
         return tok, msk, flat, counts
 
     def next(self) -> StepBatch:

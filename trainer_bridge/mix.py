@@ -48,7 +48,7 @@ class MixPhase:
 
     def max_token_id(self) -> int:
         """Largest token id in the phase (one vectorised pass over the mmap)."""
-        data = self.tokens._bin
+        data = self.tokens.data
         return int(data.max()) if data.size else -1
 
 
