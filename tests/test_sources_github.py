@@ -329,6 +329,7 @@ _record = st.builds(
 @example([{"number": 1, "repo": "o/r", "created_at": 5, "html_url": 7, "title": "x", "labels": "bug", "state": 3,
            "comments": [{"body": "b", "path": 4, "created_at": []}], "review_comments": [{"body": 1, "diff_hunk": {}}]}])
 @example([{"number": 1, "repo": "o/r", "comments_data": True}])  # found by hypothesis: a non-list value
+@example([{"number": 2, "repo": "o/r", "repo_tree": {"tree": 2848}}])  # found by hypothesis: a Trees-API dict whose tree is no list
 def test_arbitrary_records_never_crash_the_thread_reader(tmp_path_factory, records):
     """Any JSON objects: each becomes part of a thread or a BadRecord, and every resulting
     document fits the Arrow schema (no exception escapes, nothing is lost)."""

@@ -148,7 +148,7 @@ def _labels(obj: dict) -> list[str]:
 
 def _tree(value: Any) -> list[str] | None:
     if isinstance(value, dict):  # Trees API: {"tree": [{"path", "type": "blob"|"tree"}]}
-        value = [e.get("path") for e in value.get("tree") or [] if isinstance(e, dict) and e.get("type", "blob") == "blob"]
+        value = [e.get("path") for e in _list(value, "tree") if isinstance(e, dict) and e.get("type", "blob") == "blob"]
     if isinstance(value, list):
         return [str(p) for p in value if p]
     return None
