@@ -297,3 +297,87 @@ def _clear_stage(out: Path) -> None:
     if (out / "rejected").is_dir():
         shutil.rmtree(out / "rejected")
     (out / MANIFEST_NAME).unlink(missing_ok=True)
+
+
+# --------------------------------------------------------------------------- pseudonymisation
+import re  # noqa: E402  (kept with the helpers below, which are the only users)
+
+# GitHub logins: letters, digits and single inner hyphens, at most 39 characters. A mention is
+# "@login" not preceded by a word character (that would be an e-mail address) and not followed
+# by "/" (team mentions @org/team and npm scopes @types/node name organisations, not people).
+_MENTION = re.compile(r"(?<![\w@./+-])@([A-Za-z0-9](?:[A-Za-z0-9]|-(?=[A-Za-z0-9])){0,38})(?![\w/@-]|\.[A-Za-z0-9])")
+_EMAIL = re.compile(r"(?<![\w.%+-])[A-Za-z0-9][A-Za-z0-9._%+-]*@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*\.[A-Za-z]{2,}\b")
+# Markdown code: fenced blocks (``` or ~~~, to the closing fence or the end) and inline code
+# spans. GitHub does not turn "@name" inside code into a mention, and code is full of
+# decorators (@property, @pytest.fixture) that must stay as they are.
+_CODE = re.compile(r"(?ms)^[ \t]{0,3}(```|~~~)[^\n]*\n.*?(?:^[ \t]{0,3}\1[^\n]*$|\Z)|`[^`\n]+`")
+# Git trailers that name a person: "Signed-off-by: Ada Lovelace <ada@example.org>".
+_TRAILER = re.compile(
+    r"(?im)^(?P<key>(?:Signed-off|Co-authored|Reviewed|Acked|Tested|Reported|Suggested|Helped|Reviewed-on-behalf-of)-by|Cc)"
+    r":[ \t]*(?P<name>[^<\n]*?)[ \t]*<(?P<email>[^>\n]+)>[ \t]*$"
+)
+
+
+class Pseudonymizer:
+    """Stable pseudonyms within one document: GitHub logins → ``user_N`` (in order of first
+    appearance; register the thread author first to make them ``user_0``), e-mail addresses →
+    ``person_N@example.com``, and the person in a git trailer → ``person_N <person_N@example.com>``
+    (keyed by the e-mail, so one person keeps one pseudonym across trailers and prose).
+
+    Rewritten: @mentions outside Markdown code (participants *and* anyone else mentioned) and
+    every e-mail address (code spans included: an address is personal data wherever it is).
+    ``enabled=False`` leaves everything verbatim (``--no-pseudonymize``)."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.logins: dict[str, str] = {}  # lowercased login → alias (logins are case-insensitive)
+        self.emails: dict[str, str] = {}  # lowercased address → person alias
+        self._aliases: set[str] = set()  # addresses we produced (never rewritten again)
+
+    def login(self, login: str) -> str:
+        if not login:
+            return "unknown"
+        if not self.enabled:
+            return login
+        key = login.lower()
+        if key not in self.logins:
+            self.logins[key] = f"user_{len(self.logins)}"
+        return self.logins[key]
+
+    def person(self, email: str) -> str:
+        key = email.strip().lower()
+        if key not in self.emails:
+            self.emails[key] = f"person_{len(self.emails)}"
+            self._aliases.add(f"{self.emails[key]}@example.com")
+        return self.emails[key]
+
+    def _email(self, m: re.Match) -> str:
+        addr = m.group(0)
+        return addr if addr.lower() in self._aliases else f"{self.person(addr)}@example.com"
+
+    def _mentions(self, text: str) -> str:
+        return _MENTION.sub(lambda m: "@" + self.login(m.group(1)), text)
+
+    def text(self, text: str) -> str:
+        """Mentions (outside code) and e-mail addresses of a prose text."""
+        if not self.enabled or not text:
+            return text
+        out, pos = [], 0
+        for m in _CODE.finditer(text):
+            out.append(self._mentions(text[pos : m.start()]))
+            out.append(m.group(0))
+            pos = m.end()
+        out.append(self._mentions(text[pos:]))
+        return _EMAIL.sub(self._email, "".join(out))
+
+    def trailers(self, message: str) -> str:
+        """Git trailers naming a person (Signed-off-by, Co-authored-by, …): name and address
+        become ``person_N <person_N@example.com>``; then the rest as :meth:`text`."""
+        if not self.enabled:
+            return message
+
+        def sub(m: re.Match) -> str:
+            alias = self.person(m.group("email"))
+            return f"{m.group('key')}: {alias} <{alias}@example.com>"
+
+        return self.text(_TRAILER.sub(sub, message))

@@ -23,7 +23,8 @@ the input ("Fixes #12"), else the PR's own title and body; PRs with no usable st
 dropped (``no_problem``; the report has an LLM write one — we do not ship an LLM here).
 
 Accounting unit: one (thread, template) candidate; every thread in the input yields one unit
-per template, kept or dropped (e.g. ``not_pr`` for plain issues), plus one per malformed record.
+per template, kept or dropped (e.g. ``not_pr`` for plain issues), plus one per malformed record
+and one per ignored record (``ignored_event``: GH Archive events of other types, other webhooks).
 """
 
 from __future__ import annotations
@@ -39,8 +40,10 @@ from unidiff.errors import UnidiffParseError
 
 from stepcrawl.document import Document
 from stepcrawl.io import BadRecord
-from stepcrawl.sources.common import ASSISTANT, END, USER, SpanText, check_spans, make_id, natural_language, strip_markers
-from stepcrawl.sources.issues import SPILL_BYTES, Thread, iter_thread_groups, thread_gate
+from stepcrawl.sources.common import (
+    ASSISTANT, END, USER, Pseudonymizer, SpanText, check_spans, make_id, natural_language, strip_markers,
+)
+from stepcrawl.sources.issues import SPILL_BYTES, Thread, iter_thread_groups, reject_items, thread_gate
 from stepcrawl.sources.swebench import SwebenchIndex
 from stepcrawl.steps import Drop
 
@@ -219,6 +222,7 @@ class PRDialogueConfig:
     swebench: list[str] = field(default_factory=list)
     ngram_min_overlap: int = 1
     spill_bytes: int = SPILL_BYTES  # inputs larger than this are grouped via temp partitions (by repo)
+    pseudonymize: bool = True  # @mentions and e-mail addresses in the problem statement → pseudonyms
 
 
 def _problem(th: Thread, by_key: dict[tuple[str, int], Thread]) -> tuple[str, int | None]:
@@ -258,6 +262,9 @@ def build_examples(th: Thread, by_key: dict, cfg: PRDialogueConfig, swe: Swebenc
     if not th.diff:
         yield from drop_all("no_diff")
         return
+    if th.diff_missing:  # the files API left out some patches: the edits would be partial
+        yield from drop_all("incomplete_diff", {"files_without_patch": th.diff_missing[:20]})
+        return
     problem, linked = _problem(th, by_key)
     gate = thread_gate(th, cfg.min_stars, swe)
     if gate is None and swe is not None:
@@ -282,6 +289,9 @@ def build_examples(th: Thread, by_key: dict, cfg: PRDialogueConfig, swe: Swebenc
         return
     targets = [e.old_path or e.path for e in edits if not e.added_file]
     lang, lang_score = natural_language(problem)
+    # Prose only: the code (file contents, SEARCH/REPLACE edits) stays verbatim so the edits
+    # still apply to the real files.
+    problem = Pseudonymizer(cfg.pseudonymize).text(problem)
     for template in cfg.templates:
         meta = {**base, "template": template, "linked_issue": linked, "target_files": [e.path for e in edits]}
         doc_id = make_id(cfg.source, th.repo.lower(), th.number, template, cfg.policy)
@@ -317,7 +327,7 @@ def iter_pr_dialogue(paths: Iterable[str | Path], cfg: PRDialogueConfig, stats: 
     # Grouped by repository (bounded memory on large inputs): a PR's linked issue ("Fixes #12")
     # is always in the same group.
     groups, bad, n_records = iter_thread_groups(paths, cfg.spill_bytes)
-    yield from bad
+    yield from reject_items(bad, cfg.source, stats)
     swe = SwebenchIndex.from_jsonl(cfg.swebench, cfg.ngram_min_overlap) if cfg.swebench else None
     n_threads = 0
     for threads in groups:
