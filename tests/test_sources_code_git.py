@@ -247,8 +247,11 @@ def test_ingest_git_history(history, tmp_path):
 
     big = by_msg["Vendor dep and add constants"]
     bfiles = {f["path"]: f for f in big.meta["files"]}
-    assert bfiles["node_modules/dep/index.js"]["trimmed"] and bfiles["package-lock.json"]["trimmed"]
-    assert "[diff of vendored/generated file omitted]" in big.text and "module.exports" not in big.text
+    assert bfiles["node_modules/dep/index.js"]["vendored"] and bfiles["package-lock.json"]["trimmed"]
+    assert "diff --git a/node_modules" not in big.text and "module.exports" not in big.text  # section dropped
+    assert "[diffs of 1 vendored file omitted]" in big.text and big.meta["vendored_files"] == 1
+    assert "diff --git a/package-lock.json b/package-lock.json" in big.text  # generated: header kept
+    assert "[diff of generated file omitted]" in big.text
     assert bfiles["big.py"]["trimmed"] and bfiles["big.py"]["added"] == 600
     assert "X590 = 590" not in big.text and "more lines of this file's diff trimmed" in big.text
     assert big.meta["trimmed"] is True and not by_msg["Add README"].meta["trimmed"]

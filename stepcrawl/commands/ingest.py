@@ -76,6 +76,8 @@ def register(subparsers) -> None:
     p.add_argument("--max-file-diff-lines", type=int, default=400, help="cut a file's diff after this many lines")
     p.add_argument("--max-diff-chars", type=int, default=100_000, help="after this many diff characters, files keep only headers")
     p.add_argument("--skip-merges", action="store_true", help="drop merge commits instead of diffing against the first parent")
+    p.add_argument("--no-pseudonymize", action="store_true",
+                   help="keep e-mail addresses, @mentions and trailer names (Signed-off-by, …) in messages verbatim")
     _common(p, "git")
     p.set_defaults(func=run_git)
 
@@ -90,6 +92,8 @@ def register(subparsers) -> None:
         p.add_argument("--min-stars", type=int, default=10, help="drop repos with fewer stars (only when records carry stars)")
         p.add_argument("--swebench", action="append", default=[], help="SWE-bench-style task list JSONL to decontaminate against (repeatable)")
         p.add_argument("--ngram-min-overlap", type=int, default=1, help="shared 13-grams with a task problem statement that make a match")
+        p.add_argument("--no-pseudonymize", action="store_true",
+                       help="keep logins, @mentions and e-mail addresses verbatim (default: stable pseudonyms per document)")
         if kind == "issues":
             p.add_argument("--no-diff", action="store_true", help="leave PR diffs out of the thread text")
             p.add_argument("--max-chars", type=int, default=200_000)
@@ -164,7 +168,13 @@ def run_code(args) -> int:
     cfg = CodeConfig(source=args.source, repo=args.repo, max_hits=args.max_hits, max_bytes=args.max_bytes,
                      languages=[x for x in args.languages.split(",") if x], git_files=not args.no_git_files)
     stats: dict = {"src": str(args.src)}
-    return _finish(args, "ingest-code", iter_code(args.src, cfg, stats), cfg, _tree_id(args.src), stats)
+    rc = _finish(args, "ingest-code", iter_code(args.src, cfg, stats), cfg, _tree_id(args.src), stats)
+    if str(stats.get("file_listing", "")).startswith("walk:"):  # e.g. a folder the enclosing checkout ignores
+        print(f"  files listed by {stats['file_listing']}", file=sys.stderr)
+    if stats.get("undecodable_names"):
+        print(f"  {len(stats['undecodable_names'])} file name(s) not valid UTF-8, skipped (undecodable_name); "
+              f"listed in {args.out}/_manifest.json (extra.undecodable_names)", file=sys.stderr)
+    return rc
 
 
 def run_git(args) -> int:
@@ -172,7 +182,7 @@ def run_git(args) -> int:
 
     cfg = GitConfig(source=args.source, repo=args.repo, rev=args.rev, max_commits=args.max_commits,
                     max_file_diff_lines=args.max_file_diff_lines, max_diff_chars=args.max_diff_chars,
-                    skip_merges=args.skip_merges)
+                    skip_merges=args.skip_merges, pseudonymize=not args.no_pseudonymize)
     stats: dict = {"src": str(args.repo_path)}
     return _finish(args, "ingest-git", iter_commits(args.repo_path, cfg, stats), cfg, _head_id(args.repo_path, args.rev), stats)
 
@@ -208,6 +218,7 @@ def run_issues(args) -> int:
     return _run_inputs(args, "ingest-issues", lambda: IssuesConfig(
         source=args.source, min_stars=args.min_stars, include_diff=not args.no_diff, max_chars=args.max_chars,
         swebench=[str(s) for s in args.swebench], ngram_min_overlap=args.ngram_min_overlap,
+        pseudonymize=not args.no_pseudonymize,
     ), iter_issue_documents)
 
 
@@ -218,7 +229,7 @@ def run_pr_dialogue(args) -> int:
         source=args.source, policy=args.policy, templates=[t for t in args.templates.split(",") if t],
         min_stars=args.min_stars, max_files=args.max_files, max_chars=args.max_chars,
         require_tree=args.require_tree, swebench=[str(s) for s in args.swebench],
-        ngram_min_overlap=args.ngram_min_overlap,
+        ngram_min_overlap=args.ngram_min_overlap, pseudonymize=not args.no_pseudonymize,
     ), iter_pr_dialogue)
 
 
@@ -241,13 +252,24 @@ def run_reasoning(args) -> int:
 
 
 def _head_id(path: Path, rev: str) -> str | None:
-    """Input identity of a git source: the commit the revision resolves to."""
+    """Input identity of a git source: the commit(s) the revision resolves to. The revision is
+    user input: it is validated like ``git log``'s (``rev_args``), never passed as an option."""
+    import hashlib
     import subprocess
 
-    res = subprocess.run(["git", "-C", str(path), "rev-parse", rev], capture_output=True, text=True)
+    from stepcrawl.sources.git import rev_args
+
+    try:
+        args = rev_args(path, rev)
+    except ValueError:
+        return None  # the adapter reports the bad revision
+    res = subprocess.run(["git", "-C", str(path), "rev-parse", *args], capture_output=True, text=True)
     if res.returncode != 0:
         return None
-    return res.stdout.strip()[:16] or None
+    lines = res.stdout.split()
+    if len(lines) == 1:
+        return lines[0][:16]
+    return hashlib.sha256(" ".join(lines).encode()).hexdigest()[:16] if lines else None
 
 
 def _tree_id(path: Path) -> str | None:

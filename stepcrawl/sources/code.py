@@ -17,6 +17,7 @@ import hashlib
 import logging
 import os
 import re
+import stat
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,6 +77,26 @@ VENDORED_DIRS = frozenset({
     "node_modules", "vendor", "vendors", "third_party", "third-party", "bower_components", "site-packages",
     ".venv", "venv", "__pycache__", ".tox", ".mypy_cache", ".pytest_cache", ".eggs", "Pods", "Carthage",
 })
+# Python's vendoring conventions: pip/setuptools ``_vendor``, botocore ``vendored``, and a
+# ``packages`` folder *inside* a top-level Python package (``requests/packages/urllib3``; a
+# root-level ``packages/`` is a JS monorepo's own code, so it is not vendored).
+PY_VENDORED_DIRS = frozenset({"_vendor", "_vendored", "vendored"})
+_PY_EXTENSIONS = (".py", ".pyi", ".pyx", ".pxd")
+
+
+def is_vendored(rel: str) -> bool:
+    """Third-party or build-output path (the same rule for ``ingest code`` and for commit
+    diffs in ``ingest git``)."""
+    parts = rel.split("/")
+    dirs = parts[:-1]
+    if any(p in VENDORED_DIRS or p in PY_VENDORED_DIRS for p in dirs):
+        return True
+    # <pkg>/packages/<lib>/… (also under src/ or lib/); a file directly in packages/ (the
+    # shim <pkg>/packages/__init__.py) stays own code
+    i = 2 if parts[0] in ("src", "lib") else 1
+    return len(parts) >= i + 3 and parts[i] == "packages" and rel.endswith(_PY_EXTENSIONS)
+
+
 # Never descended into, and not counted: VCS internals are not files of the project.
 SKIP_DIRS = frozenset({".git", ".hg", ".svn"})
 BINARY_EXTENSIONS = frozenset({
@@ -108,33 +129,82 @@ def detect_language(path: str, head: str = "") -> str | None:
 
 
 # --------------------------------------------------------------------------- licenses
-# A small phrase matcher instead of ScanCode: ScanCode is a ~GB install; the handful of licenses
-# that cover most of GitHub are recognisable from one or two distinctive sentences.
+# Full licence texts are identified with ``licenseclassifier`` (PyPI, BSD-3-Clause, pure
+# Python, no dependencies, 1.6 MB wheel with the SPDX templates inside; no download at run
+# time): it matches on normalised text, so line wrapping does not matter, reports every
+# licence in a file with its character offsets (dual licences), and reports nothing rather
+# than a guess. ScanCode would be the reference but is a very large install.
+# Short notices ("Licensed under the Apache License, Version 2.0") are below its coverage
+# threshold; for those (and if the package is missing) a phrase matcher runs on
+# whitespace-normalised text, BSD-3 (its "neither the name … nor the names" clause) before
+# BSD-2, whose clauses BSD-3 contains.
 _LICENSE_PATTERNS: list[tuple[str, re.Pattern]] = [
-    ("Apache-2.0", re.compile(r"Apache License,?\s+Version 2\.0", re.I)),
-    ("MPL-2.0", re.compile(r"Mozilla Public License,?\s+(v\.|version)\s*2\.0", re.I)),
-    ("AGPL-3.0", re.compile(r"GNU AFFERO GENERAL PUBLIC LICENSE\s+Version 3", re.I)),
-    ("LGPL-3.0", re.compile(r"GNU LESSER GENERAL PUBLIC LICENSE\s+Version 3", re.I)),
-    ("LGPL-2.1", re.compile(r"GNU LESSER GENERAL PUBLIC LICENSE\s+Version 2\.1", re.I)),
-    ("GPL-3.0", re.compile(r"GNU GENERAL PUBLIC LICENSE\s+Version 3", re.I)),
-    ("GPL-2.0", re.compile(r"GNU GENERAL PUBLIC LICENSE\s+Version 2", re.I)),
+    ("Apache-2.0", re.compile(r"Apache License,? Version 2\.0", re.I)),
+    ("MPL-2.0", re.compile(r"Mozilla Public License,? (v\.|version) ?2\.0", re.I)),
+    ("AGPL-3.0", re.compile(r"GNU AFFERO GENERAL PUBLIC LICENSE,? Version 3", re.I)),
+    ("LGPL-3.0", re.compile(r"GNU LESSER GENERAL PUBLIC LICENSE,? Version 3", re.I)),
+    ("LGPL-2.1", re.compile(r"GNU LESSER GENERAL PUBLIC LICENSE,? Version 2\.1", re.I)),
+    ("GPL-3.0", re.compile(r"GNU GENERAL PUBLIC LICENSE,? Version 3", re.I)),
+    ("GPL-2.0", re.compile(r"GNU GENERAL PUBLIC LICENSE,? Version 2", re.I)),
     ("PSF-2.0", re.compile(r"PYTHON SOFTWARE FOUNDATION LICENSE VERSION 2", re.I)),
     ("Unlicense", re.compile(r"This is free and unencumbered software released into the public domain", re.I)),
     ("ISC", re.compile(r"Permission to use, copy, modify, and(/or)? distribute this software for any purpose", re.I)),
-    ("BSD-3-Clause", re.compile(r"Neither the name of .{0,200}? nor the names of (its|their) contributors", re.I | re.S)),
+    ("BSD-3-Clause", re.compile(r"Neither the name of .{0,200}? nor the names of (its|their|the) contributors", re.I)),
     ("BSD-2-Clause", re.compile(r"Redistributions in binary form must reproduce the above copyright", re.I)),
     ("MIT", re.compile(r"Permission is hereby granted, free of charge, to any person obtaining a copy", re.I)),
 ]
-_SPDX_RE = re.compile(r"SPDX-License-Identifier:\s*([A-Za-z0-9.+\-() ]+?)\s*(?:\*/|-->|$)", re.M)
-LICENSE_FILES = ("LICENSE", "LICENSE.txt", "LICENSE.md", "LICENCE", "COPYING", "COPYING.txt", "LICENSE-MIT", "LICENSE-APACHE")
+# Wording outside the licence texts that makes several licences a choice (OR), not a
+# conjunction (AND, the default for several licences in one file, as ScanCode reports them).
+_DUAL = re.compile(r"dual[\s-]*licen[cs]|at (your|the user'?s) (option|choice)|your choice|(licen[cs]ed|available) under (either|the terms of either)|either (of )?the|choose (either|one|between)", re.I)
+_WS = re.compile(r"[\s*#/>|]+")  # whitespace and comment / quote decorations of wrapped lines
+
+
+def _phrase_license(text: str) -> str | None:
+    norm = _WS.sub(" ", text)
+    for spdx, pat in _LICENSE_PATTERNS:
+        if pat.search(norm):
+            return spdx
+    return None
+
+
+def _classify(text: str) -> list[tuple[str, int, int]]:
+    try:
+        from licenseclassifier import identify_license
+    except ImportError:  # pragma: no cover - a declared dependency; the phrase matcher still works
+        return []
+    return [(m.id, m.start, m.end) for m in identify_license(text)]
 
 
 def license_from_text(text: str) -> str | None:
-    """SPDX id of a license text (first matching pattern), or None."""
-    for spdx, pat in _LICENSE_PATTERNS:
-        if pat.search(text):
-            return spdx
-    return None
+    """SPDX expression of a licence file: one id (``BSD-3-Clause``), several joined with
+    ``OR`` when the text outside the licences says the user may choose (``MIT OR MPL-2.0``),
+    else with ``AND``; None when nothing is recognised."""
+    matches = _classify(text)
+    ids = sorted({m[0] for m in matches})
+    if not ids:
+        return _phrase_license(text)
+    if len(ids) == 1:
+        return ids[0]
+    outside, pos = [], 0
+    for _, start, end in sorted(matches, key=lambda m: m[1]):
+        outside.append(text[pos:start])
+        pos = max(pos, end)
+    outside.append(text[pos:])
+    op = " OR " if _DUAL.search(_WS.sub(" ", " ".join(outside))) else " AND "
+    return op.join(ids)
+
+
+def combine_licenses(ids: list[str], dual: bool) -> str:
+    """Several licence files in one folder: ``A OR B`` when their names follow the
+    ``LICENSE-<ID>`` dual-licensing convention (Rust's MIT/Apache pair), else ``A AND B``."""
+    uniq = sorted(set(ids))
+    if len(uniq) == 1:
+        return uniq[0]
+    wrap = [f"({x})" if " " in x else x for x in uniq]
+    return (" OR " if dual else " AND ").join(wrap)
+
+
+_SPDX_RE = re.compile(r"SPDX-License-Identifier:\s*([A-Za-z0-9.+\-() ]+?)\s*(?:\*/|-->|$)", re.M)
 
 
 def spdx_header(text: str) -> str | None:
@@ -278,29 +348,47 @@ class CodeConfig:
     git_files: bool = True  # in a git checkout, list files with `git ls-files` (honours .gitignore)
 
 
-def list_files(root: Path, use_git: bool = True) -> list[str]:
+def _walk(root: Path) -> list[str]:
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root):  # never follows directory symlinks
+        dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS)
+        for f in sorted(filenames):
+            out.append(Path(dirpath, f).relative_to(root).as_posix())
+    return out
+
+
+def list_files(root: Path, use_git: bool = True, info: dict | None = None) -> list[str]:
     """Relative POSIX paths of the files under ``root``. In a git work tree (and ``use_git``)
     these are the tracked plus untracked-but-not-ignored files, so build outputs and virtual
-    environments listed in .gitignore never enter the corpus; otherwise a plain walk."""
+    environments listed in .gitignore never enter the corpus; otherwise a plain walk.
+
+    A folder that the enclosing checkout *ignores* (say ``data/`` in a project's .gitignore)
+    would list nothing through git; it is walked instead, and ``info["file_listing"]`` says
+    which listing was used and why (the runner prints it), never a silent ``0 in``."""
+    info = info if info is not None else {}
     inside = use_git and subprocess.run(
         ["git", "-C", str(root), "rev-parse", "--is-inside-work-tree"], capture_output=True, text=True
     ).stdout.strip() == "true"
     if inside:  # also true for a sub-folder of a checkout: ls-files then lists relative to it
+        ignored = subprocess.run(["git", "-C", str(root), "check-ignore", "-q", "--", "."], capture_output=True).returncode == 0
+        if ignored:
+            info["file_listing"] = "walk: the folder is git-ignored by its enclosing checkout"
+            log.warning("%s is ignored by the enclosing git checkout; walking the folder instead of `git ls-files`", root)
+            return _walk(root)
         try:
             res = subprocess.run(
                 ["git", "-C", str(root), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
                 check=True, capture_output=True,
             )
             paths = sorted({p for p in res.stdout.decode("utf-8", "surrogateescape").split("\0") if p})
+            info["file_listing"] = "git ls-files"
             return [p for p in paths if (root / p).exists() or (root / p).is_symlink()]
         except (OSError, subprocess.CalledProcessError) as exc:
             log.warning("git ls-files failed in %s (%s); walking the tree instead", root, exc)
-    out = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS)
-        for f in sorted(filenames):
-            out.append(Path(dirpath, f).relative_to(root).as_posix())
-    return out
+            info["file_listing"] = f"walk: git ls-files failed ({exc})"
+            return _walk(root)
+    info["file_listing"] = "walk"
+    return _walk(root)
 
 
 def repo_name(root: Path) -> str:
@@ -318,19 +406,74 @@ def repo_name(root: Path) -> str:
     return root.resolve().name
 
 
+_LICENSE_NAME = re.compile(r"^(?:UN)?(?:LICEN[CS]E|COPYING)(?:[-._][\w.+-]*)?$", re.I)
+_LICENSE_PER_ID = re.compile(r"^(?:LICEN[CS]E|COPYING)[-.](?!txt$|md$|rst$)[\w.+-]+$", re.I)  # LICENSE-MIT, LICENSE.apache
+
+
+def is_license_file(rel: str) -> bool:
+    return bool(_LICENSE_NAME.match(os.path.basename(rel)))
+
+
 def find_licenses(root: Path, files: list[str]) -> dict[str, str]:
-    """{directory (POSIX, '' = root): SPDX id} for every LICENSE-like file we recognise."""
-    out: dict[str, str] = {}
+    """{directory (POSIX, '' = root): SPDX expression} for every folder with licence files
+    we recognise; several files in one folder are combined (:func:`combine_licenses`)."""
+    found: dict[str, list[tuple[str, str]]] = {}
     for rel in files:
-        if os.path.basename(rel) in LICENSE_FILES:
-            try:
-                text = (root / rel).read_text("utf-8", errors="replace")[:20_000]
-            except OSError:
-                continue
-            spdx = license_from_text(text)
-            if spdx:
-                out[os.path.dirname(rel)] = spdx
+        if not is_license_file(rel):
+            continue
+        got = read_regular(root / rel, 200_000)
+        if isinstance(got, str):
+            continue  # not a regular file, unreadable or huge: not a licence we can read
+        spdx = license_from_text(got.decode("utf-8", errors="replace"))
+        if spdx:
+            found.setdefault(os.path.dirname(rel), []).append((os.path.basename(rel), spdx))
+    out = {}
+    for d, items in found.items():
+        dual = len(items) > 1 and all(_LICENSE_PER_ID.match(name) for name, _ in items)
+        out[d] = combine_licenses([spdx for _, spdx in items], dual)
     return out
+
+
+def read_regular(path: Path, limit: int) -> bytes | str:
+    """The bytes of a regular file of at most ``limit`` bytes, or a drop reason: ``symlink``,
+    ``not_regular_file`` (FIFO, socket, device: reading a FIFO would block forever, a device
+    may never end), ``too_large``, ``unreadable``. The file is opened non-blocking and without
+    following links, and checked again on the open descriptor, so a file swapped for a FIFO
+    between the check and the open cannot hang the job."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return "unreadable"
+    if stat.S_ISLNK(st.st_mode):
+        return "symlink"
+    if not stat.S_ISREG(st.st_mode):
+        return "not_regular_file"
+    if st.st_size > limit:
+        return "too_large"
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return "unreadable"
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return "not_regular_file"
+        chunks, size = [], 0
+        while size <= limit:
+            chunk = os.read(fd, min(1 << 20, limit + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError:
+        return "unreadable"
+    finally:
+        os.close(fd)
+    return "too_large" if size > limit else b"".join(chunks)
+
+
+def safe_name(rel: str) -> str:
+    """A path that may hold undecodable bytes (surrogate escapes) as printable text."""
+    return rel.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _nearest_license(rel: str, licenses: dict[str, str]) -> str | None:
@@ -349,19 +492,30 @@ def iter_code(src: str | Path, cfg: CodeConfig, stats: dict | None = None) -> It
     if not root.is_dir():
         raise NotADirectoryError(f"code source must be a folder: {root}")
     repo = cfg.repo or repo_name(root)
-    files = list_files(root, cfg.git_files)
+    listing: dict = {}
+    files = list_files(root, cfg.git_files, listing)
     licenses = find_licenses(root, files)
     allowed = set(cfg.languages)
     seen_hashes: dict[str, str] = {}
     buckets: dict[str, int] = {}
+    bad_names: list[str] = []
     for rel in files:
         parts = rel.split("/")
         if any(p in SKIP_DIRS for p in parts[:-1]):
             continue  # VCS internals: not project files, not counted
         path = root / rel
+        try:
+            rel.encode("utf-8")
+        except UnicodeEncodeError:  # a file name that is not UTF-8: costs only this file
+            shown = safe_name(rel)
+            bad_names.append(shown)
+            log.warning("%s: file name is not valid UTF-8; skipped", shown)
+            yield Drop("undecodable_name", Document(id=make_id(cfg.source, repo, shown), text="", source=cfg.source,
+                                                    kind="code", meta={"repo": repo, "path": shown}))
+            continue
         meta = {"repo": repo, "path": rel}
         stub = Document(id=make_id(cfg.source, repo, rel), text="", source=cfg.source, kind="code", meta=meta)
-        if any(p in VENDORED_DIRS for p in parts[:-1]):
+        if is_vendored(rel):
             yield Drop("vendored", stub)
             continue
         if path.is_symlink():
@@ -370,19 +524,11 @@ def iter_code(src: str | Path, cfg: CodeConfig, stats: dict | None = None) -> It
         if os.path.splitext(rel)[1].lower() in BINARY_EXTENSIONS:
             yield Drop("binary", stub)
             continue
-        try:
-            size = path.stat().st_size
-        except OSError:
-            yield Drop("unreadable", stub)
+        raw = read_regular(path, cfg.max_bytes)
+        if isinstance(raw, str):  # a drop reason
+            yield Drop(raw, stub)
             continue
-        if size > cfg.max_bytes:
-            yield Drop("too_large", stub)
-            continue
-        try:
-            raw = path.read_bytes()
-        except OSError:
-            yield Drop("unreadable", stub)
-            continue
+        size = len(raw)
         if b"\0" in raw[:8192]:
             yield Drop("binary", stub)
             continue
@@ -425,3 +571,6 @@ def iter_code(src: str | Path, cfg: CodeConfig, stats: dict | None = None) -> It
         stats["hit_buckets"] = dict(sorted(buckets.items(), key=lambda kv: int(kv[0][3:])))
         stats["repo"] = repo
         stats["licenses"] = licenses
+        stats["file_listing"] = listing.get("file_listing")
+        if bad_names:
+            stats["undecodable_names"] = bad_names[:200]

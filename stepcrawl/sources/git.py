@@ -12,11 +12,20 @@ Documented rules (see docs/SOURCES.md):
   block (``old => new``) and the diff headers (``rename from`` / ``rename to``).
 * **Binary** files: git prints one ``Binary files … differ`` line; a section that is not valid
   UTF-8 is treated as binary too (header kept, body replaced by a note).
-* **Vendored / generated** paths (vendored dirs, lock files, minified assets, source maps):
-  header kept, body replaced by a note.
+* **Vendored** paths (the same rule as ``ingest code``: node_modules, vendor, pip's
+  ``_vendor``, ``requests/packages/urllib3``…): their file sections are dropped from the diff
+  (one note line says how many), a commit that touches only vendored files is dropped
+  (reason ``vendored``); both are counted in the manifest (``extra.vendored``).
+* **Generated** paths (lock files, minified assets, source maps, protobuf output): header
+  kept, body replaced by a note.
+* **Revisions** are validated (``git rev-parse --verify``) and passed after
+  ``--end-of-options``, so a ``--rev`` value can never act as a git option.
+* **Pseudonymisation** (default on): e-mail addresses, @mentions and the people in trailers
+  (``Signed-off-by``, ``Co-authored-by``, …) of the message get stable pseudonyms.
 * **Large** diffs: a file's diff is cut after ``max_file_diff_lines`` lines; once a commit's
   diff passes ``max_diff_chars`` the remaining files keep only their header lines.
 Author e-mails are not put into documents (PII); the author name is kept in ``meta`` only.
+The diff itself is code and stays verbatim.
 """
 
 from __future__ import annotations
@@ -34,8 +43,8 @@ from unidiff.errors import UnidiffParseError
 
 from stepcrawl.document import Document
 from stepcrawl.io import BadRecord
-from stepcrawl.sources.code import VENDORED_DIRS, repo_name
-from stepcrawl.sources.common import make_id
+from stepcrawl.sources.code import is_vendored, repo_name
+from stepcrawl.sources.common import Pseudonymizer, make_id
 from stepcrawl.steps import Drop
 
 log = logging.getLogger(__name__)
@@ -57,16 +66,44 @@ class GitConfig:
     max_file_diff_lines: int = 400
     max_diff_chars: int = 100_000
     skip_merges: bool = False  # True: drop merge commits (reason "merge") instead of first-parent diff
+    pseudonymize: bool = True  # e-mails, @mentions and trailer identities in messages → pseudonyms
+
+
+def is_generated_path(path: str) -> bool:
+    name = path.rsplit("/", 1)[-1]
+    return name in GENERATED_NAMES or name.endswith(_GENERATED_SUFFIXES)
 
 
 def is_vendored_path(path: str) -> bool:
-    parts = path.split("/")
-    name = parts[-1]
-    return (
-        any(p in VENDORED_DIRS for p in parts[:-1])
-        or name in GENERATED_NAMES
-        or name.endswith(_GENERATED_SUFFIXES)
-    )
+    """Vendored (third-party) or generated: either way, not the project's own change."""
+    return is_vendored(path) or is_generated_path(path)
+
+
+# Revision options ``--rev`` may name; any other value starting with "-" is refused.
+REV_OPTIONS = frozenset({"--all", "--branches", "--tags", "--remotes"})
+
+
+def rev_args(repo: Path, rev: str) -> list[str]:
+    """The argv tail that makes ``git log`` walk ``rev`` safely: an allowed option as is, or
+    ``--end-of-options REV`` after checking every endpoint of a range (``A..B``, ``A...B``,
+    ``^A``) with ``git rev-parse --verify``. Raises ValueError for anything else, so a value
+    such as ``--output=FILE`` never reaches git as an option."""
+    if rev in REV_OPTIONS:
+        return [rev]
+    if not rev or rev.startswith("-"):
+        raise ValueError(f"--rev {rev!r} is not a revision (allowed options: {', '.join(sorted(REV_OPTIONS))})")
+    for end in (e.lstrip("^") for e in re.split(r"\.\.\.?", rev)):
+        if not end:
+            continue  # "A.." = "A..HEAD"
+        if end.startswith("-"):
+            raise ValueError(f"--rev {rev!r}: {end!r} is not a revision")
+        res = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "--verify", "--quiet", "--end-of-options", end + "^{commit}"],
+            capture_output=True, text=True,
+        )
+        if res.returncode != 0:
+            raise ValueError(f"--rev {rev!r}: unknown revision {end!r} in {repo} (or the repository has no commits)")
+    return ["--end-of-options", rev]
 
 
 def _split_sections(patch: bytes) -> tuple[bytes, list[bytes]]:
@@ -119,10 +156,15 @@ def render_diff(patch: bytes, cfg: GitConfig) -> tuple[str, list[dict], bool]:
         if not decodable:
             info["binary"] = True
         note = None
+        if is_vendored(info["path"]) or is_vendored(info.get("old_path") or info["path"]):
+            info["vendored"] = True
+            info["omitted_chars"] = len(section)
+            files.append(info)
+            continue  # a vendored section is dropped whole (counted, noted once below)
         if not decodable:
             note = "[binary or non-UTF-8 diff omitted]"
-        elif is_vendored_path(info["path"]):
-            note = "[diff of vendored/generated file omitted]"
+        elif is_generated_path(info["path"]):
+            note = "[diff of generated file omitted]"
         elif total > cfg.max_diff_chars:
             note = "[diff omitted: commit diff size limit reached]"
         if note is not None:
@@ -142,18 +184,22 @@ def render_diff(patch: bytes, cfg: GitConfig) -> tuple[str, list[dict], bool]:
         total += len(text)
         out.append(text)
         files.append(info)
+    n_vendored = sum(1 for f in files if f.get("vendored"))
+    if n_vendored:
+        out.append(f"[diffs of {n_vendored} vendored file{'s' if n_vendored > 1 else ''} omitted]\n")
     return "".join(out), files, trimmed_any
 
 
 def _git_log(repo: Path, cfg: GitConfig, mark: str) -> subprocess.Popen:
     fmt = f"%n{mark}%H%x1f%P%x1f%aI%x1f%an%x1f%cI%n%B{mark}END"
     cmd = [
-        "git", "-C", str(repo), "-c", "core.quotepath=off", "log", cfg.rev,
+        "git", "-C", str(repo), "-c", "core.quotepath=off", "log",
         "-p", "--stat=120,100", "-M", "--no-color", "--no-ext-diff", "--no-textconv",
         "--diff-merges=first-parent", f"--format={fmt}",
     ]
     if cfg.max_commits:
-        cmd.insert(6, f"--max-count={cfg.max_commits}")
+        cmd.append(f"--max-count={int(cfg.max_commits)}")
+    cmd += rev_args(repo, cfg.rev) + ["--"]  # "--": nothing after the revision is a path or option
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
@@ -188,7 +234,7 @@ def commit_document(rec: bytes, mark: bytes, repo: str, cfg: GitConfig) -> Docum
         return BadRecord(f"git log of {repo}", None, f"unexpected header {header[:80]!r}")
     sha, parents_s, author_date, author, commit_date = fields
     parents = parents_s.split()
-    message = message_b.decode("utf-8", "replace").strip("\n")
+    message = Pseudonymizer(cfg.pseudonymize).trailers(message_b.decode("utf-8", "replace").strip("\n"))
     rest = rec[end + len(mark) + 3 :].lstrip(b"\n")
     if rest.startswith(b"---\n"):
         rest = rest[4:]
@@ -197,9 +243,10 @@ def commit_document(rec: bytes, mark: bytes, repo: str, cfg: GitConfig) -> Docum
     stat = stat_b.decode("utf-8", "replace").strip("\n")
     diff, files, trimmed = render_diff(rest, cfg)
     merge = len(parents) > 1
+    n_vendored = sum(1 for f in files if f.get("vendored"))
     meta = {
         "repo": repo, "commit": sha, "parents": parents, "author_date": author_date, "commit_date": commit_date,
-        "author": author, "merge": merge, "files": files, "trimmed": trimmed,
+        "author": author, "merge": merge, "files": files, "trimmed": trimmed, "vendored_files": n_vendored,
     }
     head = [f"commit {sha}", f"Date: {author_date}"]
     if merge:
@@ -212,6 +259,8 @@ def commit_document(rec: bytes, mark: bytes, repo: str, cfg: GitConfig) -> Docum
     doc = Document(id=make_id(cfg.source, repo, sha), text=text, source=cfg.source, kind="commit", meta=meta, fetched_at=commit_date)
     if merge and cfg.skip_merges:
         return Drop("merge", doc)
+    if files and n_vendored == len(files):
+        return Drop("vendored", doc)  # only third-party code changed (e.g. "Update urllib3 to 1.26")
     if not message.strip() and not diff:
         return Drop("empty", doc)
     return doc
@@ -227,11 +276,20 @@ def iter_commits(repo_path: str | Path, cfg: GitConfig, stats: dict | None = Non
     mark = f"@@stepcrawl-{uuid.uuid4().hex}@@"
     proc = _git_log(root, cfg, mark)
     n = 0
+    vendored = {"sections": 0, "chars": 0, "commits_dropped": 0}
     try:
         assert proc.stdout is not None
         for rec in _records(proc.stdout, mark.encode()):
             n += 1
-            yield commit_document(rec, mark.encode(), repo, cfg)
+            item = commit_document(rec, mark.encode(), repo, cfg)
+            doc = item.doc if isinstance(item, Drop) else item
+            if isinstance(doc, Document):
+                for f in doc.meta.get("files") or ():
+                    if f.get("vendored"):
+                        vendored["sections"] += 1
+                        vendored["chars"] += f.get("omitted_chars", 0)
+                vendored["commits_dropped"] += isinstance(item, Drop) and item.reason == "vendored"
+            yield item
     finally:
         if proc.stdout:
             proc.stdout.close()
@@ -240,7 +298,7 @@ def iter_commits(repo_path: str | Path, cfg: GitConfig, stats: dict | None = Non
     if rc != 0 and not (rc < 0 or "SIGPIPE" in err):
         raise RuntimeError(f"git log failed in {root} (exit {rc}): {err.strip()}")
     if stats is not None:
-        stats.update({"repo": repo, "commits": n, "rev": cfg.rev, "git": _git_version()})
+        stats.update({"repo": repo, "commits": n, "rev": cfg.rev, "git": _git_version(), "vendored": vendored})
 
 
 def _git_version() -> str:
@@ -250,4 +308,4 @@ def _git_version() -> str:
         return "unknown"
 
 
-__all__ = ["GitConfig", "iter_commits", "commit_document", "render_diff", "is_vendored_path"]
+__all__ = ["GitConfig", "iter_commits", "commit_document", "render_diff", "is_vendored_path", "rev_args"]
