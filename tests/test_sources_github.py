@@ -332,6 +332,10 @@ _record = st.builds(
            "comments": [{"body": "b", "path": 4, "created_at": []}], "review_comments": [{"body": 1, "diff_hunk": {}}]}])
 @example([{"number": 1, "repo": "o/r", "comments_data": True}])  # found by hypothesis: a non-list value
 @example([{"number": 2, "repo": "o/r", "repo_tree": {"tree": 2848}}])  # found by hypothesis: a Trees-API dict whose tree is no list
+@example([{"type": "WatchEvent", "repo": {"name": "o/r"}, "payload": {}},  # ignored, in both grouping modes
+          {"issue_url": "https://api.github.com/repos/o/r/issues/1", "id": 3, "body": "x"},  # grouped by URL
+          {"number": 1, "repo": "o/r", "files": [{"filename": "a", "patch": "@@ -1 +1 @@\n-a\n+b"}]},
+          {"action": "created", "sender": {}, "repository": {"full_name": "o/r"}}])  # a webhook without a thread
 def test_arbitrary_records_never_crash_the_thread_reader(tmp_path_factory, records):
     """Any JSON objects: each becomes part of a thread or a BadRecord, and every resulting
     document fits the Arrow schema (no exception escapes, nothing is lost)."""
