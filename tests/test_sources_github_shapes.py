@@ -6,9 +6,12 @@ fields."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from stepcrawl.cli import main as cli_main
 from stepcrawl.document import Document
@@ -209,3 +212,30 @@ def test_pseudonymizer_mentions_emails_code_and_trailers():
         "Co-authored-by: person_1 <person_1@example.com>\n"  # same address as in the prose
         "Reviewed-by: person_0 <person_0@example.com>")
     assert Pseudonymizer(enabled=False).trailers(msg) == msg
+
+
+_login = st.from_regex(r"[A-Za-z0-9]{1,6}(-[A-Za-z0-9]{1,5})?", fullmatch=True)
+_email = st.builds(lambda a, b, c: f"{a}@{b}.{c}", st.from_regex(r"[a-z0-9][a-z0-9._+-]{0,6}", fullmatch=True),
+                   st.from_regex(r"[a-z0-9]{1,6}", fullmatch=True), st.sampled_from(["org", "com", "co.uk", "dev"]))
+
+
+@settings(max_examples=150, deadline=None, derandomize=True)
+@given(st.lists(st.one_of(st.builds(lambda x: ("@", x), _login), st.builds(lambda x: ("mail", x), _email),
+                          st.builds(lambda x: ("code", x), _login)), min_size=1, max_size=8),
+       st.sampled_from([" ", ", ", "\n", " (", "! "]))
+def test_pseudonymizer_leaves_no_login_or_address(tokens, sep):
+    """Every @mention outside code and every address is replaced, one login keeps one alias,
+    and code spans are left as they were."""
+    parts = [f"@{v}" if k == "@" else v if k == "mail" else f"`@{v}`" for k, v in tokens]
+    out = Pseudonymizer().text(sep.join(parts) + ".")
+    pieces = out[:-1].split(sep)
+    assert len(pieces) == len(parts)
+    alias: dict[str, str] = {}
+    for (kind, value), got in zip(tokens, pieces):
+        if kind == "@":
+            assert re.fullmatch(r"@user_\d+", got)
+            assert alias.setdefault(value.lower(), got) == got  # stable within the text
+        elif kind == "mail":
+            assert re.fullmatch(r"person_\d+@example\.com", got)
+        else:
+            assert got == f"`@{value}`"

@@ -274,14 +274,15 @@ def _head_id(path: Path, rev: str) -> str | None:
 
 def _tree_id(path: Path) -> str | None:
     """Input identity of a code tree: HEAD plus a hash of `git status` (dirty trees differ);
-    None outside git (a plain folder is always re-ingested)."""
+    None outside git (a plain folder is always re-ingested). ``core.fsmonitor=false``: the
+    tree is someone else's, and its config must not make `git status` run a program."""
     import hashlib
     import subprocess
 
     head = _head_id(path, "HEAD")
     if head is None:
         return None
-    status = subprocess.run(["git", "-C", str(path), "status", "--porcelain", "-uall"], capture_output=True).stdout
+    status = subprocess.run(["git", "-C", str(path), "-c", "core.fsmonitor=false", "status", "--porcelain", "-uall"], capture_output=True).stdout
     return f"{head}-{hashlib.sha256(status).hexdigest()[:8]}"
 
 

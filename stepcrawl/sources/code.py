@@ -370,14 +370,14 @@ def list_files(root: Path, use_git: bool = True, info: dict | None = None) -> li
         ["git", "-C", str(root), "rev-parse", "--is-inside-work-tree"], capture_output=True, text=True
     ).stdout.strip() == "true"
     if inside:  # also true for a sub-folder of a checkout: ls-files then lists relative to it
-        ignored = subprocess.run(["git", "-C", str(root), "check-ignore", "-q", "--", "."], capture_output=True).returncode == 0
+        ignored = subprocess.run(["git", "-C", str(root), "-c", "core.fsmonitor=false", "check-ignore", "-q", "--", "."], capture_output=True).returncode == 0
         if ignored:
             info["file_listing"] = "walk: the folder is git-ignored by its enclosing checkout"
             log.warning("%s is ignored by the enclosing git checkout; walking the folder instead of `git ls-files`", root)
             return _walk(root)
         try:
             res = subprocess.run(
-                ["git", "-C", str(root), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                ["git", "-C", str(root), "-c", "core.fsmonitor=false", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
                 check=True, capture_output=True,
             )
             paths = sorted({p for p in res.stdout.decode("utf-8", "surrogateescape").split("\0") if p})
