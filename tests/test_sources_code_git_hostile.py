@@ -238,3 +238,20 @@ def test_commit_message_pseudonymisation(tmp_path):
     assert cli_main(["ingest", "git", str(repo), "--out", str(out2), "--no-progress", "--no-pseudonymize"]) == 0
     (doc,) = read_documents(out2)
     assert "Signed-off-by: Ada Lovelace <ada@example.org>" in doc.text and "@carol-x" in doc.text
+
+
+def test_repository_config_cannot_run_programs(tmp_path):
+    """A checkout is someone else's: its .git/config may name a core.fsmonitor hook, which
+    plain `git status` / `git ls-files` would execute."""
+    repo = tmp_path / "r"
+    repo.mkdir()
+    _git(repo, "init", "-q", "-b", "main")
+    _commit(repo, {"a.py": PY}, "Add a")
+    marker = tmp_path / "PWNED"
+    _git(repo, "config", "core.fsmonitor", f"touch {marker}; false")
+    subprocess.run(["git", "-C", str(repo), "status", "--porcelain"], capture_output=True)
+    assert marker.exists()  # the hook is real: plain git runs it
+    marker.unlink()
+    for kind in ("code", "git"):
+        assert cli_main(["ingest", kind, str(repo), "--out", str(tmp_path / kind), "--no-progress", "--resume"]) == 0
+        assert not marker.exists(), kind

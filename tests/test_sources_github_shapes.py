@@ -239,3 +239,11 @@ def test_pseudonymizer_leaves_no_login_or_address(tokens, sep):
             assert re.fullmatch(r"person_\d+@example\.com", got)
         else:
             assert got == f"`@{value}`"
+
+
+def test_comments_without_their_issue_are_not_a_thread(tmp_path):
+    rows = [json.loads(line) for line in (SHAPES / "rest.jsonl").read_text().splitlines()]
+    f = tmp_path / "orphans.jsonl"
+    f.write_text("".join(json.dumps(r) + "\n" for r in rows[1:4]))  # issue #12's comments, not the issue
+    docs, other, _ = run(f)
+    assert docs == {} and [(o.reason, o.doc.meta["number"]) for o in other] == [("no_thread_object", 12)]

@@ -193,7 +193,9 @@ def render_diff(patch: bytes, cfg: GitConfig) -> tuple[str, list[dict], bool]:
 def _git_log(repo: Path, cfg: GitConfig, mark: str) -> subprocess.Popen:
     fmt = f"%n{mark}%H%x1f%P%x1f%aI%x1f%an%x1f%cI%n%B{mark}END"
     cmd = [
-        "git", "-C", str(repo), "-c", "core.quotepath=off", "log",
+        # the repository's own config must not run programs: no fsmonitor hook, no signature
+        # verification (gpg.program), no external diff or textconv (below)
+        "git", "-C", str(repo), "-c", "core.quotepath=off", "-c", "core.fsmonitor=false", "-c", "log.showSignature=false", "log",
         "-p", "--stat=120,100", "-M", "--no-color", "--no-ext-diff", "--no-textconv",
         "--diff-merges=first-parent", f"--format={fmt}",
     ]

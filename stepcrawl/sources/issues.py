@@ -88,6 +88,7 @@ class Thread:
     repo_tree: list[str] | None = None
     files_before: dict[str, str] | None = None
     sources: list[str] = field(default_factory=list)  # "file:line" of each contributing record
+    has_item: bool = False  # some record carried the issue / PR object itself (not only comments)
 
     def sorted_comments(self) -> list[Comment]:
         return sorted(self.comments.values(), key=lambda c: (c.created_at or "", c.id))
@@ -429,6 +430,7 @@ class ThreadBuilder:
         th.sources.append(where)
         th.is_pr = th.is_pr or piece.is_pr
         if piece.item is not None:
+            th.has_item = True
             self._merge_item(th, piece.item, repo_obj=piece.holder)
         elif (stars := _stars_of(piece.holder)) is not None:
             th.stars = max(stars, th.stars or 0)
@@ -718,6 +720,10 @@ def iter_issue_documents(paths: Iterable[str | Path], cfg: IssuesConfig, stats: 
         gate = thread_gate(th, cfg.min_stars, swe)
         if gate:
             yield Drop(gate[0], doc.replace(meta={**doc.meta, **gate[1]}))
+        elif not th.has_item:
+            # only standalone comments / reviews, never the issue or PR they belong to: the
+            # thread's opening post is missing, so it is not rendered as if it had none
+            yield Drop("no_thread_object", doc)
         elif not (th.title.strip() or th.body.strip() or th.comments or th.diff):
             yield Drop("empty", doc)
         elif len(text) > cfg.max_chars:
