@@ -169,6 +169,7 @@ def test_files_api_missing_patch_is_said_and_pr_dialogue_drops_it(tmp_path):
     ({"number": 1, "repo": "o/r", "files": [{"filename": "a.py", "patch": 3}]}, "'patch' is int"),
     ({"issue_url": "https://api.github.com/repos/o/r/issues/1", "id": 4, "body": 5}, "'body' is int"),
     ({"type": "IssuesEvent", "repo": {"name": "o/r"}, "payload": {"issue": {"number": 1, "title": 9}}}, "'title' is int"),
+    ({"sha": "ab", "filename": "a.py", "status": "modified", "patch": "@@ -1 +1 @@"}, "attach the list to its PR"),
 ])
 def test_wrong_typed_fields_are_malformed_not_rendered(tmp_path, record, field):
     f = tmp_path / "t.jsonl"
@@ -247,3 +248,16 @@ def test_comments_without_their_issue_are_not_a_thread(tmp_path):
     f.write_text("".join(json.dumps(r) + "\n" for r in rows[1:4]))  # issue #12's comments, not the issue
     docs, other, _ = run(f)
     assert docs == {} and [(o.reason, o.doc.meta["number"]) for o in other] == [("no_thread_object", 12)]
+
+
+def test_swebench_task_with_wrong_typed_fields_is_reported(tmp_path):
+    from stepcrawl.sources.swebench import SwebenchIndex
+
+    tasks = tmp_path / "tasks.json"  # a .json list, as exported from a dataset viewer
+    tasks.write_text(json.dumps([
+        {"repo": "o/r", "instance_id": "o__r-1", "problem_statement": ["not", "text"]},
+        {"repo": "o/r", "instance_id": "o__r-2", "problem_statement": "Crash on empty input"},
+    ]))
+    idx = SwebenchIndex.from_jsonl(tasks)
+    assert idx.n_tasks == 1 and idx.ids == {("o/r", 2)}
+    assert len(idx.errors) == 1 and ":1:" in idx.errors[0] and "'problem_statement' is list" in idx.errors[0]

@@ -356,6 +356,9 @@ def parse_record(obj: dict) -> Piece | str:
             return "webhook"
     repo = _repo_of(obj)
     number = obj.get("number")
+    if repo is None and "number" not in obj and isinstance(obj.get("filename"), str) and "patch" in obj:
+        raise ValueError("a /pulls/{n}/files entry on its own line names no pull request: "
+                         "attach the list to its PR record as 'files'")
     if repo is None:
         raise ValueError("no repository (repository.full_name / repo / base.repo / repository_url)")
     if not isinstance(number, int) or isinstance(number, bool):

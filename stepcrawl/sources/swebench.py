@@ -26,7 +26,8 @@ from typing import Iterable
 
 from stepcrawl.decontam import NgramIndex, count_overlap
 from stepcrawl.dedup.normalize import ngram_hashes
-from stepcrawl.io import BadRecord, iter_jsonl
+from stepcrawl.io import BadRecord
+from stepcrawl.sources.common import iter_json_records
 
 NGRAM = 13
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -69,7 +70,15 @@ class SwebenchIndex:
         for path in paths:
             if not Path(path).is_file():
                 raise FileNotFoundError(f"SWE-bench task list not found: {path}")
-            for lineno, rec in iter_jsonl(path, on_error=lambda e: idx.errors.append(str(e))):
+            for item in iter_json_records(path):  # JSONL, or a .json list of tasks
+                if isinstance(item, BadRecord):
+                    idx.errors.append(str(item))
+                    continue
+                lineno, rec = item
+                wrong = [k for k in ("repo", "instance_id", "problem_statement") if rec.get(k) is not None and not isinstance(rec[k], str)]
+                if wrong:  # a wrong-typed field is reported, never matched as str(list)
+                    idx.errors.append(str(BadRecord(str(path), lineno, f"task field {wrong[0]!r} is {type(rec[wrong[0]]).__name__}, expected a string")))
+                    continue
                 iid = str(rec.get("instance_id") or "")
                 parsed = parse_instance_id(iid)
                 repo = str(rec.get("repo") or (parsed[0] if parsed else "")).lower()
