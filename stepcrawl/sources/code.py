@@ -411,7 +411,9 @@ _LICENSE_PER_ID = re.compile(r"^(?:LICEN[CS]E|COPYING)[-.](?!txt$|md$|rst$)[\w.+
 
 
 def is_license_file(rel: str) -> bool:
-    return bool(_LICENSE_NAME.match(os.path.basename(rel)))
+    """LICENSE, LICENCE.md, COPYING.LESSER, LICENSE-MIT, UNLICENSE… but not a source file that
+    happens to be called ``license.py``."""
+    return bool(_LICENSE_NAME.match(os.path.basename(rel))) and detect_language(rel) in (None, "markdown", "restructuredtext")
 
 
 def find_licenses(root: Path, files: list[str]) -> dict[str, str]:
