@@ -20,7 +20,7 @@ from typing import Any, Iterable, Iterator
 from tqdm import tqdm
 
 from stepcrawl.document import Document, Span, text_id
-from stepcrawl.io import BadRecord, ShardWriter, iter_jsonl
+from stepcrawl.io import BadRecord, ShardWriter
 from stepcrawl.manifest import MANIFEST_NAME, Accounting, StageManifest, config_hash, file_hash
 from stepcrawl.steps import Drop
 
@@ -130,51 +130,251 @@ def make_id(source: str, *key: Any) -> str:
 
 
 def rejected_doc(err: BadRecord, raw: str = "") -> Document:
-    """A placeholder document for a malformed record, so ``--keep-rejected`` loses nothing."""
+    """A placeholder document for a malformed record, so ``--keep-rejected`` loses nothing
+    (a ``RejectedRecord`` carries the record's JSON as its text)."""
     return Document(
         id=make_id("malformed", err.path, err.line),
-        text=raw,
+        text=raw or getattr(err, "raw", ""),
         source="malformed",
         kind="other",
         meta={"file": err.path, "line": err.line, "error": str(err)},
     )
 
 
-def iter_json_records(path: str | Path) -> Iterator[tuple[int, dict] | BadRecord]:
-    """Records of a JSONL(.gz) file, or of a ``.json`` file holding one object or a list of
-    objects. Yields ``(line, obj)``; malformed records are yielded as ``BadRecord`` (never
-    raised), so a caller counts them and goes on. For a ``.json`` file the "line" is the
-    1-based index of the record in the list."""
+class RejectedRecord(BadRecord):
+    """A well-formed record we cannot render faithfully (unknown role, wrong-typed field, a
+    content part we do not understand, …). Counted under its named ``reason`` instead of
+    ``malformed``, listed by file:line like a malformed record, never a document with parts
+    missing."""
+
+    def __init__(self, path: str, line: int | None, reason: str, message: str, raw: str = ""):
+        self.reason, self.message, self.raw = reason, message, raw
+        super().__init__(path, line, f"[{reason}] {message}")
+
+    def __reduce__(self):  # picklable across worker processes despite the extra arguments
+        return (RejectedRecord, (self.path, self.line, self.reason, self.message, self.raw))
+
+
+# ---------------------------------------------------------------- record readers
+# Suffixes an input folder is searched for (compressed variants included).
+RECORD_SUFFIXES = tuple(f"{s}{c}" for s in (".jsonl", ".json", ".traj") for c in ("", ".gz", ".zst"))
+_CHUNK = 1 << 20  # characters read at a time from a JSON array / document stream
+
+
+def open_text(path: str | Path):
+    """A text handle on ``path``, transparently decompressing ``.gz`` (gzip) and ``.zst``
+    (zstandard). Undecodable bytes are kept as surrogates, so one bad byte costs only the
+    record it sits in (it then fails as malformed JSON or renders as-is)."""
     path = str(path)
-    if path.endswith(".json"):
+    if path.endswith(".gz"):
+        import gzip
+
+        return gzip.open(path, "rt", encoding="utf-8", errors="surrogateescape")
+    if path.endswith(".zst"):
+        import io
+
+        import zstandard
+
+        raw = zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), closefd=True)
+        return io.TextIOWrapper(raw, encoding="utf-8", errors="surrogateescape")
+    return open(path, encoding="utf-8", errors="surrogateescape")
+
+
+def _element_of_one_record(group: Any, item: Any) -> bool:
+    return group is not None and bool(group(item))
+
+
+def iter_json_records(path: str | Path, *, group: Any = None) -> Iterator[tuple[int, Any] | BadRecord]:
+    """Records of one file: JSONL, a JSON array, one JSON object (pretty-printed or not), or
+    several concatenated JSON documents — told apart by the content, not the name — plain,
+    ``.gz`` or ``.zst``.
+
+    Yields ``(line, record)``; malformed records are yielded as ``BadRecord`` (never raised),
+    so a caller counts them and goes on. "line" is the line number in JSONL, the 1-based index
+    of the element in a JSON array, the index of the document in a document stream.
+
+    A JSON array cut off at the end (or broken in the middle, where JSON offers no way to
+    resynchronise) keeps every complete element before the damage and reports the damage once
+    as ``FILE:OFFSET`` (character offset) with the reason.
+
+    ``group(element) -> bool`` (tool-use: "is this a chat message / agent event?"): an array
+    whose first element satisfies it is *one* record (a bare message list), yielded as a list.
+    Without ``group`` every record is a JSON object.
+    """
+    path = str(path)
+    try:
+        fh = open_text(path)
+        with fh:
+            head = fh.read(_CHUNK)
+            stripped = head.lstrip()
+            if not stripped:
+                return
+            first_line = stripped.split("\n", 1)[0]
+            if stripped[0] == "[" or (stripped[0] == "{" and not _parses(first_line)):
+                # a JSON document, not JSONL: one array (compact or not), or pretty-printed object(s)
+                yield from _iter_documents(path, fh, head, group)
+                return
+            yield from _iter_lines(path, head, fh, group)
+    except (OSError, EOFError, ValueError) as exc:  # unreadable / corrupt compressed stream
+        yield BadRecord(path, None, f"cannot read: {exc}")
+
+
+def _parses(text: str) -> bool:
+    try:
+        return isinstance(json.loads(text), dict)
+    except ValueError:
+        return False
+
+
+def _records_of_value(path: str, where: int, value: Any, group: Any) -> Iterator[tuple[int, Any] | BadRecord]:
+    if isinstance(value, dict):
+        yield where, value
+    elif isinstance(value, list) and value and _element_of_one_record(group, value[0]):
+        yield where, value
+    else:
+        yield BadRecord(path, where, f"expected a JSON object, got {type(value).__name__}")
+
+
+def _iter_lines(path: str, head: str, fh, group: Any) -> Iterator[tuple[int, Any] | BadRecord]:
+    import itertools
+
+    rest = head + fh.readline()  # complete the last line of the first chunk
+    first = io_lines(rest)
+    for lineno, line in enumerate(itertools.chain(first, fh), 1):
+        if not line.strip():
+            continue
         try:
-            with open(path, encoding="utf-8") as fh:
-                data = json.load(fh)
-        except (OSError, ValueError) as exc:
-            yield BadRecord(path, None, f"cannot read JSON: {exc}")
-            return
-        items = data if isinstance(data, list) else [data]
-        for i, obj in enumerate(items, 1):
-            if isinstance(obj, dict):
-                yield i, obj
-            else:
-                yield BadRecord(path, i, f"expected a JSON object, got {type(obj).__name__}")
+            value = json.loads(line)
+        except ValueError as exc:
+            yield BadRecord(path, lineno, f"malformed JSON: {exc}")
+            continue
+        yield from _records_of_value(path, lineno, value, group)
+
+
+def io_lines(text: str) -> list[str]:
+    return text.splitlines(keepends=True)
+
+
+class _Buffer:
+    """A growing window on a text stream for ``json.JSONDecoder.raw_decode``.
+
+    Written by hand because neither the standard library nor an installed package parses a
+    JSON array *incrementally while reporting where it broke* (``ijson`` would be a new
+    dependency and gives no offsets); raw_decode does the actual parsing."""
+
+    def __init__(self, fh, head: str):
+        self.fh, self.buf, self.pos, self.base, self.eof = fh, head, 0, 0, False
+        self.chunk = _CHUNK
+
+    def more(self) -> bool:
+        if self.eof:
+            return False
+        data = self.fh.read(self.chunk)
+        self.chunk = min(self.chunk * 2, 1 << 28)  # grow: a long element is re-parsed O(log n) times
+        if not data:
+            self.eof = True
+            return False
+        if self.pos > (1 << 20):  # drop what was consumed; memory stays ~ one element
+            self.base += self.pos
+            self.buf, self.pos = self.buf[self.pos:], 0
+        self.buf += data
+        return True
+
+    def skip_ws(self) -> str:
+        """The next non-blank character ('' at the end of the stream), not consumed."""
+        while True:
+            n = len(self.buf)
+            while self.pos < n and self.buf[self.pos] in " \t\r\n":
+                self.pos += 1
+            if self.pos < n:
+                return self.buf[self.pos]
+            if not self.more():
+                return ""
+
+    @property
+    def offset(self) -> int:
+        return self.base + self.pos
+
+    def value(self, dec: json.JSONDecoder) -> Any:
+        """Decode the value at the cursor, reading more as needed; ValueError at the damage."""
+        while True:
+            try:
+                value, end = dec.raw_decode(self.buf, self.pos)
+            except json.JSONDecodeError as exc:
+                genuine = exc.pos + 64 < len(self.buf) and not exc.msg.startswith("Unterminated")
+                if genuine or not self.more():
+                    raise
+                continue
+            if end == len(self.buf) and self.more():
+                continue  # a number at the buffer's end may continue in the next chunk
+            self.pos = end
+            return value
+
+
+def _iter_documents(path: str, fh, head: str, group: Any) -> Iterator[tuple[int, Any] | BadRecord]:
+    dec = json.JSONDecoder()
+    b = _Buffer(fh, head)
+    if b.skip_ws() != "[":  # one or several (pretty-printed) JSON documents
+        index = 0
+        while b.skip_ws():
+            index += 1
+            start = b.offset
+            try:
+                value = b.value(dec)
+            except ValueError as exc:
+                yield BadRecord(path, start, f"JSON document {index} broken at offset {start}: {exc}; "
+                                f"{index - 1} complete document(s) kept")
+                return
+            yield from _records_of_value(path, index, value, group)
         return
-    errors: list[BadRecord] = []
-    for lineno, obj in iter_jsonl(path, on_error=errors.append):
-        while errors:
-            yield errors.pop(0)
-        yield lineno, obj
-    yield from errors
+    b.pos += 1
+    kept: list[Any] = []
+    index, grouped = 0, None
+    while True:
+        c = b.skip_ws()
+        if c == "]":
+            b.pos += 1
+            break
+        damage = None
+        if index:
+            if c == ",":
+                b.pos += 1
+                c = b.skip_ws()
+            else:
+                damage = "end of file" if not c else f"expected ',' or ']', found {c!r}"
+        if damage is None and not c:
+            damage = "end of file"
+        start = b.offset
+        if damage is None:
+            try:
+                value = b.value(dec)
+            except ValueError as exc:
+                damage = str(exc)
+        if damage is not None:
+            # a bare message list cut short is one incomplete record: nothing of it is kept
+            kept_note = "the message list is incomplete and not kept" if grouped else f"{index} complete element(s) kept"
+            yield BadRecord(path, start, f"JSON array cut off or broken at offset {start} ({damage}); {kept_note}")
+            return
+        index += 1
+        if grouped is None:
+            grouped = _element_of_one_record(group, value)
+        if grouped:
+            kept.append(value)
+        else:
+            yield from _records_of_value(path, index, value, group)
+    if grouped:
+        yield 1, kept
+    if b.skip_ws():
+        yield BadRecord(path, b.offset, f"unexpected content after the JSON array at offset {b.offset}")
 
 
-def iter_records(paths: Iterable[str | Path], stats: dict | None = None) -> Iterator[tuple[str | Path, int, dict] | BadRecord]:
+def iter_records(paths: Iterable[str | Path], stats: dict | None = None, *, group: Any = None) -> Iterator[tuple[str | Path, int, Any] | BadRecord]:
     """The records of every file in ``paths`` (see :func:`iter_json_records`) as
     ``(path, line, record)``; malformed ones are passed on as ``BadRecord``. When the files are
     exhausted, the number of well-formed records is stored in ``stats["records"]``."""
     n = 0
     for path in paths:
-        for item in iter_json_records(path):
+        for item in iter_json_records(path, group=group):
             if isinstance(item, BadRecord):
                 yield item
                 continue
@@ -186,11 +386,12 @@ def iter_records(paths: Iterable[str | Path], stats: dict | None = None) -> Iter
 
 
 def input_files(paths: Iterable[str | Path]) -> list[Path]:
-    """Expand inputs: files as given; folders → their *.jsonl / *.jsonl.gz / *.json, sorted."""
+    """Expand inputs: files as given; folders → their JSONL / JSON / ``.traj`` files (also
+    ``.gz`` / ``.zst``), sorted."""
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            out.extend(sorted(f for f in p.rglob("*") if f.is_file() and f.name.endswith((".jsonl", ".jsonl.gz", ".json"))))
+            out.extend(sorted(f for f in p.rglob("*") if f.is_file() and f.name.endswith(RECORD_SUFFIXES)))
         elif p.is_file():
             out.append(p)
         else:
@@ -265,13 +466,14 @@ def write_stage(
             if rej is not None and item.doc is not None:
                 rej.write(item.doc, item.reason)
         elif isinstance(item, BadRecord):
+            reason = getattr(item, "reason", "malformed")  # RejectedRecord: a named reason
             acc.seen(0)
-            acc.dropped("malformed", 0)
+            acc.dropped(reason, 0)
             errors.append(str(item))
             if len(errors) <= MAX_LISTED_ERRORS:
                 log.warning("malformed record: %s", item)
             if rej is not None:
-                rej.write(rejected_doc(item), "malformed")
+                rej.write(rejected_doc(item), reason)
         else:  # pragma: no cover - adapter bug
             raise TypeError(f"adapter yielded {type(item).__name__}")
     files = writer.close()
@@ -281,7 +483,7 @@ def write_stage(
         stage, cfg, chash, input_id, acc, folder=out, files=files, started=started,
         extra={
             **(extra or {}),
-            "n_malformed": len(errors),
+            "n_malformed": acc.drops.get("malformed", 0),
             "errors": errors[:MAX_LISTED_ERRORS],
         },
     )
