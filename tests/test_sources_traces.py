@@ -96,7 +96,10 @@ def test_malformed_trajectories_are_reported_by_line(tmp_path):
     out = tmp_path / "out"
     assert cli_main(["ingest", "tool-use", str(f), "--out", str(out), "--no-progress", "--keep-rejected"]) == 0
     m = StageManifest.read(out)
-    assert m.accounting.docs_out == 1 and m.accounting.drops == {"malformed": 6, "duplicate": 1}
+    assert m.accounting.docs_out == 1 and m.accounting.drops == {
+        "bad_arguments": 1, "orphan_tool_result": 2, "unknown_role": 1, "no_assistant": 1, "malformed": 1, "duplicate": 1}
+    assert m.accounting.docs_in == m.accounting.docs_out + sum(m.accounting.drops.values())
+    assert m.extra["n_malformed"] == 1
     errs = m.extra["errors"]
     assert [e.split(":")[1] for e in errs] == ["2", "3", "4", "5", "6", "8"]
     assert "not valid JSON" in errs[0] and "unknown or already answered call 'zzz'" in errs[1]

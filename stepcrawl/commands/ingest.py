@@ -145,7 +145,7 @@ def _finish(args, stage: str, items, cfg, input_id: str | None, stats: dict) -> 
     drops = ", ".join(f"{k}={v}" for k, v in sorted(acc.drops.items())) or "none"
     print(f"{stage}: {acc.docs_in} in, {acc.docs_out} kept ({acc.chars_out:,} chars), drops: {drops} -> {args.out}")
     if res.errors:  # each one was already logged with its file:line as it was met
-        print(f"  {len(res.errors)} malformed record(s); listed in {args.out}/_manifest.json (extra.errors)", file=sys.stderr)
+        print(f"  {len(res.errors)} malformed or rejected record(s); listed in {args.out}/_manifest.json (extra.errors)", file=sys.stderr)
     return 0
 
 

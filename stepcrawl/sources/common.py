@@ -471,7 +471,7 @@ def write_stage(
             acc.dropped(reason, 0)
             errors.append(str(item))
             if len(errors) <= MAX_LISTED_ERRORS:
-                log.warning("malformed record: %s", item)
+                log.warning("%s record: %s", "malformed" if reason == "malformed" else "rejected", item)
             if rej is not None:
                 rej.write(rejected_doc(item), reason)
         else:  # pragma: no cover - adapter bug
