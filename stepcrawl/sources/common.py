@@ -210,7 +210,7 @@ def iter_json_records(path: str | Path, *, group: Any = None) -> Iterator[tuple[
             if not stripped:
                 return
             first_line = stripped.split("\n", 1)[0]
-            if stripped[0] == "[" or (stripped[0] == "{" and not _parses(first_line)):
+            if stripped[0] in "[{" and not _parses(first_line):
                 # a JSON document, not JSONL: one array (compact or not), or pretty-printed object(s)
                 yield from _iter_documents(path, fh, head, group)
                 return
@@ -221,9 +221,10 @@ def iter_json_records(path: str | Path, *, group: Any = None) -> Iterator[tuple[
 
 def _parses(text: str) -> bool:
     try:
-        return isinstance(json.loads(text), dict)
+        json.loads(text)
     except ValueError:
         return False
+    return True
 
 
 def _records_of_value(path: str, where: int, value: Any, group: Any) -> Iterator[tuple[int, Any] | BadRecord]:
@@ -247,6 +248,12 @@ def _iter_lines(path: str, head: str, fh, group: Any) -> Iterator[tuple[int, Any
             value = json.loads(line)
         except ValueError as exc:
             yield BadRecord(path, lineno, f"malformed JSON: {exc}")
+            continue
+        if (isinstance(value, list) and value and all(isinstance(x, dict) for x in value)
+                and not _element_of_one_record(group, value[0])):
+            # a compact JSON array of records on one line (a .json file written without indent)
+            for index, item in enumerate(value, 1):
+                yield index if lineno == 1 else lineno, item
             continue
         yield from _records_of_value(path, lineno, value, group)
 
