@@ -234,7 +234,7 @@ def test_swe_agent_traj_history(tmp_path):
     got = content(doc)
     assert got[0] == ("system", "<|system|>SETTING: you are an autonomous programmer.<|end|>")
     assert got[1] == ("user", "<|user|>Here is a demonstration: ...<|end|>")
-    assert got[2] == ("tool_result", "<|tool_result|><issue>sum() is off by one</issue><|end|>")  # observation in a user turn
+    assert got[2] == ("user", "<|user|><issue>sum() is off by one</issue><|end|>")  # the task prompt (an "observation")
     assert got[3:] == [
         ("assistant", "Let me look at the repository."),
         ("tool_call", '<|tool_call|>{"name": "bash", "arguments": {"command": "ls"}}'),
@@ -248,6 +248,13 @@ def test_swe_agent_traj_history(tmp_path):
     # without history, the trajectory steps are used
     doc2 = one(tmp_path, {k: v for k, v in SWE_TRAJ.items() if k != "history"}, name="old.jsonl")
     assert content(doc2) == [("assistant", "ls<|end|>"), ("tool_result", "<|tool_result|>setup.py<|end|>")]
+    # without function calling, the output after an action is a user "observation": a tool result
+    plain = [{k: v for k, v in h.items() if k not in ("tool_calls", "tool_call_ids")} for h in SWE_TRAJ["history"][:5]]
+    plain[4]["role"] = "user"
+    doc3 = one(tmp_path, {"history": plain, "info": {}}, name="plain.jsonl")
+    assert content(doc3)[2:] == [("user", "<|user|><issue>sum() is off by one</issue><|end|>"),
+                                 ("assistant", "Let me look at the repository.<|end|>"),
+                                 ("tool_result", "<|tool_result|>setup.py\nsrc<|end|>")]
 
 
 def test_mini_swe_agent_trajectory(tmp_path):

@@ -226,7 +226,8 @@ def tool_responses(text: str) -> list[str] | None:
     nothing else (Hermes results); ``None`` when it is ordinary text."""
     if "<tool_response>" not in text:
         return None
-    bodies = [m.group(1).strip() for m in _TOOL_RESPONSE.finditer(text)]
+    # only the line breaks the wrapper adds are removed: a result's own indentation is content
+    bodies = [m.group(1).strip("\r\n") for m in _TOOL_RESPONSE.finditer(text)]
     if _TOOL_RESPONSE.sub("", text).strip():
         return None  # prose around the blocks: keep the message as it is
     return bodies

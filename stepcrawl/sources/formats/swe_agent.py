@@ -8,8 +8,9 @@
   "thought"|"action"|"observation"|…, "agent", "is_demo"?, "thought"?, "action"?,
   "tool_calls"? (OpenAI shape), "tool_call_ids"? (on ``tool`` messages), "thinking_blocks"?}``.
   Demonstrations are part of the prompt and stay (as the user/assistant turns they are).
-  Without function calling the observation is a ``user`` message with ``message_type:
-  observation``: it is the environment's output, so it becomes a tool result.
+  SWE-agent files the task prompt (instance template) as a ``user`` message with
+  ``message_type: observation``; it stays a user turn. Without function calling the
+  environment's output after an action is such a message too, and becomes a tool result.
 * Without ``history``, ``trajectory`` steps ``{"response", "thought", "action",
   "observation"}`` give one assistant turn (the raw ``response``, else thought + action)
   and one tool result each.
@@ -53,11 +54,11 @@ def detect_swe_agent(rec: Any) -> bool:
     return t is not None and "observation" in t and ("response" in t or "action" in t)
 
 
-def _history_message(item: Any, where: str) -> list[Message]:
+def _history_message(item: Any, where: str, after_action: bool) -> list[Message]:
     if not isinstance(item, dict):
         raise FormatError("wrong_type", f"{where}: a history item must be an object, got {type_name(item)}")
     role, mtype = item.get("role"), item.get("message_type")
-    if role == "user" and mtype == "observation":
+    if role == "user" and mtype == "observation" and after_action and not item.get("is_demo"):
         raw = item.get("content")
         return [Message("tool", [Text(result_text(raw, content_text(raw, where), where))])]
     if role == "tool":
@@ -86,7 +87,8 @@ def parse_swe_agent(rec: dict, opts: FormatOptions) -> list[Conversation]:
     messages: list[Message] = []
     if rec.get("history"):
         for i, item in enumerate(need_list(rec["history"], "history")):
-            messages += _history_message(item, f"history {i}")
+            after_action = any(m.role == "assistant" for m in messages)
+            messages += _history_message(item, f"history {i}", after_action)
     else:
         for i, step in enumerate(need_list(rec.get("trajectory"), "trajectory", optional=False)):
             where = f"trajectory {i}"
