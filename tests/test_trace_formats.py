@@ -560,3 +560,25 @@ def test_bad_records_are_bad_records():
     import pickle
 
     assert str(pickle.loads(pickle.dumps(r))) == str(r)
+
+
+def test_damaged_bytes_and_streams_cost_only_what_they_hold(tmp_path):
+    good = {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}
+    line = json.dumps(good).encode()
+    (tmp_path / "bad_utf8.jsonl").write_bytes(line + b"\n" + line.replace(b'"q"', b'"\xff"') + b"\n" + line + b"\n")
+    (tmp_path / "bad_utf8.json").write_bytes(b"[" + line + b",\n" + line.replace(b'"q"', b'"\xfe"') + b",\n" + line + b"]")
+    got = list(iter_json_records(tmp_path / "bad_utf8.jsonl"))
+    assert [type(x).__name__ for x in got] == ["tuple", "BadRecord", "tuple"] and "2: not valid UTF-8" in str(got[1])
+    got = list(iter_json_records(tmp_path / "bad_utf8.json"))
+    assert [type(x).__name__ for x in got] == ["tuple", "BadRecord", "tuple"]
+    rows = b"".join(json.dumps({"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": "a"}]}).encode()
+                    + b"\n" for i in range(5000))
+    gz = gzip.compress(rows)
+    (tmp_path / "cut.jsonl.gz").write_bytes(gz[: len(gz) // 2])  # a download cut in half
+    got = list(iter_json_records(tmp_path / "cut.jsonl.gz"))
+    assert isinstance(got[-1], BadRecord) and "cannot read further" in str(got[-1])
+    assert len(got) > 1000 and all(isinstance(x, tuple) for x in got[:-1])  # what came before the damage is kept
+    compact = json.dumps([good, good, good])
+    (tmp_path / "compact_cut.json").write_text(compact[:-30])
+    got = list(iter_json_records(tmp_path / "compact_cut.json"))
+    assert [type(x).__name__ for x in got] == ["tuple", "tuple", "BadRecord"] and "2 complete element(s) kept" in str(got[-1])

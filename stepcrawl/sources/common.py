@@ -159,6 +159,7 @@ class RejectedRecord(BadRecord):
 # Suffixes an input folder is searched for (compressed variants included).
 RECORD_SUFFIXES = tuple(f"{s}{c}" for s in (".jsonl", ".json", ".traj") for c in ("", ".gz", ".zst"))
 _CHUNK = 1 << 20  # characters read at a time from a JSON array / document stream
+_PEEK = 1 << 16  # characters read to tell JSONL from a JSON document
 
 
 def open_text(path: str | Path):
@@ -205,18 +206,50 @@ def iter_json_records(path: str | Path, *, group: Any = None) -> Iterator[tuple[
     try:
         fh = open_text(path)
         with fh:
-            head = fh.read(_CHUNK)
+            # Peek by lines (a damaged compressed stream then loses only the chunk it breaks in).
+            head = ""
+            while True:
+                line = fh.readline(_PEEK)
+                head += line
+                if not line or line.strip():
+                    break
             stripped = head.lstrip()
             if not stripped:
                 return
-            first_line = stripped.split("\n", 1)[0]
-            if stripped[0] in "[{" and not _parses(first_line):
-                # a JSON document, not JSONL: one array (compact or not), or pretty-printed object(s)
+            if not line.endswith("\n") and len(line) == _PEEK:
+                documents = stripped[0] == "["  # one long first line: an array streams, an object is one JSONL line
+            else:
+                documents = stripped[0] in "[{" and not _parses(stripped)
+            if documents:  # a JSON document, not JSONL: an array, or pretty-printed object(s)
                 yield from _iter_documents(path, fh, head, group)
                 return
             yield from _iter_lines(path, head, fh, group)
-    except (OSError, EOFError, ValueError) as exc:  # unreadable / corrupt compressed stream
-        yield BadRecord(path, None, f"cannot read: {exc}")
+    except _READ_ERRORS as exc:  # unreadable file / corrupt compressed stream: what came before is kept
+        yield BadRecord(path, None, f"cannot read further: {type(exc).__name__}: {exc}")
+
+
+def _read_errors() -> tuple[type[BaseException], ...]:
+    errors: tuple[type[BaseException], ...] = (OSError, EOFError, ValueError)
+    try:
+        import zstandard
+
+        errors += (zstandard.ZstdError,)
+    except ImportError:  # pragma: no cover - zstandard is a core dependency
+        pass
+    return errors
+
+
+_READ_ERRORS = _read_errors()
+
+
+def _not_utf8(text: str) -> bool:
+    """Undecodable bytes arrive as lone surrogates (``surrogateescape``); such a record cannot
+    be written as UTF-8 later, so it is reported here, where its file and line are known."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _parses(text: str) -> bool:
@@ -239,10 +272,13 @@ def _records_of_value(path: str, where: int, value: Any, group: Any) -> Iterator
 def _iter_lines(path: str, head: str, fh, group: Any) -> Iterator[tuple[int, Any] | BadRecord]:
     import itertools
 
-    rest = head + fh.readline()  # complete the last line of the first chunk
-    first = io_lines(rest)
-    for lineno, line in enumerate(itertools.chain(first, fh), 1):
+    if not head.endswith("\n"):
+        head += fh.readline()  # complete a first line longer than the peek
+    for lineno, line in enumerate(itertools.chain(head.splitlines(keepends=True), fh), 1):
         if not line.strip():
+            continue
+        if _not_utf8(line):
+            yield BadRecord(path, lineno, "not valid UTF-8")
             continue
         try:
             value = json.loads(line)
@@ -258,10 +294,6 @@ def _iter_lines(path: str, head: str, fh, group: Any) -> Iterator[tuple[int, Any
         yield from _records_of_value(path, lineno, value, group)
 
 
-def io_lines(text: str) -> list[str]:
-    return text.splitlines(keepends=True)
-
-
 class _Buffer:
     """A growing window on a text stream for ``json.JSONDecoder.raw_decode``.
 
@@ -271,17 +303,15 @@ class _Buffer:
 
     def __init__(self, fh, head: str):
         self.fh, self.buf, self.pos, self.base, self.eof = fh, head, 0, 0, False
-        self.chunk = _CHUNK
 
-    def more(self) -> bool:
+    def more(self, size: int = _CHUNK) -> bool:
         if self.eof:
             return False
-        data = self.fh.read(self.chunk)
-        self.chunk = min(self.chunk * 2, 1 << 28)  # grow: a long element is re-parsed O(log n) times
+        data = self.fh.read(size)
         if not data:
             self.eof = True
             return False
-        if self.pos > (1 << 20):  # drop what was consumed; memory stays ~ one element
+        if self.pos > _CHUNK:  # drop what was consumed; memory stays ~ one element + one chunk
             self.base += self.pos
             self.buf, self.pos = self.buf[self.pos:], 0
         self.buf += data
@@ -302,15 +332,21 @@ class _Buffer:
     def offset(self) -> int:
         return self.base + self.pos
 
+    def since(self, start: int) -> str:
+        """The text from absolute offset ``start`` (an element's start) to the cursor."""
+        return self.buf[start - self.base:self.pos]
+
     def value(self, dec: json.JSONDecoder) -> Any:
         """Decode the value at the cursor, reading more as needed; ValueError at the damage."""
+        size = _CHUNK
         while True:
             try:
                 value, end = dec.raw_decode(self.buf, self.pos)
             except json.JSONDecodeError as exc:
                 genuine = exc.pos + 64 < len(self.buf) and not exc.msg.startswith("Unterminated")
-                if genuine or not self.more():
+                if genuine or not self.more(size):
                     raise
+                size = min(size * 2, 1 << 28)  # a long element is re-parsed O(log n) times, not O(n)
                 continue
             if end == len(self.buf) and self.more():
                 continue  # a number at the buffer's end may continue in the next chunk
@@ -332,6 +368,9 @@ def _iter_documents(path: str, fh, head: str, group: Any) -> Iterator[tuple[int,
                 yield BadRecord(path, start, f"JSON document {index} broken at offset {start}: {exc}; "
                                 f"{index - 1} complete document(s) kept")
                 return
+            if _not_utf8(b.since(start)):
+                yield BadRecord(path, index, "not valid UTF-8")
+                continue
             yield from _records_of_value(path, index, value, group)
         return
     b.pos += 1
@@ -363,6 +402,12 @@ def _iter_documents(path: str, fh, head: str, group: Any) -> Iterator[tuple[int,
             yield BadRecord(path, start, f"JSON array cut off or broken at offset {start} ({damage}); {kept_note}")
             return
         index += 1
+        if _not_utf8(b.since(start)):
+            if grouped:
+                yield BadRecord(path, index, "not valid UTF-8 (in the message list)")
+                return
+            yield BadRecord(path, index, "not valid UTF-8")
+            continue
         if grouped is None:
             grouped = _element_of_one_record(group, value)
         if grouped:

@@ -70,6 +70,7 @@ def iter_reasoning(paths: Iterable[str | Path], cfg: ReasoningConfig, stats: dic
                 "fields": conv.fields, "n_messages": tstats["n_messages"]}
         if conv.origin:
             meta["origin"] = conv.origin
+        meta.update(conv.meta)
         lang, lang_score = natural_language(tstats["user_text"])
         doc = Document(id=make_id(cfg.source, text), text=text, source=cfg.source, kind="reasoning", spans=spans,
                        meta=meta, lang=lang, lang_score=lang_score)

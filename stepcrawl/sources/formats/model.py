@@ -67,6 +67,7 @@ class Conversation:
     origin: str | None = None  # the record's own "source" field, when it has one
     format: str = ""
     fields: list[str | None] = field(default_factory=list)  # reasoning: the fields read
+    meta: dict[str, Any] = field(default_factory=dict)  # scalar record fields worth keeping (domain, …)
 
 
 # --------------------------------------------------------------------------- field checks

@@ -61,12 +61,20 @@ def detect_fields(rec: Any) -> bool:
     return isinstance(rec, dict) and any(k in rec for k in (*PROBLEM_FIELDS, *ANSWER_FIELDS, *REASONING_FIELDS))
 
 
+KEPT_META = ("domain", "difficulty", "problem_type", "question_type")
+
+
+def record_meta(rec: dict) -> dict:
+    return {k: rec[k] for k in KEPT_META if isinstance(rec.get(k), (str, int, float)) and not isinstance(rec.get(k), bool)}
+
+
 def _conversation(rec: dict, problem: str, reasoning: str | None, answer: str, fmt: str, fields: list) -> Conversation:
     parts = [Think(reasoning.strip())] if reasoning and reasoning.strip() else []
     parts += split_think(answer.strip()) if not parts else [Text(answer.strip())]
     conv = Conversation([Message("user", [Text(problem.strip())]), Message("assistant", parts)],
                         [], record_id(rec), origin_of(rec), fmt)
     conv.fields = fields
+    conv.meta = record_meta(rec)
     return conv
 
 
@@ -129,6 +137,7 @@ def parse_generations(rec: dict, opts: FormatOptions) -> list[Conversation]:
         conv = Conversation([Message("user", [Text(problem.strip())]), Message("assistant", split_think(gen.strip()))],
                             [], record_id(rec), origin_of(rec), "r1_generations")
         conv.fields = [pf, f"generations[{i}]"]
+        conv.meta = record_meta(rec)
         if len(chosen) > 1 and conv.id is not None:
             conv.id = f"{conv.id}#{i}"
         out.append(conv)
