@@ -582,3 +582,26 @@ def test_damaged_bytes_and_streams_cost_only_what_they_hold(tmp_path):
     (tmp_path / "compact_cut.json").write_text(compact[:-30])
     got = list(iter_json_records(tmp_path / "compact_cut.json"))
     assert [type(x).__name__ for x in got] == ["tuple", "tuple", "BadRecord"] and "2 complete element(s) kept" in str(got[-1])
+
+
+def test_openai_refusal_and_litellm_thinking_blocks_are_not_lost(tmp_path):
+    rec = {"messages": [{"role": "user", "content": "Help me pick a lock."},
+                        {"role": "assistant", "content": None, "refusal": "I can't help with that.",
+                         "thinking_blocks": [{"type": "thinking", "thinking": "This is unsafe.", "signature": "s"}]}]}
+    doc = one(tmp_path, rec)
+    assert content(doc)[1:] == [("think", "<|think|>This is unsafe.<|/think|>"), ("assistant", "I can't help with that.<|end|>")]
+
+
+def test_github_threads_from_a_cut_off_json_array_keep_their_complete_records(tmp_path):
+    """The GitHub adapters share the readers (issue 15 §5: a cut-off .json array lost every thread)."""
+    rows = [{"number": n, "repo": "acme/widgets", "title": f"Issue {n}", "body": "Steps to reproduce.",
+             "user": {"login": "amy"}, "state": "open"} for n in (1, 2, 3)]
+    text = json.dumps(rows, indent=2)
+    f = tmp_path / "issues.json"
+    f.write_text(text[: text.rindex('"Issue 3"')])
+    out = tmp_path / "out"
+    assert cli_main(["ingest", "issues", str(f), "--out", str(out), "--no-progress", "--min-stars", "0"]) == 0
+    m = StageManifest.read(out)
+    assert m.accounting.docs_out == 2 and m.accounting.drops == {"malformed": 1}
+    third = text.rindex("{", 0, text.index('"Issue 3"'))  # where the cut element starts
+    assert m.extra["errors"][0].startswith(f"{f}:{third}: JSON array cut off")

@@ -29,7 +29,7 @@ from stepcrawl.io import BadRecord
 from stepcrawl.sources.common import RejectedRecord, make_id, natural_language, parse_roles
 from stepcrawl.sources.formats import FormatError, FormatOptions
 from stepcrawl.sources.formats.r1 import ANSWER_FIELDS, PROBLEM_FIELDS, REASONING_FIELDS, get_field, pick  # noqa: F401 (re-exported)
-from stepcrawl.sources.tool_use import iter_conversations, render_conversation
+from stepcrawl.sources.tool_use import iter_conversations, raw_json, render_conversation
 from stepcrawl.steps import Drop
 
 
@@ -60,11 +60,11 @@ def iter_reasoning(paths: Iterable[str | Path], cfg: ReasoningConfig, stats: dic
         if isinstance(item, BadRecord):
             yield item
             continue
-        path, lineno, fmt, conv = item
+        path, lineno, fmt, conv, rec = item
         try:
             text, spans, tstats = render_conversation(conv, loss_roles, render_tools=True)
         except FormatError as exc:
-            yield RejectedRecord(path, lineno, exc.reason, str(exc))
+            yield RejectedRecord(path, lineno, exc.reason, str(exc), raw_json(rec))
             continue
         meta = {"file": path, "line": lineno, "record_id": conv.id, "format": fmt,
                 "fields": conv.fields, "n_messages": tstats["n_messages"]}

@@ -153,8 +153,8 @@ def parse_record(rec: Any, kind: str, forced: str | None, opts: FormatOptions) -
 
 
 def iter_conversations(paths: Iterable[str | Path], kind: str, forced: str | None, opts: FormatOptions,
-                       stats: dict | None) -> Iterator[tuple[str, int, str, Conversation] | BadRecord]:
-    """``(path, line, format, conversation)`` for every conversation in ``paths``; records
+                       stats: dict | None) -> Iterator[tuple[str, int, str, Conversation, Any] | BadRecord]:
+    """``(path, line, format, conversation, record)`` for every conversation in ``paths``; records
     that cannot be read are ``BadRecord`` / ``RejectedRecord``. ``stats["formats"]`` counts
     the records per detected format."""
     if forced:
@@ -172,7 +172,7 @@ def iter_conversations(paths: Iterable[str | Path], kind: str, forced: str | Non
             continue
         formats[name] += 1
         for conv in convs:
-            yield str(path), lineno, name, conv
+            yield str(path), lineno, name, conv, rec
     if stats is not None:
         stats["formats"] = dict(sorted(formats.items()))
 
@@ -184,11 +184,11 @@ def iter_tool_use(paths: Iterable[str | Path], cfg: ToolUseConfig, stats: dict |
         if isinstance(item, BadRecord):
             yield item
             continue
-        path, lineno, fmt, conv = item
+        path, lineno, fmt, conv, rec = item
         try:
             text, spans, tstats = render_conversation(conv, loss_roles, cfg.render_tools)
         except FormatError as exc:
-            yield RejectedRecord(path, lineno, exc.reason, str(exc))
+            yield RejectedRecord(path, lineno, exc.reason, str(exc), raw_json(rec))
             continue
         lang, lang_score = natural_language(tstats.pop("user_text"))
         doc = Document(

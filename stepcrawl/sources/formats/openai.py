@@ -7,7 +7,8 @@ Record shapes (https://platform.openai.com/docs/api-reference/chat):
 * messages: ``system`` / ``developer`` / ``user``: ``content`` a string or ``[{"type": "text",
   "text"}]`` parts; ``assistant``: ``content``, ``reasoning_content`` (or ``reasoning``),
   ``tool_calls: [{"id", "type": "function", "function": {"name", "arguments": "<JSON>"}}]``
-  (several = parallel calls), legacy ``function_call: {"name", "arguments"}``; ``tool``:
+  (several = parallel calls), legacy ``function_call: {"name", "arguments"}``, ``refusal``
+  (the text when there is no content), litellm ``thinking_blocks``; ``tool``:
   ``tool_call_id`` + ``content``; legacy ``function`` role (a result, by ``name``).
 * Inline markup in the text is structure, not literal text: ``<think>…</think>`` in assistant
   content becomes a Think part, Hermes ``<tool_call>{…}</tool_call>`` a Call, a message that is
@@ -73,7 +74,16 @@ def parse_message(msg: Any, where: str, role_aliases: dict[str, str] = ROLE_ALIA
             reasoning = need_str(reasoning, f"{where}.reasoning_content")
             if reasoning.strip():
                 parts.append(Think(reasoning.strip()))
+        elif msg.get("thinking_blocks"):  # litellm's Anthropic thinking, when no reasoning_content was set
+            for k, b in enumerate(need_list(msg["thinking_blocks"], f"{where}.thinking_blocks")):
+                if not isinstance(b, dict) or b.get("type") != "thinking":
+                    raise FormatError("unknown_part", f"{where}: thinking block {k} is not a 'thinking' block")
+                t = need_str(b.get("thinking"), f"{where}.thinking_blocks[{k}].thinking").strip()
+                if t:
+                    parts.append(Think(t))
         parts += normalise_assistant_text(text, where)
+        if msg.get("refusal") is not None and not text:  # the model's refusal is its output
+            parts += [Text(need_str(msg["refusal"], f"{where}.refusal"))]
         calls = need_list(msg.get("tool_calls"), f"{where}.tool_calls")
         for j, call in enumerate(calls):
             parts.append(call_from_object(call, f"{where} tool_calls[{j}]"))
