@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import re
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -160,6 +161,7 @@ class RejectedRecord(BadRecord):
 RECORD_SUFFIXES = tuple(f"{s}{c}" for s in (".jsonl", ".json", ".traj") for c in ("", ".gz", ".zst"))
 _CHUNK = 1 << 20  # characters read at a time from a JSON array / document stream
 _PEEK = 1 << 16  # characters read to tell JSONL from a JSON document
+_NON_BLANK = re.compile(r"[^ \t\r\n]")
 
 
 def open_text(path: str | Path):
@@ -303,6 +305,7 @@ class _Buffer:
 
     def __init__(self, fh, head: str):
         self.fh, self.buf, self.pos, self.base, self.eof = fh, head, 0, 0, False
+        self.dirty = _not_utf8(head)  # any undecodable byte read so far: then elements are checked one by one
 
     def more(self, size: int = _CHUNK) -> bool:
         if self.eof:
@@ -315,16 +318,17 @@ class _Buffer:
             self.base += self.pos
             self.buf, self.pos = self.buf[self.pos:], 0
         self.buf += data
+        self.dirty = self.dirty or _not_utf8(data)
         return True
 
     def skip_ws(self) -> str:
         """The next non-blank character ('' at the end of the stream), not consumed."""
         while True:
-            n = len(self.buf)
-            while self.pos < n and self.buf[self.pos] in " \t\r\n":
-                self.pos += 1
-            if self.pos < n:
+            m = _NON_BLANK.search(self.buf, self.pos)
+            if m:
+                self.pos = m.start()
                 return self.buf[self.pos]
+            self.pos = len(self.buf)
             if not self.more():
                 return ""
 
@@ -332,9 +336,9 @@ class _Buffer:
     def offset(self) -> int:
         return self.base + self.pos
 
-    def since(self, start: int) -> str:
-        """The text from absolute offset ``start`` (an element's start) to the cursor."""
-        return self.buf[start - self.base:self.pos]
+    def not_utf8_since(self, start: int) -> bool:
+        """Whether the element from absolute offset ``start`` to the cursor holds undecodable bytes."""
+        return self.dirty and _not_utf8(self.buf[start - self.base:self.pos])
 
     def value(self, dec: json.JSONDecoder) -> Any:
         """Decode the value at the cursor, reading more as needed; ValueError at the damage."""
@@ -368,7 +372,7 @@ def _iter_documents(path: str, fh, head: str, group: Any) -> Iterator[tuple[int,
                 yield BadRecord(path, start, f"JSON document {index} broken at offset {start}: {exc}; "
                                 f"{index - 1} complete document(s) kept")
                 return
-            if _not_utf8(b.since(start)):
+            if b.not_utf8_since(start):
                 yield BadRecord(path, index, "not valid UTF-8")
                 continue
             yield from _records_of_value(path, index, value, group)
@@ -402,7 +406,7 @@ def _iter_documents(path: str, fh, head: str, group: Any) -> Iterator[tuple[int,
             yield BadRecord(path, start, f"JSON array cut off or broken at offset {start} ({damage}); {kept_note}")
             return
         index += 1
-        if _not_utf8(b.since(start)):
+        if b.not_utf8_since(start):
             if grouped:
                 yield BadRecord(path, index, "not valid UTF-8 (in the message list)")
                 return

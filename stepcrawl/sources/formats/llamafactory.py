@@ -18,7 +18,7 @@ from typing import Any
 
 from stepcrawl.sources.formats.model import (
     Conversation, FormatError, FormatOptions, Message, Part, Text, Think, TraceFormat, call_from_object,
-    decode_tools, first_dict, need_list, need_str, normalise_assistant_text, result_text, type_name,
+    decode_tools, need_list, need_str, normalise_assistant_text, result_text, type_name,
 )
 from stepcrawl.sources.formats.openai import origin_of, record_id
 

@@ -18,8 +18,8 @@ Mapping:
 * an observation → a tool result answering its ``tool_call_metadata.tool_call_id``.
 * Bookkeeping events that never reach the model are skipped: actions ``change_agent_state``,
   ``recall``, ``null``, ``condensation``, ``condensation_request``; observations
-  ``agent_state_changed``, ``null``, ``recall``, ``agent_condensation``, ``user_rejected``
-  is kept (the model sees it).
+  ``agent_state_changed``, ``null``, ``recall``, ``agent_condensation``. Every other
+  observation (errors, ``user_rejected``, …) is a tool result: the model saw it.
 """
 
 from __future__ import annotations
