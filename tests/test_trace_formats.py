@@ -606,3 +606,21 @@ def test_github_threads_from_a_cut_off_json_array_keep_their_complete_records(tm
     assert m.accounting.docs_out == 2 and m.accounting.drops == {"malformed": 1}
     third = text.rindex("{", 0, text.index('"Issue 3"'))  # where the cut element starts
     assert m.extra["errors"][0].startswith(f"{f}:{third}: JSON array cut off")
+
+
+@pytest.mark.parametrize("rec", [
+    {"conversations": [{"from": "human", "value": None}, {"from": "gpt", "value": "y"}]},
+    {"conversations": [{"from": "human", "value": ["x"]}, {"from": "gpt", "value": "y"}]},
+    {"messages": [{"role": "user", "content": [{"type": "text", "value": 3}]}, {"role": "assistant", "content": "y"}]},
+    {"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": [{"type": "text", "text": None},
+                                                                                    {"type": "tool_use", "id": "t", "name": "f", "input": {}}]}]},
+    {"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y", "reasoning_content": {"summary": "z"}}]},
+    {"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "tool_calls": {"id": "c"}}]},
+    {"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "tool_calls": [
+        {"id": "c", "function": {"name": "f", "arguments": "{}"}}]}, {"role": "tool", "tool_call_id": ["c"], "content": "r"}]},
+    {"tools": 5, "messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]},
+    {"history": [{"action": "message", "source": "user", "args": {"content": 42}}]},
+])
+def test_wrong_typed_fields_are_rejected_not_rendered(tmp_path, rec):
+    item = one(tmp_path, rec)
+    assert isinstance(item, RejectedRecord) and item.reason == "wrong_type", item

@@ -77,7 +77,7 @@ def parse(rec: dict, opts: FormatOptions) -> list[Conversation]:
                 raise FormatError("wrong_type", f"{bw}: a block must be an object, got {type_name(b)}")
             kind = b.get("type")
             if kind == "text":
-                text = need_str(b.get("text"), f"{bw}.text")
+                text = need_str(b.get("text"), f"{bw}.text", optional=False)
                 parts += normalise_assistant_text(text, bw) if role == "assistant" else ([Text(text)] if text else [])
             elif kind == "thinking" and role == "assistant":
                 thought = need_str(b.get("thinking"), f"{bw}.thinking")

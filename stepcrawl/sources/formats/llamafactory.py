@@ -65,7 +65,7 @@ def parse(rec: Any, opts: FormatOptions) -> list[Conversation]:
             if not isinstance(part, dict):
                 raise FormatError("wrong_type", f"{pw}: a part must be an object, got {type_name(part)}")
             kind = part.get("type")
-            value = need_str(part.get("value"), f"{pw}.value")
+            value = need_str(part.get("value"), f"{pw}.value", optional=False)
             if kind == "text":
                 parts += normalise_assistant_text(value, pw) if role == "assistant" else ([Text(value)] if value else [])
             elif kind == "reasoning" and role == "assistant":

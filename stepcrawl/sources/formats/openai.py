@@ -46,7 +46,7 @@ def content_text(content: Any, where: str) -> str:
         if isinstance(part, str):
             out.append(part)
         elif isinstance(part, dict) and part.get("type", "text") in TEXT_PART_TYPES and "text" in part:
-            out.append(need_str(part["text"], f"{where} content[{j}].text"))
+            out.append(need_str(part["text"], f"{where} content[{j}].text", optional=False))
         elif isinstance(part, dict):
             raise FormatError("unknown_part", f"{where}: content part of type {part.get('type')!r} cannot be rendered as text")
         else:

@@ -71,7 +71,7 @@ def parse(rec: Any, opts: FormatOptions) -> list[Conversation]:
         if role is None:
             raise FormatError("unknown_role", f"{where}: unknown role {tag!r}")
         raw = turn.get("value")
-        value = need_str(raw, f"{where}.value")
+        value = need_str(raw, f"{where}.value", optional=False)  # ShareGPT turns always carry a string
         if role == "call":
             messages.append(Message("assistant", _calls(value, where)))
         elif role == "assistant":
