@@ -624,3 +624,19 @@ def test_github_threads_from_a_cut_off_json_array_keep_their_complete_records(tm
 def test_wrong_typed_fields_are_rejected_not_rendered(tmp_path, rec):
     item = one(tmp_path, rec)
     assert isinstance(item, RejectedRecord) and item.reason == "wrong_type", item
+
+
+def test_a_jsonl_file_with_a_broken_first_line_loses_only_that_line(tmp_path):
+    good = json.dumps({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]})
+    f = tmp_path / "t.jsonl"
+    f.write_text('{"messages": [{"role": "user"\n' + good + "\n" + good + "\n")
+    got = list(iter_json_records(f))
+    assert [type(x).__name__ for x in got] == ["BadRecord", "tuple", "tuple"] and str(got[0]).startswith(f"{f}:1: malformed JSON")
+
+
+def test_a_truncated_pretty_printed_trajectory_is_one_bad_record(tmp_path):
+    f = tmp_path / "run.traj"
+    text = json.dumps(SWE_TRAJ, indent=2)
+    f.write_text(text[: len(text) // 2])
+    (bad,) = list(iter_json_records(f))
+    assert isinstance(bad, BadRecord) and "JSON document 1 broken at offset 0" in str(bad)

@@ -223,9 +223,19 @@ def iter_json_records(path: str | Path, *, group: Any = None) -> Iterator[tuple[
             else:
                 documents = stripped[0] in "[{" and not _parses(stripped)
             if documents:  # a JSON document, not JSONL: an array, or pretty-printed object(s)
-                yield from _iter_documents(path, fh, head, group)
+                # "{" alone on the first line is how pretty-printers start an object: a damaged one
+                # is one bad record. Anything else that does not parse may be a damaged JSONL line.
+                pretty = stripped.strip() in ("{", "[")
+                try:
+                    yield from _iter_documents(path, fh, head, group, fallback=not pretty)
+                    return
+                except _FirstDocumentBroken:
+                    pass  # not a pretty-printed object after all: JSONL whose first line is damaged
+            else:
+                yield from _iter_lines(path, head, fh, group)
                 return
-            yield from _iter_lines(path, head, fh, group)
+        with open_text(path) as fh:  # start again, line by line, so only the bad lines are lost
+            yield from _iter_lines(path, "", fh, group)
     except _READ_ERRORS as exc:  # unreadable file / corrupt compressed stream: what came before is kept
         yield BadRecord(path, None, f"cannot read further: {type(exc).__name__}: {exc}")
 
@@ -274,7 +284,7 @@ def _records_of_value(path: str, where: int, value: Any, group: Any) -> Iterator
 def _iter_lines(path: str, head: str, fh, group: Any) -> Iterator[tuple[int, Any] | BadRecord]:
     import itertools
 
-    if not head.endswith("\n"):
+    if head and not head.endswith("\n"):
         head += fh.readline()  # complete a first line longer than the peek
     for lineno, line in enumerate(itertools.chain(head.splitlines(keepends=True), fh), 1):
         if not line.strip():
@@ -358,7 +368,11 @@ class _Buffer:
             return value
 
 
-def _iter_documents(path: str, fh, head: str, group: Any) -> Iterator[tuple[int, Any] | BadRecord]:
+class _FirstDocumentBroken(Exception):
+    """The first '{' document of a file does not decode: read the file as JSONL instead."""
+
+
+def _iter_documents(path: str, fh, head: str, group: Any, fallback: bool = False) -> Iterator[tuple[int, Any] | BadRecord]:
     dec = json.JSONDecoder()
     b = _Buffer(fh, head)
     if b.skip_ws() != "[":  # one or several (pretty-printed) JSON documents
@@ -369,6 +383,8 @@ def _iter_documents(path: str, fh, head: str, group: Any) -> Iterator[tuple[int,
             try:
                 value = b.value(dec)
             except ValueError as exc:
+                if index == 1 and fallback:
+                    raise _FirstDocumentBroken from exc
                 yield BadRecord(path, start, f"JSON document {index} broken at offset {start}: {exc}; "
                                 f"{index - 1} complete document(s) kept")
                 return
