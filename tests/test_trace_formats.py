@@ -640,3 +640,37 @@ def test_a_truncated_pretty_printed_trajectory_is_one_bad_record(tmp_path):
     f.write_text(text[: len(text) // 2])
     (bad,) = list(iter_json_records(f))
     assert isinstance(bad, BadRecord) and "JSON document 1 broken at offset 0" in str(bad)
+
+
+_recs = st.lists(st.dictionaries(st.sampled_from(["a", "b", "role", "messages"]),
+                                 st.one_of(st.integers(), st.text(max_size=5), st.lists(st.integers(), max_size=2)),
+                                 min_size=1, max_size=3), min_size=1, max_size=6)
+
+
+@pytest.mark.timeout(120)
+@settings(max_examples=80, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(_recs, st.data())
+def test_reader_fuzz_cut_arrays_and_corrupt_lines(tmp_path, recs, data):
+    # a JSON array cut anywhere: exactly the elements that end before the cut are kept, plus one damage report
+    parts = [json.dumps(r, indent=data.draw(st.sampled_from([None, 1]))) for r in recs]
+    text, ends = "[", []
+    for i, p in enumerate(parts):
+        text += ("," if i else "") + "\n" + p
+        ends.append(len(text))
+    text += "\n]"
+    cut = data.draw(st.integers(1, len(text)))
+    f = tmp_path / "cut.json"
+    f.write_text(text[:cut])
+    got = list(iter_json_records(f))
+    ok = [x for x in got if isinstance(x, tuple)]
+    bad = [x for x in got if isinstance(x, BadRecord)]
+    assert [r for _, r in ok] == recs[: sum(e <= cut for e in ends)] or (cut == len(text) and [r for _, r in ok] == recs)
+    assert len(bad) == (0 if cut == len(text) else 1)
+    # JSONL with some lines replaced by junk: every good line kept, every junk line one BadRecord
+    junk = data.draw(st.lists(st.booleans(), min_size=len(recs), max_size=len(recs)))
+    lines = [("{oops" + json.dumps(r)[:3]) if j else json.dumps(r) for r, j in zip(recs, junk)]
+    g = tmp_path / "t.jsonl"
+    g.write_text("\n".join(lines) + "\n")
+    got = list(iter_json_records(g))
+    assert len(got) == len(recs)
+    assert [isinstance(x, BadRecord) for x in got] == junk
