@@ -194,7 +194,7 @@ _trajectory = st.one_of(
 )
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200, deadline=None, derandomize=True)
 @given(st.lists(_trajectory, max_size=4))
 def test_arbitrary_trajectories_are_documents_or_bad_records(tmp_path_factory, records):
     f = tmp_path_factory.mktemp("tu") / "t.jsonl"

@@ -130,7 +130,7 @@ def register(subparsers) -> None:
 
     p = _sub(sub, "tool-use", "agent trajectories (OpenAI, ShareGPT, Anthropic, SWE-agent, OpenHands, … detected per record) → documents with role markers and loss spans",
              "stepcrawl ingest tool-use traces.jsonl --out data/corpus/tool_use --loss-roles assistant,tool_call")
-    p.add_argument("inputs", nargs="+", type=Path, help="JSONL/JSON files or folders")
+    p.add_argument("inputs", nargs="+", type=Path, help="JSONL / JSON / .traj files (also .gz, .zst) or folders")
     p.add_argument("--loss-roles", default="assistant,think,tool_call",
                    help="roles whose spans carry loss (of system,user,assistant,think,tool_call,tool_result,scaffold)")
     p.add_argument("--no-tools", action="store_true", help="do not render tool schemas into the system turn")
@@ -141,7 +141,7 @@ def register(subparsers) -> None:
 
     p = _sub(sub, "reasoning", "reasoning records (R1 <think>, reasoning_content, OpenR1 generations, problem/reasoning/answer fields) → <|think|> documents with spans",
              "stepcrawl ingest reasoning traces.jsonl --out data/corpus/reasoning --reasoning-field cot")
-    p.add_argument("inputs", nargs="+", type=Path, help="JSONL/JSON files or folders")
+    p.add_argument("inputs", nargs="+", type=Path, help="JSONL / JSON / .traj files (also .gz, .zst) or folders")
     p.add_argument("--problem-field", help="field (dotted path) with the problem")
     p.add_argument("--reasoning-field", help="field with the reasoning")
     p.add_argument("--answer-field", help="field with the answer")
