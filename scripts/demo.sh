@@ -40,8 +40,8 @@ else
 fi
 stepcrawl ingest issues samples/github/threads.jsonl --swebench samples/swebench_tasks.jsonl --out "$D/corpus/issues"
 stepcrawl ingest pr-dialogue samples/github/threads.jsonl --swebench samples/swebench_tasks.jsonl --policy mid --out "$D/corpus/pr_dialogue"
-stepcrawl ingest tool-use samples/traces/tool_use.jsonl --out "$D/corpus/tool_use"
-stepcrawl ingest reasoning samples/traces/reasoning.jsonl --out "$D/corpus/reasoning"
+stepcrawl ingest tool-use samples/traces/tool_use.jsonl samples/traces/formats --out "$D/corpus/tool_use"  # formats/: ShareGPT, Hermes, Anthropic, SWE-agent, OpenHands, ...
+stepcrawl ingest reasoning samples/traces/reasoning.jsonl samples/traces/reasoning_formats.jsonl --out "$D/corpus/reasoning"
 
 step "5/8 tokenizer: train sentencepiece BPE, encode every source into Megatron shards"
 stepcrawl train-tokenizer "$D/corpus" --vocab-size 4096 --out "$D/tokenizer"

@@ -45,6 +45,30 @@ def _sub(sub, name: str, help_: str, example: str) -> argparse.ArgumentParser:
     )
 
 
+class _ListFormats(argparse.Action):
+    """``--list-formats``: print the formats the kind reads and exit (like ``--help``, so the
+    required inputs and ``--out`` are not needed)."""
+
+    def __init__(self, option_strings, dest, kind: str = "", **kwargs):
+        self.kind = kind
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from stepcrawl.sources.formats import list_formats
+
+        print(list_formats(self.kind))
+        parser.exit(0)
+
+
+def _trace_formats(p: argparse.ArgumentParser, kind: str) -> None:
+    from stepcrawl.sources.formats import formats_for
+
+    names = [f.name for f in formats_for(kind)]
+    p.add_argument("--format", choices=names, default=None, metavar="NAME",
+                   help=f"force one input format instead of detecting it per record ({', '.join(names)})")
+    p.add_argument("--list-formats", action=_ListFormats, kind=kind, help="list the input formats and exit")
+
+
 def register(subparsers) -> None:
     ingest = subparsers.add_parser(
         "ingest",
@@ -108,25 +132,29 @@ def register(subparsers) -> None:
             p.set_defaults(func=run_pr_dialogue)
         _common(p, kind)
 
-    p = _sub(sub, "tool-use", "agent trajectories (OpenAI messages + tool_calls) → documents with role markers and loss spans",
+    p = _sub(sub, "tool-use", "agent trajectories (OpenAI, ShareGPT, Anthropic, SWE-agent, OpenHands, … detected per record) → documents with role markers and loss spans",
              "stepcrawl ingest tool-use traces.jsonl --out data/corpus/tool_use --loss-roles assistant,tool_call")
-    p.add_argument("inputs", nargs="+", type=Path, help="JSONL/JSON files or folders")
+    p.add_argument("inputs", nargs="+", type=Path, help="JSONL / JSON / .traj files (also .gz, .zst) or folders")
     p.add_argument("--loss-roles", default="assistant,think,tool_call",
                    help="roles whose spans carry loss (of system,user,assistant,think,tool_call,tool_result,scaffold)")
     p.add_argument("--no-tools", action="store_true", help="do not render tool schemas into the system turn")
     p.add_argument("--max-chars", type=int, default=400_000)
+    _trace_formats(p, "tool-use")
     _common(p, "tool-use")
     p.set_defaults(func=run_tool_use)
 
-    p = _sub(sub, "reasoning", "problem / reasoning / answer records → <|think|> documents with spans",
+    p = _sub(sub, "reasoning", "reasoning records (R1 <think>, reasoning_content, OpenR1 generations, problem/reasoning/answer fields) → <|think|> documents with spans",
              "stepcrawl ingest reasoning traces.jsonl --out data/corpus/reasoning --reasoning-field cot")
-    p.add_argument("inputs", nargs="+", type=Path, help="JSONL/JSON files or folders")
+    p.add_argument("inputs", nargs="+", type=Path, help="JSONL / JSON / .traj files (also .gz, .zst) or folders")
     p.add_argument("--problem-field", help="field (dotted path) with the problem")
     p.add_argument("--reasoning-field", help="field with the reasoning")
     p.add_argument("--answer-field", help="field with the answer")
     p.add_argument("--loss-roles", default="think,assistant", help="roles whose spans carry loss")
     p.add_argument("--allow-missing-reasoning", action="store_true", help="keep records without reasoning")
     p.add_argument("--max-chars", type=int, default=200_000)
+    p.add_argument("--generation", default="first-correct",
+                   help="OpenR1 'generations' lists: first-correct (default), first, all (one document each) or an index")
+    _trace_formats(p, "reasoning")
     _common(p, "reasoning")
     p.set_defaults(func=run_reasoning)
 
@@ -149,7 +177,7 @@ def _finish(args, stage: str, items, cfg, input_id: str | None, stats: dict) -> 
     drops = ", ".join(f"{k}={v}" for k, v in sorted(acc.drops.items())) or "none"
     print(f"{stage}: {acc.docs_in} in, {acc.docs_out} kept ({acc.chars_out:,} chars), drops: {drops} -> {args.out}")
     if res.errors:  # each one was already logged with its file:line as it was met
-        print(f"  {len(res.errors)} malformed record(s); listed in {args.out}/_manifest.json (extra.errors)", file=sys.stderr)
+        print(f"  {len(res.errors)} malformed or rejected record(s); listed in {args.out}/_manifest.json (extra.errors)", file=sys.stderr)
     return 0
 
 
@@ -238,6 +266,7 @@ def run_tool_use(args) -> int:
 
     return _run_inputs(args, "ingest-tool-use", lambda: ToolUseConfig(
         source=args.source, loss_roles=_loss_roles(args), max_chars=args.max_chars, render_tools=not args.no_tools,
+        format=args.format,
     ), iter_tool_use)
 
 
@@ -248,7 +277,15 @@ def run_reasoning(args) -> int:
         source=args.source, problem_field=args.problem_field, reasoning_field=args.reasoning_field,
         answer_field=args.answer_field, loss_roles=_loss_roles(args),
         allow_missing_reasoning=args.allow_missing_reasoning, max_chars=args.max_chars,
+        format=args.format, generation=_generation(args.generation),
     ), iter_reasoning)
+
+
+def _generation(value: str) -> str:
+    """``--generation``: checked here so a typo is a usage error (exit 2), not a crash later."""
+    if value in ("first-correct", "first", "all") or value.lstrip("-").isdigit():
+        return value
+    raise ValueError(f"--generation must be first-correct, first, all or an index, not {value!r}")
 
 
 def _head_id(path: Path, rev: str) -> str | None:

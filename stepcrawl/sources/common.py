@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import re
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from typing import Any, Iterable, Iterator
 from tqdm import tqdm
 
 from stepcrawl.document import Document, Span, text_id
-from stepcrawl.io import BadRecord, ShardWriter, iter_jsonl
+from stepcrawl.io import BadRecord, ShardWriter
 from stepcrawl.manifest import MANIFEST_NAME, Accounting, StageManifest, config_hash, file_hash
 from stepcrawl.steps import Drop
 
@@ -130,51 +131,322 @@ def make_id(source: str, *key: Any) -> str:
 
 
 def rejected_doc(err: BadRecord, raw: str = "") -> Document:
-    """A placeholder document for a malformed record, so ``--keep-rejected`` loses nothing."""
+    """A placeholder document for a malformed record, so ``--keep-rejected`` loses nothing
+    (a ``RejectedRecord`` carries the record's JSON as its text)."""
     return Document(
         id=make_id("malformed", err.path, err.line),
-        text=raw,
+        text=raw or getattr(err, "raw", ""),
         source="malformed",
         kind="other",
         meta={"file": err.path, "line": err.line, "error": str(err)},
     )
 
 
-def iter_json_records(path: str | Path) -> Iterator[tuple[int, dict] | BadRecord]:
-    """Records of a JSONL(.gz) file, or of a ``.json`` file holding one object or a list of
-    objects. Yields ``(line, obj)``; malformed records are yielded as ``BadRecord`` (never
-    raised), so a caller counts them and goes on. For a ``.json`` file the "line" is the
-    1-based index of the record in the list."""
+class RejectedRecord(BadRecord):
+    """A well-formed record we cannot render faithfully (unknown role, wrong-typed field, a
+    content part we do not understand, …). Counted under its named ``reason`` instead of
+    ``malformed``, listed by file:line like a malformed record, never a document with parts
+    missing."""
+
+    def __init__(self, path: str, line: int | None, reason: str, message: str, raw: str = ""):
+        self.reason, self.message, self.raw = reason, message, raw
+        super().__init__(path, line, f"[{reason}] {message}")
+
+    def __reduce__(self):  # picklable across worker processes despite the extra arguments
+        return (RejectedRecord, (self.path, self.line, self.reason, self.message, self.raw))
+
+
+# ---------------------------------------------------------------- record readers
+# Suffixes an input folder is searched for (compressed variants included).
+RECORD_SUFFIXES = tuple(f"{s}{c}" for s in (".jsonl", ".json", ".traj") for c in ("", ".gz", ".zst"))
+_CHUNK = 1 << 20  # characters read at a time from a JSON array / document stream
+_PEEK = 1 << 16  # characters read to tell JSONL from a JSON document
+_NON_BLANK = re.compile(r"[^ \t\r\n]")
+
+
+def open_text(path: str | Path):
+    """A text handle on ``path``, transparently decompressing ``.gz`` (gzip) and ``.zst``
+    (zstandard). Undecodable bytes are kept as surrogates, so one bad byte costs only the
+    record it sits in (it then fails as malformed JSON or renders as-is)."""
     path = str(path)
-    if path.endswith(".json"):
-        try:
-            with open(path, encoding="utf-8") as fh:
-                data = json.load(fh)
-        except (OSError, ValueError) as exc:
-            yield BadRecord(path, None, f"cannot read JSON: {exc}")
-            return
-        items = data if isinstance(data, list) else [data]
-        for i, obj in enumerate(items, 1):
-            if isinstance(obj, dict):
-                yield i, obj
+    if path.endswith(".gz"):
+        import gzip
+
+        return gzip.open(path, "rt", encoding="utf-8", errors="surrogateescape")
+    if path.endswith(".zst"):
+        import io
+
+        import zstandard
+
+        raw = zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), closefd=True)
+        return io.TextIOWrapper(raw, encoding="utf-8", errors="surrogateescape")
+    return open(path, encoding="utf-8", errors="surrogateescape")
+
+
+def _element_of_one_record(group: Any, item: Any) -> bool:
+    return group is not None and bool(group(item))
+
+
+def iter_json_records(path: str | Path, *, group: Any = None) -> Iterator[tuple[int, Any] | BadRecord]:
+    """Records of one file: JSONL, a JSON array, one JSON object (pretty-printed or not), or
+    several concatenated JSON documents — told apart by the content, not the name — plain,
+    ``.gz`` or ``.zst``.
+
+    Yields ``(line, record)``; malformed records are yielded as ``BadRecord`` (never raised),
+    so a caller counts them and goes on. "line" is the line number in JSONL, the 1-based index
+    of the element in a JSON array, the index of the document in a document stream.
+
+    A JSON array cut off at the end (or broken in the middle, where JSON offers no way to
+    resynchronise) keeps every complete element before the damage and reports the damage once
+    as ``FILE:OFFSET`` (character offset) with the reason.
+
+    ``group(element) -> bool`` (tool-use: "is this a chat message / agent event?"): an array
+    whose first element satisfies it is *one* record (a bare message list), yielded as a list.
+    Without ``group`` every record is a JSON object.
+    """
+    path = str(path)
+    try:
+        fh = open_text(path)
+        with fh:
+            # Peek by lines (a damaged compressed stream then loses only the chunk it breaks in).
+            head = ""
+            while True:
+                line = fh.readline(_PEEK)
+                head += line
+                if not line or line.strip():
+                    break
+            stripped = head.lstrip()
+            if not stripped:
+                return
+            if not line.endswith("\n") and len(line) == _PEEK:
+                documents = stripped[0] == "["  # one long first line: an array streams, an object is one JSONL line
             else:
-                yield BadRecord(path, i, f"expected a JSON object, got {type(obj).__name__}")
+                documents = stripped[0] in "[{" and not _parses(stripped)
+            if documents:  # a JSON document, not JSONL: an array, or pretty-printed object(s)
+                # "{" alone on the first line is how pretty-printers start an object: a damaged one
+                # is one bad record. Anything else that does not parse may be a damaged JSONL line.
+                pretty = stripped.strip() in ("{", "[")
+                try:
+                    yield from _iter_documents(path, fh, head, group, fallback=not pretty)
+                    return
+                except _FirstDocumentBroken:
+                    pass  # not a pretty-printed object after all: JSONL whose first line is damaged
+            else:
+                yield from _iter_lines(path, head, fh, group)
+                return
+        with open_text(path) as fh:  # start again, line by line, so only the bad lines are lost
+            yield from _iter_lines(path, "", fh, group)
+    except _READ_ERRORS as exc:  # unreadable file / corrupt compressed stream: what came before is kept
+        yield BadRecord(path, None, f"cannot read further: {type(exc).__name__}: {exc}")
+
+
+def _read_errors() -> tuple[type[BaseException], ...]:
+    errors: tuple[type[BaseException], ...] = (OSError, EOFError, ValueError)
+    try:
+        import zstandard
+
+        errors += (zstandard.ZstdError,)
+    except ImportError:  # pragma: no cover - zstandard is a core dependency
+        pass
+    return errors
+
+
+_READ_ERRORS = _read_errors()
+
+
+def _not_utf8(text: str) -> bool:
+    """Undecodable bytes arrive as lone surrogates (``surrogateescape``); such a record cannot
+    be written as UTF-8 later, so it is reported here, where its file and line are known."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _parses(text: str) -> bool:
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _records_of_value(path: str, where: int, value: Any, group: Any) -> Iterator[tuple[int, Any] | BadRecord]:
+    if isinstance(value, dict):
+        yield where, value
+    elif isinstance(value, list) and value and _element_of_one_record(group, value[0]):
+        yield where, value
+    else:
+        yield BadRecord(path, where, f"expected a JSON object, got {type(value).__name__}")
+
+
+def _iter_lines(path: str, head: str, fh, group: Any) -> Iterator[tuple[int, Any] | BadRecord]:
+    import itertools
+
+    if head and not head.endswith("\n"):
+        head += fh.readline()  # complete a first line longer than the peek
+    for lineno, line in enumerate(itertools.chain(head.splitlines(keepends=True), fh), 1):
+        if not line.strip():
+            continue
+        if _not_utf8(line):
+            yield BadRecord(path, lineno, "not valid UTF-8")
+            continue
+        try:
+            value = json.loads(line)
+        except ValueError as exc:
+            yield BadRecord(path, lineno, f"malformed JSON: {exc}")
+            continue
+        if (isinstance(value, list) and value and all(isinstance(x, dict) for x in value)
+                and not _element_of_one_record(group, value[0])):
+            # a compact JSON array of records on one line (a .json file written without indent)
+            for index, item in enumerate(value, 1):
+                yield index if lineno == 1 else lineno, item
+            continue
+        yield from _records_of_value(path, lineno, value, group)
+
+
+class _Buffer:
+    """A growing window on a text stream for ``json.JSONDecoder.raw_decode``.
+
+    Written by hand because neither the standard library nor an installed package parses a
+    JSON array *incrementally while reporting where it broke* (``ijson`` would be a new
+    dependency and gives no offsets); raw_decode does the actual parsing."""
+
+    def __init__(self, fh, head: str):
+        self.fh, self.buf, self.pos, self.base, self.eof = fh, head, 0, 0, False
+        self.dirty = _not_utf8(head)  # any undecodable byte read so far: then elements are checked one by one
+
+    def more(self, size: int = _CHUNK) -> bool:
+        if self.eof:
+            return False
+        data = self.fh.read(size)
+        if not data:
+            self.eof = True
+            return False
+        if self.pos > _CHUNK:  # drop what was consumed; memory stays ~ one element + one chunk
+            self.base += self.pos
+            self.buf, self.pos = self.buf[self.pos:], 0
+        self.buf += data
+        self.dirty = self.dirty or _not_utf8(data)
+        return True
+
+    def skip_ws(self) -> str:
+        """The next non-blank character ('' at the end of the stream), not consumed."""
+        while True:
+            m = _NON_BLANK.search(self.buf, self.pos)
+            if m:
+                self.pos = m.start()
+                return self.buf[self.pos]
+            self.pos = len(self.buf)
+            if not self.more():
+                return ""
+
+    @property
+    def offset(self) -> int:
+        return self.base + self.pos
+
+    def not_utf8_since(self, start: int) -> bool:
+        """Whether the element from absolute offset ``start`` to the cursor holds undecodable bytes."""
+        return self.dirty and _not_utf8(self.buf[start - self.base:self.pos])
+
+    def value(self, dec: json.JSONDecoder) -> Any:
+        """Decode the value at the cursor, reading more as needed; ValueError at the damage."""
+        size = _CHUNK
+        while True:
+            try:
+                value, end = dec.raw_decode(self.buf, self.pos)
+            except json.JSONDecodeError as exc:
+                genuine = exc.pos + 64 < len(self.buf) and not exc.msg.startswith("Unterminated")
+                if genuine or not self.more(size):
+                    raise
+                size = min(size * 2, 1 << 28)  # a long element is re-parsed O(log n) times, not O(n)
+                continue
+            if end == len(self.buf) and self.more():
+                continue  # a number at the buffer's end may continue in the next chunk
+            self.pos = end
+            return value
+
+
+class _FirstDocumentBroken(Exception):
+    """The first '{' document of a file does not decode: read the file as JSONL instead."""
+
+
+def _iter_documents(path: str, fh, head: str, group: Any, fallback: bool = False) -> Iterator[tuple[int, Any] | BadRecord]:
+    dec = json.JSONDecoder()
+    b = _Buffer(fh, head)
+    if b.skip_ws() != "[":  # one or several (pretty-printed) JSON documents
+        index = 0
+        while b.skip_ws():
+            index += 1
+            start = b.offset
+            try:
+                value = b.value(dec)
+            except ValueError as exc:
+                if index == 1 and fallback:
+                    raise _FirstDocumentBroken from exc
+                yield BadRecord(path, start, f"JSON document {index} broken at offset {start}: {exc}; "
+                                f"{index - 1} complete document(s) kept")
+                return
+            if b.not_utf8_since(start):
+                yield BadRecord(path, index, "not valid UTF-8")
+                continue
+            yield from _records_of_value(path, index, value, group)
         return
-    errors: list[BadRecord] = []
-    for lineno, obj in iter_jsonl(path, on_error=errors.append):
-        while errors:
-            yield errors.pop(0)
-        yield lineno, obj
-    yield from errors
+    b.pos += 1
+    kept: list[Any] = []
+    index, grouped = 0, None
+    while True:
+        c = b.skip_ws()
+        if c == "]":
+            b.pos += 1
+            break
+        damage = None
+        if index:
+            if c == ",":
+                b.pos += 1
+                c = b.skip_ws()
+            else:
+                damage = "end of file" if not c else f"expected ',' or ']', found {c!r}"
+        if damage is None and not c:
+            damage = "end of file"
+        start = b.offset
+        if damage is None:
+            try:
+                value = b.value(dec)
+            except ValueError as exc:
+                damage = str(exc)
+        if damage is not None:
+            # a bare message list cut short is one incomplete record: nothing of it is kept
+            kept_note = "the message list is incomplete and not kept" if grouped else f"{index} complete element(s) kept"
+            yield BadRecord(path, start, f"JSON array cut off or broken at offset {start} ({damage}); {kept_note}")
+            return
+        index += 1
+        if b.not_utf8_since(start):
+            if grouped:
+                yield BadRecord(path, index, "not valid UTF-8 (in the message list)")
+                return
+            yield BadRecord(path, index, "not valid UTF-8")
+            continue
+        if grouped is None:
+            grouped = _element_of_one_record(group, value)
+        if grouped:
+            kept.append(value)
+        else:
+            yield from _records_of_value(path, index, value, group)
+    if grouped:
+        yield 1, kept
+    if b.skip_ws():
+        yield BadRecord(path, b.offset, f"unexpected content after the JSON array at offset {b.offset}")
 
 
-def iter_records(paths: Iterable[str | Path], stats: dict | None = None) -> Iterator[tuple[str | Path, int, dict] | BadRecord]:
+def iter_records(paths: Iterable[str | Path], stats: dict | None = None, *, group: Any = None) -> Iterator[tuple[str | Path, int, Any] | BadRecord]:
     """The records of every file in ``paths`` (see :func:`iter_json_records`) as
     ``(path, line, record)``; malformed ones are passed on as ``BadRecord``. When the files are
     exhausted, the number of well-formed records is stored in ``stats["records"]``."""
     n = 0
     for path in paths:
-        for item in iter_json_records(path):
+        for item in iter_json_records(path, group=group):
             if isinstance(item, BadRecord):
                 yield item
                 continue
@@ -186,11 +458,12 @@ def iter_records(paths: Iterable[str | Path], stats: dict | None = None) -> Iter
 
 
 def input_files(paths: Iterable[str | Path]) -> list[Path]:
-    """Expand inputs: files as given; folders → their *.jsonl / *.jsonl.gz / *.json, sorted."""
+    """Expand inputs: files as given; folders → their JSONL / JSON / ``.traj`` files (also
+    ``.gz`` / ``.zst``), sorted."""
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            out.extend(sorted(f for f in p.rglob("*") if f.is_file() and f.name.endswith((".jsonl", ".jsonl.gz", ".json"))))
+            out.extend(sorted(f for f in p.rglob("*") if f.is_file() and f.name.endswith(RECORD_SUFFIXES)))
         elif p.is_file():
             out.append(p)
         else:
@@ -265,13 +538,14 @@ def write_stage(
             if rej is not None and item.doc is not None:
                 rej.write(item.doc, item.reason)
         elif isinstance(item, BadRecord):
+            reason = getattr(item, "reason", "malformed")  # RejectedRecord: a named reason
             acc.seen(0)
-            acc.dropped("malformed", 0)
+            acc.dropped(reason, 0)
             errors.append(str(item))
             if len(errors) <= MAX_LISTED_ERRORS:
-                log.warning("malformed record: %s", item)
+                log.warning("%s record: %s", "malformed" if reason == "malformed" else "rejected", item)
             if rej is not None:
-                rej.write(rejected_doc(item), "malformed")
+                rej.write(rejected_doc(item), reason)
         else:  # pragma: no cover - adapter bug
             raise TypeError(f"adapter yielded {type(item).__name__}")
     files = writer.close()
@@ -281,7 +555,7 @@ def write_stage(
         stage, cfg, chash, input_id, acc, folder=out, files=files, started=started,
         extra={
             **(extra or {}),
-            "n_malformed": len(errors),
+            "n_malformed": acc.drops.get("malformed", 0),
             "errors": errors[:MAX_LISTED_ERRORS],
         },
     )

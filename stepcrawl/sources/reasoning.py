@@ -1,38 +1,36 @@
-"""Problem / reasoning / answer records → chat documents with ``<|think|>`` spans.
+"""Reasoning records → chat documents with ``<|think|>`` spans.
 
-Input: JSONL/JSON records. Field names are configurable (``--problem-field`` etc.); by default
-the first present of a few common names is used (``problem|question|prompt|input``,
-``reasoning|thinking|reasoning_content|cot|rationale``, ``answer|solution|response|output``);
-dotted paths (``meta.question``) reach into nested objects. A record without a problem or an
-answer is malformed (reported by file:line); one without reasoning is dropped
-(``no_reasoning``) unless ``allow_missing_reasoning``.
+Input: JSONL / JSON records in any reasoning format of ``stepcrawl.sources.formats``, detected
+per record: OpenR1 ``generations`` lists (``--generation`` selects), chat records (OpenAI
+``messages`` with ``reasoning_content`` or inline ``<think>``, ShareGPT, LLaMA-Factory
+``reasoning`` parts, Anthropic ``thinking`` blocks, litellm logs) and problem / reasoning /
+answer fields (``--problem-field`` … force that format; ``{prompt, response}`` with inline
+``<think>`` included).
 
-Layout::
+Layout (the tool-use renderer, so both kinds agree)::
 
     <|user|>{problem}<|end|>
     <|assistant|><|think|>{reasoning}<|/think|>{answer}<|end|>
 
 Spans: ``user`` (the whole user turn), ``scaffold`` (newline + ``<|assistant|>`` header),
 ``think`` (``<|think|>…<|/think|>``), ``assistant`` (answer + ``<|end|>``). Default loss:
-``think`` and ``assistant``.
+``think`` and ``assistant``. A record without any reasoning is dropped (``no_reasoning``)
+unless ``allow_missing_reasoning``; one we cannot read is counted under its named reason.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Iterable, Iterator
 
 from stepcrawl.document import Document
 from stepcrawl.io import BadRecord
-from stepcrawl.sources.common import (
-    ASSISTANT, END, END_THINK, THINK, USER, SpanText, check_spans, iter_records, make_id, natural_language, parse_roles, strip_markers,
-)
+from stepcrawl.sources.common import RejectedRecord, make_id, natural_language, parse_roles
+from stepcrawl.sources.formats import FormatError, FormatOptions
+from stepcrawl.sources.formats.r1 import ANSWER_FIELDS, PROBLEM_FIELDS, REASONING_FIELDS, get_field, pick  # noqa: F401 (re-exported)
+from stepcrawl.sources.tool_use import iter_conversations, raw_json, render_conversation
 from stepcrawl.steps import Drop
-
-PROBLEM_FIELDS = ("problem", "question", "prompt", "input")
-REASONING_FIELDS = ("reasoning", "thinking", "reasoning_content", "cot", "rationale")
-ANSWER_FIELDS = ("answer", "solution", "response", "output")
 
 
 @dataclass
@@ -44,68 +42,39 @@ class ReasoningConfig:
     loss_roles: list[str] = field(default_factory=lambda: ["think", "assistant"])
     allow_missing_reasoning: bool = False
     max_chars: int = 200_000
-
-
-def get_field(rec: dict, name: str) -> Any:
-    cur: Any = rec
-    for part in name.split("."):
-        if not isinstance(cur, dict) or part not in cur:
-            return None
-        cur = cur[part]
-    return cur
-
-
-def pick(rec: dict, explicit: str | None, candidates: tuple[str, ...]) -> tuple[str | None, str | None]:
-    """(field name used, string value) — explicit name, or the first candidate present."""
-    for name in ([explicit] if explicit else candidates):
-        v = get_field(rec, name)
-        if v is None:
-            continue
-        if isinstance(v, (int, float)) and not isinstance(v, bool):
-            v = str(v)
-        if isinstance(v, str) and v.strip():
-            return name, v
-    return None, None
-
-
-def render_reasoning(problem: str, reasoning: str | None, answer: str, loss_roles: frozenset[str]):
-    st = SpanText(loss_roles)
-    st.add(USER + strip_markers(problem.strip()) + END, "user")
-    st.add("\n" + ASSISTANT, "scaffold")
-    if reasoning:
-        st.add(THINK + strip_markers(reasoning.strip()) + END_THINK, "think")
-    st.add(strip_markers(answer.strip()) + END, "assistant")
-    text, spans = st.build()
-    check_spans(text, spans)
-    return text, spans
+    format: str | None = None  # force one input format (None: detect; "fields" when a *_field is given)
+    generation: str = "first-correct"  # OpenR1 generations: first-correct | first | all | <index>
 
 
 def iter_reasoning(paths: Iterable[str | Path], cfg: ReasoningConfig, stats: dict | None = None) -> Iterator[Document | Drop | BadRecord]:
     loss_roles = parse_roles(cfg.loss_roles)
+    opts = FormatOptions(generation=cfg.generation, problem_field=cfg.problem_field,
+                         reasoning_field=cfg.reasoning_field, answer_field=cfg.answer_field)
+    forced = cfg.format
+    if forced is None and (cfg.problem_field or cfg.reasoning_field or cfg.answer_field):
+        forced = "fields"  # naming fields says which shape the records have
+    if opts.generation not in ("first-correct", "first", "all") and not opts.generation.lstrip("-").isdigit():
+        raise ValueError(f"unknown --generation {opts.generation!r} (first-correct, first, all, or an index)")
     seen: set[str] = set()
-    for item in iter_records(paths, stats):
+    for item in iter_conversations(paths, "reasoning", forced, opts, stats):
         if isinstance(item, BadRecord):
             yield item
             continue
-        path, lineno, rec = item
-        pf, problem = pick(rec, cfg.problem_field, PROBLEM_FIELDS)
-        af, answer = pick(rec, cfg.answer_field, ANSWER_FIELDS)
-        rf, reasoning = pick(rec, cfg.reasoning_field, REASONING_FIELDS)
-        if problem is None or answer is None:
-            missing = [w for w, v in (("problem", problem), ("answer", answer)) if v is None]
-            want = {"problem": cfg.problem_field or "|".join(PROBLEM_FIELDS), "answer": cfg.answer_field or "|".join(ANSWER_FIELDS)}
-            yield BadRecord(str(path), lineno, "missing " + ", ".join(f"{m} ({want[m]})" for m in missing))
+        path, lineno, fmt, conv, rec = item
+        try:
+            text, spans, tstats = render_conversation(conv, loss_roles, render_tools=True)
+        except FormatError as exc:
+            yield RejectedRecord(path, lineno, exc.reason, str(exc), raw_json(rec))
             continue
-        text, spans = render_reasoning(problem, reasoning, answer, loss_roles)
-        rid = rec.get("id")
-        meta = {"file": str(path), "line": lineno, "record_id": rid, "fields": [pf, rf, af]}
-        for key in ("source", "domain", "difficulty"):
-            if isinstance(rec.get(key), (str, int, float)):
-                meta[key if key != "source" else "origin"] = rec[key]
-        lang, lang_score = natural_language(problem)
+        meta = {"file": path, "line": lineno, "record_id": conv.id, "format": fmt,
+                "fields": conv.fields, "n_messages": tstats["n_messages"]}
+        if conv.origin:
+            meta["origin"] = conv.origin
+        meta.update(conv.meta)
+        lang, lang_score = natural_language(tstats["user_text"])
         doc = Document(id=make_id(cfg.source, text), text=text, source=cfg.source, kind="reasoning", spans=spans,
                        meta=meta, lang=lang, lang_score=lang_score)
-        if reasoning is None and not cfg.allow_missing_reasoning:
+        if tstats["n_think"] == 0 and not cfg.allow_missing_reasoning:
             yield Drop("no_reasoning", doc)
         elif doc.id in seen:
             yield Drop("duplicate", doc)
