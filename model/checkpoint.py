@@ -6,6 +6,7 @@ Layout::
         .metadata, __0_0.distcp, ...   model + optimizer (DCP; sharded tensors under FSDP2)
         trainer_state.json             loader state, step, schedule position, monitor state
         rng_rank00000.pt ...           per-rank RNG states (torch, CUDA, numpy, python)
+        CHECKSUMS.json                 sha256 of every file above (written by rank 0)
         COMPLETE                       written last, before the rename
 
 Atomicity: every rank writes into ``.tmp-step_XXXXXXXX``; after a barrier rank 0 writes
@@ -13,6 +14,11 @@ Atomicity: every rank writes into ``.tmp-step_XXXXXXXX``; after a barrier rank 0
 system). A crash while saving leaves only a ``.tmp-*`` folder, which loading ignores and the next
 save removes, so the previous checkpoint stays usable. Only the newest ``keep`` complete
 checkpoints are kept.
+
+Integrity: ``load_checkpoint`` re-hashes the files against ``CHECKSUMS.json`` before DCP reads a
+byte, so a damaged checkpoint (a zeroed block inside a ``.distcp``) is refused instead of
+resuming with garbage weights; ``load_latest_intact`` then falls back to the newest checkpoint
+that verifies and says which ones it skipped and why.
 
 DCP stores FSDP2 (DTensor) parameters shard by shard and reshards on load, so a run can resume
 on a different number of processes (the loader state is world-size independent too).
@@ -41,7 +47,53 @@ CKPT_RE = re.compile(r"^step_(\d{8})$")
 
 
 class CheckpointError(RuntimeError):
-    pass
+    """A checkpoint that cannot be loaded into this model/optimizer (refuse: exit 2)."""
+
+
+class CorruptCheckpointError(CheckpointError):
+    """A checkpoint whose files do not match the checksums recorded when it was saved (or are
+    missing/unreadable): an older intact checkpoint may be used instead."""
+
+
+CHECKSUMS = "CHECKSUMS.json"
+
+
+def _file_sha256(path: Path) -> str:
+    from stepcrawl.manifest import file_hash
+
+    return file_hash(path)
+
+
+def record_checksums(folder: Path) -> dict[str, str]:
+    """sha256 of every file in a checkpoint folder (recursively; COMPLETE and the checksum
+    file itself excluded), written to ``CHECKSUMS.json``."""
+    sums = {str(p.relative_to(folder)): _file_sha256(p) for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name not in (CHECKSUMS, "COMPLETE")}
+    write_json(folder / CHECKSUMS, sums)
+    return sums
+
+
+def verify_checkpoint(path: str | Path) -> bool:
+    """Raise CorruptCheckpointError naming the first file that is missing or differs from the
+    checksums recorded at save time. Returns False (nothing to verify) for a checkpoint saved
+    before checksums were recorded, True when every file matched."""
+    path = Path(path)
+    sums_file = path / CHECKSUMS
+    if not sums_file.is_file():
+        return False
+    try:
+        sums = read_json(sums_file)
+        if not isinstance(sums, dict):
+            raise ValueError("not an object")
+    except (OSError, ValueError) as exc:
+        raise CorruptCheckpointError(f"{sums_file}: unreadable ({exc})") from None
+    for rel, digest in sorted(sums.items()):
+        f = path / rel
+        if not f.is_file():
+            raise CorruptCheckpointError(f"{f}: missing (listed in {CHECKSUMS})")
+        if _file_sha256(f) != digest:
+            raise CorruptCheckpointError(f"{f}: sha256 does not match the checksum recorded at save time (corrupt)")
+    return True
 
 
 def checkpoint_dir(run_dir: str | Path) -> Path:
@@ -108,6 +160,7 @@ def save_checkpoint(run_dir: str | Path, step: int, model: nn.Module, optimizer:
         write_json(tmp / "trainer_state.json", trainer_state)
     barrier()
     if info.is_main:
+        record_checksums(tmp)
         (tmp / "COMPLETE").write_text(json.dumps({"step": step, "world": info.world}) + "\n")
         if final.exists():  # re-saving the same step (e.g. after a resume): replace it
             old = root / f".old-{final.name}"
@@ -129,6 +182,11 @@ def load_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.O
     path = Path(path)
     if not (path / "COMPLETE").is_file():
         raise CheckpointError(f"{path}: not a complete checkpoint (no COMPLETE marker)")
+    verify_checkpoint(path)  # before DCP reads a byte: a corrupt file must not become weights
+    try:  # read first too: an unreadable state must not leave the model half-loaded
+        trainer_state = read_json(path / "trainer_state.json")
+    except (OSError, ValueError) as exc:
+        raise CorruptCheckpointError(f"{path / 'trainer_state.json'}: unreadable ({exc})") from None
     # The optimizer's state must already exist for every parameter (MuonAdamW.init_state), so
     # the skeleton DCP loads into has the same structure as what was saved.
     model_sd, optim_sd = get_state_dict(model, optimizer)
@@ -138,9 +196,35 @@ def load_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.O
             warnings.filterwarnings("ignore", message="torch.distributed is disabled")
             dcp.load(state, checkpoint_id=str(path))
     except Exception as exc:  # DCP raises bare RuntimeErrors; say which checkpoint
-        raise CheckpointError(f"{path}: cannot load into this model/optimizer: {exc}") from exc
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise CheckpointError(f"{path}: cannot load into this model/optimizer: {first}") from exc
     set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
     rng_file = path / f"rng_rank{info.rank:05d}.pt"
     if rng_file.is_file():
         set_rng_state(torch.load(rng_file, weights_only=False))
-    return read_json(path / "trainer_state.json")
+    return trainer_state
+
+
+def load_latest_intact(run_dir: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer,
+                       info: DistInfo) -> tuple[Path | None, dict | None, list[tuple[Path, str]]]:
+    """Load the newest checkpoint of ``run_dir`` that verifies against its checksums.
+
+    Returns ``(path, trainer_state, skipped)``: ``skipped`` lists the newer checkpoints passed
+    over as corrupt, with the reason; ``path`` is None when there is none at all (or none
+    intact). A checkpoint that verifies but does not fit the model (another --model/--set)
+    raises CheckpointError: an older one would not fit either, so that is a refusal.
+
+    Verification happens before any tensor is loaded, so skipping one leaves the model as it
+    was (every rank verifies the same files, so all ranks pick the same checkpoint)."""
+    skipped: list[tuple[Path, str]] = []
+    for ck in reversed(list_checkpoints(run_dir)):
+        try:
+            verify_checkpoint(ck)
+        except CorruptCheckpointError as exc:
+            skipped.append((ck, str(exc)))
+            continue
+        try:
+            return ck, load_checkpoint(ck, model, optimizer, info), skipped
+        except CorruptCheckpointError as exc:  # raised before any tensor was loaded
+            skipped.append((ck, str(exc)))
+    return None, None, skipped

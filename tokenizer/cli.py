@@ -55,6 +55,13 @@ def _tokenize(args: argparse.Namespace) -> int:
         tiers = ", ".join(f"{k}:{v:,}" for k, v in m["by_tier"].items())
         table.add_row(name, f"{m['n_docs']:,}", f"{m['n_tokens']:,}", str(len(m["shards"])), tiers)
     Console().print(table)
+    bad = [e for m in manifests.values() for e in m.get("errors", [])]
+    n_bad = sum(sum(m.get("drops", {}).values()) for m in manifests.values())
+    if n_bad:
+        for e in bad:
+            print(f"  dropped input: {e}", file=sys.stderr)
+        print(f"tokenize: {n_bad} malformed record(s) dropped (manifest.json: drops, errors)", file=sys.stderr)
+        return 1
     return 0
 
 
