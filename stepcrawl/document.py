@@ -188,8 +188,14 @@ def _opt_num(rec: dict[str, Any], name: str, kind: type) -> Any:
     v = rec.get(name)
     if v is None:
         return None
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or (kind is int and v != int(v)):
-        raise ValueError(f"field {name!r}: must be {'an integer' if kind is int else 'a number'} or null, got {v!r:.40}")
+    what = "a 64-bit integer" if kind is int else "a number"
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise ValueError(f"field {name!r}: must be {what} or null, got {type(v).__name__}")
+    if kind is int:  # a float column holding whole numbers is fine; NaN, inf, 2**63 are not
+        if isinstance(v, float) and not (v.is_integer() and abs(v) < 2**63):
+            raise ValueError(f"field {name!r}: must be {what} or null, got {v!r}")
+        if not -(2**63) <= int(v) < 2**63:
+            raise ValueError(f"field {name!r}: must be {what} or null, got {v!r:.40}")
     return kind(v)
 
 
@@ -229,8 +235,8 @@ def _spans_field(spans: Any) -> list[Span]:
             start, end, role, loss = s["start"], s["end"], s["role"], s["loss"]
         except (TypeError, KeyError, IndexError):
             raise ValueError(f"field spans[{i}]: needs start, end, role, loss") from None
-        if not all(isinstance(x, int) and not isinstance(x, bool) for x in (start, end)) or not isinstance(role, str):
-            raise ValueError(f"field spans[{i}]: start/end must be integers and role a string")
+        if not all(isinstance(x, int) and not isinstance(x, bool) and 0 <= x < 2**63 for x in (start, end)) or not isinstance(role, str):
+            raise ValueError(f"field spans[{i}]: start/end must be non-negative integers and role a string")
         out.append(Span(start, end, role, bool(loss)))
     return out
 

@@ -23,7 +23,7 @@ def _train(args: argparse.Namespace) -> int:
     try:
         info = train_tokenizer(args.corpus, args.out, cfg)
     except (ValueError, FileNotFoundError) as exc:
-        print(f"train-tokenizer: {exc}", file=sys.stderr)
+        print(f"stepcrawl train-tokenizer: error: {exc}", file=sys.stderr)
         return 2
     print(
         f"tokenizer: {info['vocab_size']} pieces (embedding padded to {info['padded_vocab_size']}), "
@@ -44,9 +44,10 @@ def _tokenize(args: argparse.Namespace) -> int:
             sources=args.sources.split(",") if args.sources else None,
             with_meta=not args.no_meta,
             split_tiers=args.split_tiers,
+            progress=not args.no_progress,
         )
     except (ValueError, FileNotFoundError) as exc:
-        print(f"tokenize: {exc}", file=sys.stderr)
+        print(f"stepcrawl tokenize: error: {exc}", file=sys.stderr)
         return 2
     table = Table(title=f"token shards in {args.out}")
     for col in ("source", "documents", "tokens", "shards", "tokens by tier"):
@@ -95,6 +96,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="encoding processes")
     p.add_argument("--sources", help="comma-separated subset of sources")
     p.add_argument("--no-meta", action="store_true", help="do not prepend the meta string")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument(
         "--split-tiers",
         action="store_true",
