@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.api import CheckpointException
 from torch import nn
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
@@ -176,6 +177,15 @@ def save_checkpoint(run_dir: str | Path, step: int, model: nn.Module, optimizer:
     return final
 
 
+def _dcp_reason(exc: BaseException) -> str:
+    """One line for a DCP load failure: DCP wraps each rank's traceback in one long message, so
+    take its last ``SomeError: why`` line (e.g. a size mismatch), else its first line."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    errs = [ln for ln in lines if re.match(r"^[\w.]*(Error|Exception): ", ln)]
+    line = (errs or lines or [type(exc).__name__])[-1 if errs else 0]
+    return line if len(line) <= 300 else line[:297] + "..."
+
+
 def load_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer,
                     info: DistInfo) -> dict:
     """Load model + optimizer (resharding as needed) and this rank's RNG; returns trainer_state."""
@@ -195,9 +205,8 @@ def load_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.O
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="torch.distributed is disabled")
             dcp.load(state, checkpoint_id=str(path))
-    except Exception as exc:  # DCP raises bare RuntimeErrors; say which checkpoint
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-        raise CheckpointError(f"{path}: cannot load into this model/optimizer: {first}") from exc
+    except (Exception, CheckpointException) as exc:  # DCP's CheckpointException is a BaseException
+        raise CheckpointError(f"{path}: cannot load into this model/optimizer: {_dcp_reason(exc)}") from exc
     set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
     rng_file = path / f"rng_rank{info.rank:05d}.pt"
     if rng_file.is_file():

@@ -248,7 +248,7 @@ def test_resume_skips_a_checkpoint_with_a_zeroed_distcp_chunk(tmp_path):
     assert all(torch.equal(at_step1[k], v) for k, v in fresh.state_dict().items())
 
 
-def test_train_resume_falls_back_and_says_so(tmp_path, caplog):
+def test_train_resume_falls_back_and_says_so(tmp_path, caplog, capsys):
     import logging
 
     from model.train import main as train_main
@@ -277,6 +277,12 @@ def test_train_resume_falls_back_and_says_so(tmp_path, caplog):
     assert "fell back to step_00000001" in caplog.text and "skipping corrupt checkpoint step_00000002" in caplog.text
     steps = [json.loads(x)["step"] for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert steps[-2:] == [2, 3]  # step 2 was re-done from the intact step-1 checkpoint
+    # a checkpoint of another model config: refused in one line, not a traceback nor a fallback
+    other = [x if x != "d_model=16" else "d_model=32" for x in args]
+    capsys.readouterr()
+    assert train_main([*other, "--resume", "--max-steps", "4", "--checkpoint-every", "0"]) == 2
+    err = [x for x in capsys.readouterr().err.splitlines() if x.startswith("train:")]
+    assert len(err) == 1 and "step_00000003: cannot load into this model/optimizer" in err[0]
 
 
 # ------------------------------------------------------------------ one bad row costs only itself
@@ -293,10 +299,13 @@ def _parquet_with_null_texts(path: Path, n: int = 40, nulls=(7, 23)) -> None:
     pq.write_table(pa.Table.from_pylist(recs, schema=ARROW_SCHEMA), path)
 
 
-def test_dedup_counts_null_text_rows_and_keeps_the_rest(tmp_path, capsys):
+@pytest.mark.parametrize("command", ["dedup", "decontam", "cluster"])
+def test_global_stages_count_null_text_rows_and_keep_the_rest(tmp_path, capsys, command):
     src = tmp_path / "in" / "part-00000.parquet"
     _parquet_with_null_texts(src)
-    assert main(["dedup", str(tmp_path / "in"), "--out", str(tmp_path / "out")]) == 1
+    (tmp_path / "eval.jsonl").write_text(json.dumps({"question": "an unrelated evaluation question " * 3}) + "\n")
+    extra = {"dedup": [], "decontam": ["--eval-set", str(tmp_path / "eval.jsonl")], "cluster": ["--k", "2"]}[command]
+    assert main([command, str(tmp_path / "in"), "--out", str(tmp_path / "out"), *extra]) == 1
     err = capsys.readouterr().err
     assert f"{src}:8: field 'text': missing or null" in err and f"{src}:24:" in err
     m = json.loads((tmp_path / "out" / "_manifest.json").read_text())

@@ -348,6 +348,16 @@ def encode_shard(task: EncodeTask) -> dict:
     return record
 
 
+def input_drops(records: list[dict]) -> dict:
+    """The manifest fields for malformed input skipped while encoding (from the per-file
+    records of ``encode_shard``): ``{"drops": {"malformed": n}, "errors": [FILE:LINE: why, …]}``,
+    or nothing when every record was read. Public: the Beam pipeline writes the same fields."""
+    n = sum(int(r.get("n_malformed") or 0) for r in records)
+    if not n:
+        return {}
+    return {"drops": {"malformed": n}, "errors": [e for r in records for e in r.get("errors", [])][:MAX_LISTED_ERRORS]}
+
+
 def _encode_shard_in_worker(task: EncodeTask) -> tuple[str, object]:
     """``encode_shard`` for a pool worker: any failure comes back as a plain string, which
     always pickles (an exception that cannot be pickled back would leave the pool waiting)."""
@@ -418,15 +428,13 @@ def tokenize_corpus(
     records: dict[str, list[dict]] = {} if split_tiers else {name: [] for name in all_sources}
     parent: dict[str, str] = {name: name for name in all_sources}
 
-    bad_by: dict[str, dict[str, int]] = {}  # dataset → input file → malformed records
-    bad_lists: dict[str, list[list[str]]] = {}
+    bad: dict[str, list[dict]] = {}  # source → records of its input files with malformed input
 
     def collect(task: EncodeTask, rec: dict) -> None:
         # malformed input of a file belongs to the source's own dataset (for split tiers: the
         # untiered <source> name), so each is counted once
         if rec.get("n_malformed"):
-            bad_by.setdefault(task.source, {})[task.input_file] = rec["n_malformed"]
-            bad_lists.setdefault(task.source, []).append(rec.get("errors", []))
+            bad.setdefault(task.source, []).append(rec)
         if not split_tiers:
             records[task.source].append(rec)
             return
@@ -460,10 +468,10 @@ def tokenize_corpus(
     bar.close()
     # the dataset whose manifest reports a source's malformed input: the source's own, else
     # (split tiers, no untiered documents) its first tier dataset
-    for src in list(bad_by):
+    for src in list(bad):
         owner = src if src in records else min((d for d in records if parent.get(d) == src), default=None)
         if owner is not None and owner != src:
-            bad_by[owner], bad_lists[owner] = bad_by.pop(src), bad_lists.pop(src)
+            bad[owner] = bad.pop(src)
     manifests = {}
     for name, recs in sorted(records.items()):
         by_tier: dict[str, int] = {}
@@ -480,8 +488,7 @@ def tokenize_corpus(
             "n_tokens": sum(r["n_tokens"] for r in recs),
             "by_tier": dict(sorted(by_tier.items())),
             "shards": [{k: r[k] for k in ("name", "n_docs", "n_tokens", "sha256")} for r in recs],
-            "drops": {"malformed": n_bad} if (n_bad := sum(bad_by.get(name, {}).values())) else {},
-            "errors": [e for errs in bad_lists.get(name, []) for e in errs][:MAX_LISTED_ERRORS],
+            **input_drops(bad.get(name, [])),
             "wall_time_s": round(time.time() - t0, 3),
         }
         if split_tiers:
