@@ -100,6 +100,14 @@ def test_tokenize_with_a_malformed_line_and_a_worker_pool_finishes(tok_dir, tmp_
     assert m["n_docs"] == 10 and m["drops"] == {"malformed": 1} and "f1.jsonl:3" in m["errors"][0]
 
 
+def test_train_tokenizer_skips_a_malformed_record(tmp_path, capsys):
+    corpus = _jsonl_corpus(tmp_path / "c", bad_line=b'{"id": "x", "text": null}\n')
+    rc = main(["train-tokenizer", str(corpus), "--vocab-size", "600", "--threads", "1", "--out", str(tmp_path / "tok")])
+    assert rc == 1 and "1 malformed record(s) skipped" in capsys.readouterr().err
+    info = json.loads((tmp_path / "tok" / "tokenizer.json").read_text())
+    assert info["trained_on"]["documents"] == 10 and "f1.jsonl:3: field 'text'" in info["trained_on"]["errors"][0]
+
+
 class _Unpicklable(Exception):
     def __init__(self, a, b):  # the default pickling calls __init__(message): TypeError
         super().__init__(f"{a}/{b}")

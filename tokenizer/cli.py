@@ -29,6 +29,10 @@ def _train(args: argparse.Namespace) -> int:
         f"tokenizer: {info['vocab_size']} pieces (embedding padded to {info['padded_vocab_size']}), "
         f"trained on {info['trained_on']['documents']} documents → {args.out}"
     )
+    if info["trained_on"].get("malformed"):  # done, but malformed input was skipped: exit 1
+        print(f"train-tokenizer: {info['trained_on']['malformed']} malformed record(s) skipped "
+              f"(listed in {args.out}/tokenizer.json)", file=sys.stderr)
+        return 1
     return 0
 
 
