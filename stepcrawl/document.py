@@ -114,8 +114,11 @@ class Document:
         if not isinstance(rec, dict):
             raise ValueError(f"document record must be an object, got {type(rec).__name__}")
         md = rec.get("metadata")
-        if isinstance(md, str):
-            md = _json_field("metadata", md)
+        if isinstance(md, str):  # as datatrove's reader: a JSON object string, else ignored
+            try:
+                md = json.loads(md)
+            except ValueError:
+                md = None
         if isinstance(md, dict):  # datatrove layout: our fields live in metadata
             rec = {**md, **{k: v for k, v in rec.items() if k != "metadata"}}
         if "text" not in rec or rec["text"] is None:
