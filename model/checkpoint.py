@@ -6,7 +6,7 @@ Layout::
         .metadata, __0_0.distcp, ...   model + optimizer (DCP; sharded tensors under FSDP2)
         trainer_state.json             loader state, step, schedule position, monitor state
         rng_rank00000.pt ...           per-rank RNG states (torch, CUDA, numpy, python)
-        CHECKSUMS.json                 sha256 of every file above (written by rank 0)
+        checksums_rank00000.json ...   sha256 of the files each rank wrote (rank 0: also .metadata, state)
         COMPLETE                       written last, before the rename
 
 Atomicity: every rank writes into ``.tmp-step_XXXXXXXX``; after a barrier rank 0 writes
@@ -15,7 +15,7 @@ system). A crash while saving leaves only a ``.tmp-*`` folder, which loading ign
 save removes, so the previous checkpoint stays usable. Only the newest ``keep`` complete
 checkpoints are kept.
 
-Integrity: ``load_checkpoint`` re-hashes the files against ``CHECKSUMS.json`` before DCP reads a
+Integrity: ``load_checkpoint`` re-hashes the files against the checksum lists before DCP reads a
 byte, so a damaged checkpoint (a zeroed block inside a ``.distcp``) is refused instead of
 resuming with garbage weights; ``load_latest_intact`` then falls back to the newest checkpoint
 that verifies and says which ones it skipped and why.
@@ -56,7 +56,8 @@ class CorruptCheckpointError(CheckpointError):
     missing/unreadable): an older intact checkpoint may be used instead."""
 
 
-CHECKSUMS = "CHECKSUMS.json"
+CHECKSUMS_RE = re.compile(r"^checksums_rank(\d{5})\.json$")
+_RANK_FILE_RE = re.compile(r"^(?:__(\d+)_\d+\.distcp|rng_rank(\d+)\.pt)$")
 
 
 def _file_sha256(path: Path) -> str:
@@ -65,35 +66,51 @@ def _file_sha256(path: Path) -> str:
     return file_hash(path)
 
 
-def record_checksums(folder: Path) -> dict[str, str]:
-    """sha256 of every file in a checkpoint folder (recursively; COMPLETE and the checksum
-    file itself excluded), written to ``CHECKSUMS.json``."""
+def _owner(name: str) -> int:
+    """The rank that wrote (and so hashes) a checkpoint file: DCP's ``__R_N.distcp`` and
+    ``rng_rankR.pt`` belong to rank R, everything else (``.metadata``, trainer state) to 0."""
+    m = _RANK_FILE_RE.match(name)
+    return int(m.group(1) or m.group(2)) if m else 0
+
+
+def record_checksums(folder: Path, rank: int = 0) -> dict[str, str]:
+    """sha256 of the files of ``folder`` this rank wrote, into ``checksums_rankRRRRR.json``.
+    Every rank hashes its own shards, so the cost is spread like the writes are."""
     sums = {str(p.relative_to(folder)): _file_sha256(p) for p in sorted(folder.rglob("*"))
-            if p.is_file() and p.name not in (CHECKSUMS, "COMPLETE")}
-    write_json(folder / CHECKSUMS, sums)
+            if p.is_file() and p.name != "COMPLETE" and not CHECKSUMS_RE.match(p.name) and _owner(p.name) == rank}
+    write_json(folder / f"checksums_rank{rank:05d}.json", sums)
     return sums
 
 
 def verify_checkpoint(path: str | Path) -> bool:
     """Raise CorruptCheckpointError naming the first file that is missing or differs from the
-    checksums recorded at save time. Returns False (nothing to verify) for a checkpoint saved
-    before checksums were recorded, True when every file matched."""
+    checksums recorded at save time (or a rank's checksum list that is missing). Returns False
+    (nothing to verify) for a checkpoint saved before checksums were recorded, True when every
+    file matched."""
     path = Path(path)
-    sums_file = path / CHECKSUMS
-    if not sums_file.is_file():
+    lists = sorted(p for p in path.iterdir() if CHECKSUMS_RE.match(p.name)) if path.is_dir() else []
+    if not lists:
         return False
     try:
-        sums = read_json(sums_file)
-        if not isinstance(sums, dict):
-            raise ValueError("not an object")
-    except (OSError, ValueError) as exc:
-        raise CorruptCheckpointError(f"{sums_file}: unreadable ({exc})") from None
-    for rel, digest in sorted(sums.items()):
-        f = path / rel
-        if not f.is_file():
-            raise CorruptCheckpointError(f"{f}: missing (listed in {CHECKSUMS})")
-        if _file_sha256(f) != digest:
-            raise CorruptCheckpointError(f"{f}: sha256 does not match the checksum recorded at save time (corrupt)")
+        world = int(json.loads((path / "COMPLETE").read_text()).get("world", 1))
+    except (OSError, ValueError, AttributeError):
+        world = len(lists)
+    missing = sorted(set(range(world)) - {int(CHECKSUMS_RE.match(p.name).group(1)) for p in lists})
+    if missing:
+        raise CorruptCheckpointError(f"{path}: no checksum list of rank(s) {missing}")
+    for sums_file in lists:
+        try:
+            sums = read_json(sums_file)
+            if not isinstance(sums, dict):
+                raise ValueError("not an object")
+        except (OSError, ValueError) as exc:
+            raise CorruptCheckpointError(f"{sums_file}: unreadable ({exc})") from None
+        for rel, digest in sorted(sums.items()):
+            f = path / rel
+            if not f.is_file():
+                raise CorruptCheckpointError(f"{f}: missing (listed in {sums_file.name})")
+            if _file_sha256(f) != digest:
+                raise CorruptCheckpointError(f"{f}: sha256 does not match the checksum recorded at save time (corrupt)")
     return True
 
 
@@ -159,9 +176,9 @@ def save_checkpoint(run_dir: str | Path, step: int, model: nn.Module, optimizer:
     torch.save(rng_state(), tmp / f"rng_rank{info.rank:05d}.pt")
     if info.is_main:
         write_json(tmp / "trainer_state.json", trainer_state)
+    record_checksums(tmp, info.rank)  # this rank's files, before COMPLETE makes them count
     barrier()
     if info.is_main:
-        record_checksums(tmp)
         (tmp / "COMPLETE").write_text(json.dumps({"step": step, "world": info.world}) + "\n")
         if final.exists():  # re-saving the same step (e.g. after a resume): replace it
             old = root / f".old-{final.name}"
