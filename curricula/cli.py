@@ -42,11 +42,11 @@ def _plan(args: argparse.Namespace) -> int:
     if args.plot:
         plot(p, cur, args.plot)
         print(f"schedule plot → {args.plot}", file=sys.stderr)
-    if p.errors:
+    if p.errors:  # the curriculum does not fit the data: build-mix would refuse it (exit 2)
         if args.json:
             for e in p.errors:
-                print(f"plan: error: {e}", file=sys.stderr)
-        return 1
+                print(f"stepcrawl plan: error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 
