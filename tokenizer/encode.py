@@ -458,8 +458,7 @@ def tokenize_corpus(
             with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
                 for task, (status, rec) in zip(tasks, pool.map(_encode_shard_in_worker, tasks)):
                     if status != "ok":
-                        for f in pool._pending_work_items.values():  # stop queued work: fail fast
-                            f.future.cancel()
+                        pool.shutdown(wait=False, cancel_futures=True)  # drop queued work: fail fast
                         raise StepcrawlError(str(rec))
                     collect(task, rec)
                     bar.update()
