@@ -68,7 +68,7 @@ def prepare(curriculum: str, stage: str, tokens_dir: str, out_dir: str, scale=No
             phases: list[str] | None = None, overwrite: bool = False, ngram: int = 13) -> dict[str, Any]:
     """The driver half of ``curricula.mixer.build_mix``: every check, the phase configs and
     which phases still need building. Returns what the workers need."""
-    from curricula.mixer import phase_config, select_phases, sources_needed
+    from curricula.mixer import phase_config, select_phases, sources_needed, verify_source_files
     from curricula.planner import parse_scale, plan, read_source_manifest
     from curricula.schema import CurriculumError, load_curriculum
     from stepcrawl.manifest import config_hash
@@ -82,8 +82,10 @@ def prepare(curriculum: str, stage: str, tokens_dir: str, out_dir: str, scale=No
             raise CurriculumError(f"--eval-set: no such file {p}")
     needed = sources_needed(cur, todo, scale_f)
     local_tokens = stage_locally(tokens_dir, needed)
-    plan(cur, local_tokens, scale_f, sources=set(needed)).check()
     manifests = {s: read_source_manifest(local_tokens, s) for s in needed}
+    for m in manifests.values():  # what the manifests promise, before any use (as build-mix does)
+        verify_source_files(m)
+    plan(cur, local_tokens, scale_f, sources=set(needed)).check()
     shas = {m.tokenizer.get("sha256") for m in manifests.values()}
     if len(shas) > 1:
         raise CurriculumError(f"token sources were made with different tokenizers: { {s: m.tokenizer.get('sha256') for s, m in manifests.items()} }")

@@ -129,6 +129,8 @@ class EncodeFile(beam.DoFn):
 
 def source_manifest(name: str, corpus_folder: str, tok: dict, dtype: str, with_meta: bool, recs: list[dict], wall_s: float) -> dict:
     """``manifest.json`` of one source, field for field as ``tokenizer.encode.tokenize_corpus``."""
+    from tokenizer.encode import input_drops
+
     by_tier: dict[str, int] = {}
     for r in recs:
         for tier, n in r["by_tier"].items():
@@ -143,6 +145,7 @@ def source_manifest(name: str, corpus_folder: str, tok: dict, dtype: str, with_m
         "n_tokens": sum(r["n_tokens"] for r in recs),
         "by_tier": dict(sorted(by_tier.items())),
         "shards": [{k: r[k] for k in ("name", "n_docs", "n_tokens", "sha256")} for r in recs],
+        **input_drops(recs),  # malformed input records skipped (FILE:LINE: why), as locally
         "wall_time_s": round(wall_s, 3),
     }
 

@@ -32,7 +32,7 @@ def _plan(args: argparse.Namespace) -> int:
         cur = load_curriculum(args.curriculum)
         p = plan(cur, args.tokens, args.scale)
     except CurriculumError as exc:
-        print(f"plan: {exc}", file=sys.stderr)
+        print(f"stepcrawl plan: error: {exc}", file=sys.stderr)
         return 2
     if args.json:
         json.dump(p.to_json(), sys.stdout, indent=2, default=str)
@@ -42,11 +42,11 @@ def _plan(args: argparse.Namespace) -> int:
     if args.plot:
         plot(p, cur, args.plot)
         print(f"schedule plot → {args.plot}", file=sys.stderr)
-    if p.errors:
+    if p.errors:  # the curriculum does not fit the data: build-mix would refuse it (exit 2)
         if args.json:
             for e in p.errors:
-                print(f"plan: error: {e}", file=sys.stderr)
-        return 1
+                print(f"stepcrawl plan: error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -68,7 +68,7 @@ def _build_mix(args: argparse.Namespace) -> int:
             progress=not args.quiet,
         )
     except (CurriculumError, FileNotFoundError) as exc:
-        print(f"build-mix: {exc}", file=sys.stderr)
+        print(f"stepcrawl build-mix: error: {exc}", file=sys.stderr)
         return 2
     from rich.table import Table
 
@@ -87,7 +87,7 @@ def _lineage(args: argparse.Namespace) -> int:
     try:
         info = sequence_lineage(args.mix, args.sequence, args.phase, args.tokens)
     except (CurriculumError, FileNotFoundError) as exc:
-        print(f"lineage: {exc}", file=sys.stderr)
+        print(f"stepcrawl lineage: error: {exc}", file=sys.stderr)
         return 2
     if args.json:
         json.dump(info, sys.stdout, indent=2, default=str)

@@ -89,6 +89,74 @@ def pad_id(tokenizer_info: dict) -> int:
 
 
 # --------------------------------------------------------------------------------------------
+# integrity: what the token manifests promise, checked once before use
+# --------------------------------------------------------------------------------------------
+
+VERIFY_CACHE = ".sha256-verified.json"
+
+
+def verify_source_files(manifest: SourceManifest) -> int:
+    """Check every shard file of a token source against the sha256 its manifest records;
+    returns how many files were hashed (0 when all were already verified).
+
+    Hashing a large corpus on every build-mix would cost more than the mix, so a file verified
+    once is remembered in ``TOKENS/<source>/.sha256-verified.json`` by (size, mtime_ns, digest):
+    a file rewritten since (same size or not) has a new mtime and is hashed again; a manifest
+    that now promises another digest is re-checked too. A read-only token folder just means no
+    cache. A missing file, a file whose bytes differ, or a manifest without checksums is refused
+    with a CurriculumError naming the file."""
+    from stepcrawl.io import read_json
+    from stepcrawl.manifest import file_hash
+
+    folder = manifest.path
+    cache_path = folder / VERIFY_CACHE
+    try:
+        cache = read_json(cache_path) if cache_path.exists() else {}
+        if not isinstance(cache, dict):
+            cache = {}
+    except (OSError, ValueError):
+        cache = {}  # a damaged cache only costs a re-hash
+    hashed = 0
+    for shard in manifest.shards:
+        digests = shard.get("sha256") if isinstance(shard, dict) else None
+        if not isinstance(digests, dict) or not digests:
+            raise CurriculumError(f"{folder / 'manifest.json'}: shard {shard.get('name') if isinstance(shard, dict) else shard!r} "
+                                  f"records no sha256; re-run `stepcrawl tokenize`")
+        for fname, digest in sorted(digests.items()):
+            f = folder / fname
+            try:
+                st = f.stat()
+            except OSError:
+                raise CurriculumError(f"{f}: missing (listed in {folder / 'manifest.json'})") from None
+            key = [st.st_size, st.st_mtime_ns, digest]
+            if cache.get(fname) == key:
+                continue
+            actual = file_hash(f)
+            hashed += 1
+            if actual != digest:
+                raise CurriculumError(f"{f}: sha256 {actual[:16]}… does not match {digest[:16]}… recorded in "
+                                      f"{folder / 'manifest.json'} (changed or corrupt); re-run `stepcrawl tokenize`")
+            cache[fname] = key
+    if hashed:
+        try:
+            write_json(cache_path, cache)
+        except OSError:
+            log.info("%s: cannot write the verification cache (read-only?); files will be re-hashed next time", folder)
+    return hashed
+
+
+def check_token_ids(tokens: np.ndarray, vocab_size: int | None, where: str) -> None:
+    """Refuse a document holding a token id outside ``[0, vocab_size)``: corrupt bytes that a
+    checksum did not catch (or a shard from another tokenizer) must not reach the trainer."""
+    if not vocab_size or not len(tokens):
+        return
+    hi = int(tokens.max())
+    if hi >= vocab_size or (tokens.dtype.kind == "i" and int(tokens.min()) < 0):
+        bad = hi if hi >= vocab_size else int(tokens.min())
+        raise CurriculumError(f"{where}: token id {bad} outside the tokenizer's vocabulary of {vocab_size}")
+
+
+# --------------------------------------------------------------------------------------------
 # reading one source's shards
 # --------------------------------------------------------------------------------------------
 
@@ -494,6 +562,7 @@ def build_phase(cur: Curriculum, stage_name: str, phase: Phase, readers: dict[st
         raise CurriculumError(f"{where}: token shards have different dtypes {sorted(map(str, dtypes))}")
     dtype = dtypes.pop() if dtypes else np.dtype(np.int32)  # no reader: an empty (scaled-to-0) phase
     tok_info = next(iter(readers.values())).manifest.tokenizer if readers else {}
+    vocab_size = tok_info.get("vocab_size")
     t0 = time.time()
     streams: list[EntryStream] = []
     downsampled: dict[str, dict] = {}
@@ -521,6 +590,7 @@ def build_phase(cur: Curriculum, stage_name: str, phase: Phase, readers: dict[st
         for piece in interleave(streams):
             reader = readers[piece.source]
             toks, mask, s, i = reader.read(piece.doc, piece.start, piece.end)
+            check_token_ids(toks, vocab_size, f"{reader.path / reader.shards[s]}.bin: document {i}")
             doc_id = str(reader.column(s, "doc_id")[i].as_py())
             if counter is not None:
                 counter.add(piece.entry, toks)
@@ -621,8 +691,10 @@ def build_mix(
             raise CurriculumError(f"--eval-set: no such file {p}")
     # 1. whole-curriculum budget check against the data (plan-wide accounting)
     needed = sources_needed(cur, todo, scale)
-    plan(cur, tokens_dir, scale, sources=set(needed)).check()
     manifests = {s: read_source_manifest(tokens_dir, s) for s in needed}
+    for m in manifests.values():  # the bytes are what the manifests promise, before any use
+        verify_source_files(m)
+    plan(cur, tokens_dir, scale, sources=set(needed)).check()
     shas = {m.tokenizer.get("sha256") for m in manifests.values()}
     if len(shas) > 1:
         raise CurriculumError(f"token sources were made with different tokenizers: "
@@ -673,4 +745,4 @@ def build_mix(
     return mix
 
 
-__all__ = ["LINEAGE_SCHEMA", "Packer", "build_mix", "build_phase", "interleave"]
+__all__ = ["LINEAGE_SCHEMA", "Packer", "build_mix", "build_phase", "check_token_ids", "interleave", "verify_source_files"]

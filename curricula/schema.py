@@ -610,7 +610,10 @@ def load_curriculum(path: str | Path) -> Curriculum:
             p = shipped
         else:
             raise CurriculumError(f"curriculum file not found: {path}")
-    text = p.read_text(encoding="utf-8")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise CurriculumError(f"{p}: not a YAML text file (invalid UTF-8 at byte {exc.start})") from None
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:

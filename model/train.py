@@ -404,7 +404,7 @@ def train(args) -> int:
 def _train_loop(args, cur, cfg, phases: list[RunPhase], mtp_overrides: dict[str, int],
                 run_dir: Path, info) -> int:
     from curricula.schedule import bias_update_rate_at, lr_at
-    from model.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, save_checkpoint
+    from model.checkpoint import CheckpointError, load_latest_intact, save_checkpoint
     from model.distributed import all_reduce_sum, shard_model
     from model.monitor import Monitor
     from model.optim import build_optimizer, iter_params, set_lr
@@ -440,17 +440,23 @@ def _train_loop(args, cur, cfg, phases: list[RunPhase], mtp_overrides: dict[str,
                       tensorboard=not args.no_tensorboard, progress=not args.no_progress)
     step = 0
     if args.resume:
-        ck = latest_checkpoint(run_dir)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            try:
+                ck, st, skipped = load_latest_intact(run_dir, model, opt, info)
+            except CheckpointError as exc:
+                raise TrainError(f"{exc} (was the run started with another --model/--set?)") from None
+        for bad, why in skipped:
+            log.warning("--resume: skipping corrupt checkpoint %s: %s", bad.name, why)
+        if ck is None and skipped:
+            raise TrainError(f"--resume: no intact checkpoint in {run_dir / 'checkpoints'} "
+                             f"({len(skipped)} corrupt; newest: {skipped[0][1]})")
         if ck is None:
             if info.is_main:
                 log.info("--resume: no checkpoint in %s, starting from scratch", run_dir)
         else:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)
-                try:
-                    st = load_checkpoint(ck, model, opt, info)
-                except CheckpointError as exc:
-                    raise TrainError(f"{exc}\n(was the run started with another --model/--set?)") from None
+            if skipped and info.is_main:
+                log.warning("--resume: fell back to %s, the newest intact checkpoint", ck.name)
             if st.get("curriculum") != cur.name:
                 raise TrainError(f"{ck}: checkpoint of curriculum {st.get('curriculum')!r}, "
                                  f"not {cur.name!r}")
@@ -684,6 +690,11 @@ def main(argv: list[str] | None = None) -> int:
         return train(args)
     except TrainError as exc:
         print(f"train: error: {exc}", file=sys.stderr)
+        return 2
+    except (OSError, ValueError) as exc:  # a missing/unreadable/malformed input file: one line, exit 2
+        from stepcrawl.errors import one_line
+
+        print(f"train: error: {one_line(exc)}", file=sys.stderr)
         return 2
 
 

@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "stepcrawl.commands.models",      # train-langid, train-quality
     "stepcrawl.commands.dedup",       # dedup, decontam, cluster
     "stepcrawl.commands.ingest",      # ingest code|git|issues|pr-dialogue|tool-use|reasoning
+    "stepcrawl.commands.export",      # export --format datatrove|hf|jsonl
     "tokenizer.cli",                  # train-tokenizer, tokenize
     "curricula.cli",                  # plan, build-mix, lineage
 ]
@@ -63,11 +64,36 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    return run_command(f"stepcrawl {args.command}", args.func, args, verbose=args.verbose)
+
+
+# Errors a command refuses with (exit 2, one line) instead of a traceback: our own error types
+# (BadRecord, CurriculumError, MixError, … are ValueErrors; StepcrawlError carries file+field),
+# a missing/unreadable file (OSError names it), a config that is not YAML/JSON/UTF-8.
+def _refusal_types() -> tuple[type[BaseException], ...]:
+    import yaml
+
+    from stepcrawl.errors import StepcrawlError
+
+    return (StepcrawlError, OSError, ValueError, yaml.YAMLError)
+
+
+def run_command(prog: str, func, args, verbose: bool = False) -> int:
+    """Run one subcommand under the exit-code convention (``stepcrawl.errors``): its own return
+    code (0 done, 1 done with dropped input), 2 with a one-line ``PROG: error: …`` for a
+    refusal, 130 when interrupted. ``-v`` shows the traceback of a refusal too."""
+    from stepcrawl.errors import EXIT_INTERRUPTED, EXIT_REFUSED, one_line
+
     try:
-        return int(args.func(args) or 0)
+        return int(func(args) or 0)
     except KeyboardInterrupt:
         print("interrupted; re-run with the same arguments (or --resume) to continue", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    except _refusal_types() as exc:
+        if verbose:
+            logging.getLogger(__name__).exception("%s failed", prog)
+        print(f"{prog}: error: {one_line(exc)}", file=sys.stderr)
+        return EXIT_REFUSED
 
 
 if __name__ == "__main__":

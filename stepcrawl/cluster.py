@@ -174,9 +174,11 @@ def run_cluster(
     cfg = cfg or ClusterConfig()
     out = Path(out_dir)
     started = time.time()
+    errors: list[str] = []
     if isinstance(docs_or_path, (str, os.PathLike)):
         path = Path(docs_or_path)
-        open_docs = lambda: read_documents(path)  # noqa: E731
+        # malformed records (FILE:ROW: why) are skipped on every pass; counted once, from the last
+        open_docs = lambda: read_documents(path, on_error=lambda e: errors.append(str(e)))  # noqa: E731
         input_hash = manifest_hash(path) if path.is_dir() else None
     else:
         docs = list(docs_or_path)
@@ -204,6 +206,7 @@ def run_cluster(
     model.save(out / MODEL_NAME)
     acc = Accounting()
     sizes: Counter = Counter()
+    errors.clear()  # the assigning pass below reports each malformed record once more
     with ShardWriter(out, "part", cfg.shard_docs) as writer:
         buf: list[Document] = []
 
@@ -220,9 +223,14 @@ def run_cluster(
             if len(buf) >= cfg.batch_size:
                 flush()
         flush()
+    for e in errors:
+        log.error("cluster: %s", e)
+        acc.seen(0)
+        acc.dropped("malformed", 0)
     manifest = StageManifest.from_shards(
         "cluster", conf, chash, input_hash, acc, folder=out, files=writer.files, started=started,
-        extra={"k": model.k, "cluster_sizes": {str(c): sizes.get(c, 0) for c in range(model.k)}, "model": MODEL_NAME},
+        extra={"k": model.k, "cluster_sizes": {str(c): sizes.get(c, 0) for c in range(model.k)}, "model": MODEL_NAME,
+               **({"n_malformed": len(errors), "errors": errors[:20]} if errors else {})},
     )
     manifest.write(out)
     return manifest

@@ -181,11 +181,20 @@ def _iter_unit_docs(unit: Unit, plan: StepPlan, accs: dict[str, Accounting], on_
             print(f"error: {err}", file=sys.stderr)
             errors.append({"file": err.warc_file, "offset": err.offset, "error": str(err)})
     else:
+        # Parquet/JSONL input: a malformed row/line is counted (drop reason "malformed") and
+        # listed as FILE:ROW / FILE:LINE with the reason; the rest of the file goes on.
+        acc = accs.setdefault("read", Accounting())
+
         def bad(err):
+            acc.seen(0)
+            acc.dropped("malformed", 0)
             errors.append({"file": unit.path, "error": str(err)})
             log.error("%s", err)
 
-        yield from read_documents(unit.path, on_error=bad)
+        for doc in read_documents(unit.path, on_error=bad):
+            acc.seen(doc.n_chars)
+            acc.kept(doc.n_chars)
+            yield doc
 
 
 def _stub_for(raw: RawRecord) -> Document:
@@ -227,7 +236,7 @@ def run_unit(unit: Unit, plan: StepPlan, out_dir: str, rejected_dir: str | None,
     if rej_writer is not None:
         rej_writer.close()
     # unit accounting: in = first step's in; out = written; drops = all steps' drops
-    order = [k for k in ("extract", *[n for n, _ in plan.step_groups]) if k in accs]
+    order = [k for k in ("extract", "read", *[n for n, _ in plan.step_groups]) if k in accs]
     if order:
         first = accs[order[0]]
         total.docs_in, total.chars_in = first.docs_in, first.chars_in

@@ -266,8 +266,9 @@ def run_decontam(
     ``force``) only when the step, the eval sets and the input manifest are all unchanged."""
     out = Path(out_dir)
     started = time.time()
+    errors: list[str] = []  # malformed input records (FILE:ROW: why): counted, the rest goes on
     if isinstance(docs_or_path, (str, os.PathLike)):
-        docs = read_documents(docs_or_path)
+        docs = read_documents(docs_or_path, on_error=lambda e: errors.append(str(e)))
         in_path = Path(docs_or_path)
         input_hash = manifest_hash(in_path) if in_path.is_dir() else None
     else:
@@ -297,9 +298,14 @@ def run_decontam(
             flagged.update(doc.meta.get("contam_sets") or ())
             writer.write(doc)
     files = writer.files + (rejected.close() if rejected is not None else [])
+    for e in errors:
+        log.error("decontam: %s", e)
+        acc.seen(0)
+        acc.dropped("malformed", 0)
     manifest = StageManifest.from_shards(
         "decontam", conf, chash, input_hash, acc, folder=out, files=files, started=started,
-        extra={"eval_sets": {ix.name: ix.stats() for ix in step.indexes}, "flagged": dict(sorted(flagged.items()))},
+        extra={"eval_sets": {ix.name: ix.stats() for ix in step.indexes}, "flagged": dict(sorted(flagged.items())),
+               **({"n_malformed": len(errors), "errors": errors[:20]} if errors else {})},
     )
     manifest.write(out)
     return manifest

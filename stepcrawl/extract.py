@@ -92,8 +92,11 @@ class WarcReadError(RuntimeError):
     """A WARC file could not be read to its end. Carries file and offset."""
 
     def __init__(self, warc_file: str, offset: int, message: str):
-        self.warc_file, self.offset = warc_file, offset
+        self.warc_file, self.offset, self.message = warc_file, offset, message
         super().__init__(f"{warc_file}: offset {offset}: {message}")
+
+    def __reduce__(self):  # picklable: it crosses from curate's worker processes to the parent
+        return (type(self), (self.warc_file, self.offset, self.message))
 
 
 def record_doc_id(record_id: str, url: str = "", date: str | None = None) -> str:

@@ -11,6 +11,7 @@ import gzip
 import json
 import os
 import tempfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Iterator
@@ -74,12 +75,19 @@ def write_rejected(path: str | os.PathLike, docs: list[Document], reasons: list[
 
 
 class BadRecord(ValueError):
-    """A malformed input record; carries where it came from (file and line)."""
+    """A malformed input record; carries where it came from (file and line, or Parquet row).
 
-    def __init__(self, path: str, line: int | None, message: str):
-        self.path, self.line = path, line
-        where = f"{path}:{line}" if line is not None else path
+    Picklable (``__reduce__``): it crosses process boundaries (a worker pool sends it back to
+    the parent), and the default exception pickling would call ``__init__`` with the one
+    formatted message, which fails and leaves ``multiprocessing.Pool`` waiting forever."""
+
+    def __init__(self, path: str, line: int | None, message: str, unit: str = "line"):
+        self.path, self.line, self.message, self.unit = str(path), line, message, unit
+        where = f"{path}:{line}" if line is not None else str(path)
         super().__init__(f"{where}: {message}")
+
+    def __reduce__(self):
+        return (type(self), (self.path, self.line, self.message, self.unit))
 
 
 def document_files(path: str | os.PathLike) -> list[Path]:
@@ -102,48 +110,78 @@ def document_files(path: str | os.PathLike) -> list[Path]:
     return files
 
 
+def _raise_or_report(err: BadRecord, on_error, cause: BaseException | None = None) -> None:
+    if on_error is None:
+        raise err from cause
+    on_error(err)
+
+
 def iter_jsonl(path: str | os.PathLike, on_error=None) -> Iterator[tuple[int, dict]]:
-    """(line number, object) for each line of a JSONL(.gz) file. Malformed lines are passed to
-    ``on_error(BadRecord)`` (default: raise) and skipped, so one bad line never stops a job."""
+    """(line number, object) for each line of a JSONL(.gz) file. Malformed lines (not UTF-8, not
+    JSON, not an object) are passed to ``on_error(BadRecord)`` (default: raise) and skipped, so
+    one bad line never stops a job; a file that cannot be read on (a truncated gzip) is reported
+    once, at the line where reading stopped, and the lines before it are kept."""
     path = str(path)
     opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8", errors="surrogateescape") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-                if not isinstance(obj, dict):
-                    raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
-            except ValueError as exc:
-                err = BadRecord(path, lineno, f"malformed JSON: {exc}")
-                if on_error is None:
-                    raise err from exc
-                on_error(err)
-                continue
-            yield lineno, obj
+    lineno = 0
+    try:
+        # bytes, decoded line by line: a non-UTF-8 line is reported by its number and costs
+        # only itself (a text-mode reader fails on a whole buffered chunk).
+        with opener(path, "rb") as fh:
+            for lineno, raw in enumerate(fh, 1):
+                if not raw.strip():
+                    continue
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    _raise_or_report(BadRecord(path, lineno, f"not valid UTF-8 (byte {exc.start})"), on_error, exc)
+                    continue
+                try:
+                    obj = json.loads(line)
+                    if not isinstance(obj, dict):
+                        raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
+                except (ValueError, RecursionError) as exc:
+                    _raise_or_report(BadRecord(path, lineno, f"malformed JSON: {exc}"), on_error, exc)
+                    continue
+                yield lineno, obj
+    except (OSError, EOFError, zlib.error) as exc:  # unreadable, or a damaged/truncated gzip stream
+        _raise_or_report(BadRecord(path, lineno + 1 if lineno else None, f"cannot read on: {exc}"), on_error, exc)
+
+
+def _iter_parquet_rows(f: Path, on_error) -> Iterator[tuple[int, dict]]:
+    """(row number, record) of a Parquet file, 1-based like lines; a file that is not Parquet,
+    or a row group that cannot be decoded, is reported once and the readable rows are kept."""
+    row = 0
+    try:
+        pf = pq.ParquetFile(f)
+        for batch in pf.iter_batches(batch_size=1024):
+            for rec in batch.to_pylist():
+                row += 1
+                yield row, rec
+    except (OSError, pa.ArrowException, ValueError) as exc:
+        _raise_or_report(BadRecord(str(f), row + 1 if row else None, f"not readable as Parquet: {exc}", "row"), on_error, exc)
 
 
 def read_documents(path: str | os.PathLike, on_error=None) -> Iterator[Document]:
     """Stream Documents from Parquet or JSONL (a file or a folder of shards).
 
-    Records only need ``text`` (and ideally ``id``); see ``Document.from_record``.
+    Records only need ``text`` (and ideally ``id``); see ``Document.from_record``. A record that
+    is not a valid Document goes to ``on_error(BadRecord)`` as ``FILE:LINE`` / ``FILE:ROW`` with
+    the reason (default: raise), so every record read is either yielded or reported once:
+    records in = documents out + errors reported.
     """
     for f in document_files(path):
         if f.name.endswith(".parquet"):
-            pf = pq.ParquetFile(f)
-            for batch in pf.iter_batches(batch_size=1024):
-                for rec in batch.to_pylist():
-                    yield Document.from_record(rec)
+            rows, unit = _iter_parquet_rows(f, on_error), "row"
         else:
-            for lineno, obj in iter_jsonl(f, on_error=on_error):
-                try:
-                    yield Document.from_record(obj)
-                except ValueError as exc:
-                    err = BadRecord(str(f), lineno, str(exc))
-                    if on_error is None:
-                        raise err from exc
-                    on_error(err)
+            rows, unit = iter_jsonl(f, on_error=on_error), "line"
+        for n, rec in rows:
+            try:
+                doc = Document.from_record(rec)
+            except (ValueError, TypeError, KeyError) as exc:
+                _raise_or_report(BadRecord(str(f), n, str(exc), unit), on_error, exc)
+                continue
+            yield doc
 
 
 @dataclass

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from stepcrawl.document import TIERS
+from stepcrawl.errors import is_input_error
 from stepcrawl.io import read_json
 from stepcrawl.manifest import MANIFEST_NAME
 
@@ -59,8 +60,14 @@ def format_stats(s: dict[str, Any]) -> str:
     for t in TIERS:
         n = s["tiers"].get(t, 0)
         lines.append(f"  {t:<12} {n:>8}  {'#' * min(50, round(50 * n / max(1, s['docs_out'])))}")
-    if s["errors"]:
-        lines += ["", f"input errors ({len(s['errors'])}):"] + [f"  {e.get('error')}" for e in s["errors"][:20]]
+    bad = {r: n for r, n in s["drops"].items() if is_input_error(r)}
+    if bad or s["errors"]:
+        total = max(sum(bad.values()), len(s["errors"]))
+        lines += ["", f"dropped input (malformed or unreadable; exit code 1): {total}"]
+        lines += [f"  {r:<32} {n:>8}" for r, n in sorted(bad.items(), key=lambda kv: -kv[1])]
+        lines += [f"  {e.get('error') if isinstance(e, dict) else e}" for e in s["errors"][:20]]
+        if len(s["errors"]) > 20:
+            lines.append(f"  … {len(s['errors']) - 20} more in the manifest (extra.errors)")
     return "\n".join(lines)
 
 

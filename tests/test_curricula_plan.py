@@ -129,7 +129,7 @@ def test_plan_wide_accounting_catches_what_phases_alone_miss(tokens, capsys):
     # the CLI exits non-zero and prints the errors
     path = tokens.parent / "cur.yaml"
     path.write_text(yaml.safe_dump(CUR))
-    assert main(["plan", "--curriculum", str(path), "--tokens", str(tokens)]) == 1
+    assert main(["plan", "--curriculum", str(path), "--tokens", str(tokens)]) == 2  # build-mix would refuse it
     assert "across the whole curriculum" in capsys.readouterr().out
 
 

@@ -325,6 +325,12 @@ def test_a_failing_phase_leaves_no_partial_output(small_tokens, tmp_path):
     broken = tmp_path / "tokens"
     shutil.copytree(small_tokens, broken)
     (broken / "web" / "part-00000.docs.parquet").unlink()  # needed while packing (doc ids)
+    # ...and unlisted, so the up-front checksum verification passes and packing itself fails
+    mf = broken / "web" / "manifest.json"
+    m = json.loads(mf.read_text())
+    for shard in m["shards"]:
+        shard["sha256"].pop("part-00000.docs.parquet", None)
+    mf.write_text(json.dumps(m))
     out = tmp_path / "m"
     with pytest.raises(CurriculumError, match="part-00000.docs.parquet"):
         build_mix(validate_curriculum(copy.deepcopy(SMALL)), "s", broken, out, progress=False)

@@ -269,7 +269,7 @@ def test_ingest_git_skip_merges_and_max_commits(history, tmp_path):
 
 
 def test_ingest_git_rejects_non_repository(tmp_path, capsys):
-    assert cli_main(["ingest", "git", str(tmp_path), "--out", str(tmp_path / "o"), "--no-progress"]) == 1
+    assert cli_main(["ingest", "git", str(tmp_path), "--out", str(tmp_path / "o"), "--no-progress"]) == 2  # refused
     assert "not a git repository" in capsys.readouterr().err
 
 

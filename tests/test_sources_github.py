@@ -106,7 +106,8 @@ def test_threads_from_rest_and_gharchive_with_malformed_lines(tmp_path, real_cha
     ]
     f = write_jsonl(tmp_path / "threads.jsonl", rows)
     out = tmp_path / "issues"
-    assert cli_main(["ingest", "issues", str(f), "--out", str(out), "--no-progress", "--keep-rejected"]) == 0
+    # exit 1: done, but malformed input was dropped (stepcrawl.errors)
+    assert cli_main(["ingest", "issues", str(f), "--out", str(out), "--no-progress", "--keep-rejected"]) == 1
     m = StageManifest.read(out)
     # a WatchEvent is well-formed but no thread: counted under its own reason, not malformed
     assert m.accounting.drops == {"malformed": 3, "ignored_event": 1, "low_stars": 1, "empty": 1}
@@ -297,8 +298,9 @@ def test_check_spans_rejects_gaps_and_overlaps():
 def test_bundled_github_sample_ingests(tmp_path):
     threads, tasks = SAMPLES / "github" / "threads.jsonl", SAMPLES / "swebench_tasks.jsonl"
     out = tmp_path / "prd"
+    # exit 1: done, but the sample's one truncated record was dropped (stepcrawl.errors)
     assert cli_main(["ingest", "pr-dialogue", str(threads), "--out", str(out), "--policy", "mid",
-                     "--swebench", str(tasks), "--no-progress"]) == 0
+                     "--swebench", str(tasks), "--no-progress"]) == 1
     acc = StageManifest.read(out).accounting
     assert acc.docs_out >= 20 and acc.drops["swebench:id"] >= 2 and acc.drops["swebench:ngram"] >= 2
     assert acc.drops["malformed"] == 1

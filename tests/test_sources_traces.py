@@ -94,7 +94,8 @@ def test_malformed_trajectories_are_reported_by_line(tmp_path):
     f.write_text("\n".join(json.dumps(r) for r in [PARALLEL, bad_args, orphan, answered_twice, unknown_role, no_assistant, PARALLEL])
                  + "\n{broken\n")
     out = tmp_path / "out"
-    assert cli_main(["ingest", "tool-use", str(f), "--out", str(out), "--no-progress", "--keep-rejected"]) == 0
+    # exit 1: done, but malformed input was dropped (stepcrawl.errors)
+    assert cli_main(["ingest", "tool-use", str(f), "--out", str(out), "--no-progress", "--keep-rejected"]) == 1
     m = StageManifest.read(out)
     assert m.accounting.docs_out == 1 and m.accounting.drops == {
         "bad_arguments": 1, "orphan_tool_result": 2, "unknown_role": 1, "no_assistant": 1, "malformed": 1, "duplicate": 1}

@@ -23,12 +23,16 @@ def _train(args: argparse.Namespace) -> int:
     try:
         info = train_tokenizer(args.corpus, args.out, cfg)
     except (ValueError, FileNotFoundError) as exc:
-        print(f"train-tokenizer: {exc}", file=sys.stderr)
+        print(f"stepcrawl train-tokenizer: error: {exc}", file=sys.stderr)
         return 2
     print(
         f"tokenizer: {info['vocab_size']} pieces (embedding padded to {info['padded_vocab_size']}), "
         f"trained on {info['trained_on']['documents']} documents → {args.out}"
     )
+    if info["trained_on"].get("malformed"):  # done, but malformed input was skipped: exit 1
+        print(f"train-tokenizer: {info['trained_on']['malformed']} malformed record(s) skipped "
+              f"(listed in {args.out}/tokenizer.json)", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -44,9 +48,10 @@ def _tokenize(args: argparse.Namespace) -> int:
             sources=args.sources.split(",") if args.sources else None,
             with_meta=not args.no_meta,
             split_tiers=args.split_tiers,
+            progress=not args.no_progress,
         )
     except (ValueError, FileNotFoundError) as exc:
-        print(f"tokenize: {exc}", file=sys.stderr)
+        print(f"stepcrawl tokenize: error: {exc}", file=sys.stderr)
         return 2
     table = Table(title=f"token shards in {args.out}")
     for col in ("source", "documents", "tokens", "shards", "tokens by tier"):
@@ -55,6 +60,13 @@ def _tokenize(args: argparse.Namespace) -> int:
         tiers = ", ".join(f"{k}:{v:,}" for k, v in m["by_tier"].items())
         table.add_row(name, f"{m['n_docs']:,}", f"{m['n_tokens']:,}", str(len(m["shards"])), tiers)
     Console().print(table)
+    bad = [e for m in manifests.values() for e in m.get("errors", [])]
+    n_bad = sum(sum(m.get("drops", {}).values()) for m in manifests.values())
+    if n_bad:
+        for e in bad:
+            print(f"  dropped input: {e}", file=sys.stderr)
+        print(f"tokenize: {n_bad} malformed record(s) dropped (manifest.json: drops, errors)", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -88,6 +100,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="encoding processes")
     p.add_argument("--sources", help="comma-separated subset of sources")
     p.add_argument("--no-meta", action="store_true", help="do not prepend the meta string")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument(
         "--split-tiers",
         action="store_true",

@@ -29,6 +29,7 @@ import sentencepiece as spm
 from tqdm import tqdm
 
 from stepcrawl.document import Document
+from stepcrawl.errors import StepcrawlError
 from stepcrawl.io import document_files, read_documents, read_json, write_json, write_parquet
 from tokenizer import special
 from tokenizer.indexed import IndexedDatasetWriter, token_dtype
@@ -191,6 +192,7 @@ DOCS_SCHEMA = pa.schema(
     ]
 )
 
+MAX_LISTED_ERRORS = 20
 SHARD_FILES = (".bin", ".idx", ".mask.bin", ".mask.idx", ".docs.parquet")
 
 
@@ -319,6 +321,7 @@ def encode_shard(task: EncodeTask) -> dict:
             outs[name] = _ShardOut(str(prefix.parent.parent / name / prefix.name), tok.dtype)
         return outs[name]
 
+    errors: list[str] = []  # malformed input records: FILE:LINE / FILE:ROW: reason
     try:
         batch: list[Document] = []
 
@@ -327,7 +330,7 @@ def encode_shard(task: EncodeTask) -> dict:
                 out_for(doc).add(doc, ids, flags)
             batch.clear()
 
-        for doc in read_documents(task.input_file):
+        for doc in read_documents(task.input_file, on_error=lambda e: errors.append(str(e))):
             batch.append(doc)
             if len(batch) >= task.batch_docs:
                 flush()
@@ -338,8 +341,31 @@ def encode_shard(task: EncodeTask) -> dict:
         raise
     records = {name: out.close(task.input_file) for name, out in sorted(outs.items())}
     record = {"name": prefix.name, "input": task.input_file, "split": records} if task.split_tiers else records[task.source]
+    # dropped input is recorded once per input file (on the unsplit record, or beside "split")
+    record["n_malformed"] = len(errors)
+    record["errors"] = errors[:MAX_LISTED_ERRORS]
     write_json(done, record)
     return record
+
+
+def input_drops(records: list[dict]) -> dict:
+    """The manifest fields for malformed input skipped while encoding (from the per-file
+    records of ``encode_shard``): ``{"drops": {"malformed": n}, "errors": [FILE:LINE: why, …]}``,
+    or nothing when every record was read. Public: the Beam pipeline writes the same fields."""
+    n = sum(int(r.get("n_malformed") or 0) for r in records)
+    if not n:
+        return {}
+    return {"drops": {"malformed": n}, "errors": [e for r in records for e in r.get("errors", [])][:MAX_LISTED_ERRORS]}
+
+
+def _encode_shard_in_worker(task: EncodeTask) -> tuple[str, object]:
+    """``encode_shard`` for a pool worker: any failure comes back as a plain string, which
+    always pickles (an exception that cannot be pickled back would leave the pool waiting)."""
+    try:
+        return "ok", encode_shard(task)
+    except Exception as exc:  # noqa: BLE001 — re-raised in the parent, with the file named
+        msg = str(exc) or type(exc).__name__
+        return "error", msg if task.input_file in msg else f"{task.input_file}: {type(exc).__name__}: {msg}"
 
 
 def corpus_sources(corpus: str | os.PathLike) -> dict[str, Path]:
@@ -402,7 +428,13 @@ def tokenize_corpus(
     records: dict[str, list[dict]] = {} if split_tiers else {name: [] for name in all_sources}
     parent: dict[str, str] = {name: name for name in all_sources}
 
+    bad: dict[str, list[dict]] = {}  # source → records of its input files with malformed input
+
     def collect(task: EncodeTask, rec: dict) -> None:
+        # malformed input of a file belongs to the source's own dataset (for split tiers: the
+        # untiered <source> name), so each is counted once
+        if rec.get("n_malformed"):
+            bad.setdefault(task.source, []).append(rec)
         if not split_tiers:
             records[task.source].append(rec)
             return
@@ -416,12 +448,29 @@ def tokenize_corpus(
             collect(task, encode_shard(task))
             bar.update()
     else:
+        # concurrent.futures, not multiprocessing.Pool: a worker that dies (OOM killer, segfault)
+        # raises BrokenProcessPool here instead of hanging the parent forever.
+        from concurrent.futures import ProcessPoolExecutor
+        from concurrent.futures.process import BrokenProcessPool
+
         ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-        with ctx.Pool(workers) as pool:
-            for task, rec in zip(tasks, pool.imap(encode_shard, tasks)):
-                collect(task, rec)
-                bar.update()
+        try:
+            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+                for task, (status, rec) in zip(tasks, pool.map(_encode_shard_in_worker, tasks)):
+                    if status != "ok":
+                        pool.shutdown(wait=False, cancel_futures=True)  # drop queued work: fail fast
+                        raise StepcrawlError(str(rec))
+                    collect(task, rec)
+                    bar.update()
+        except BrokenProcessPool as exc:
+            raise StepcrawlError(f"a tokenize worker died ({exc}); re-run to resume from the finished shards") from None
     bar.close()
+    # the dataset whose manifest reports a source's malformed input: the source's own, else
+    # (split tiers, no untiered documents) its first tier dataset
+    for src in list(bad):
+        owner = src if src in records else min((d for d in records if parent.get(d) == src), default=None)
+        if owner is not None and owner != src:
+            bad[owner] = bad.pop(src)
     manifests = {}
     for name, recs in sorted(records.items()):
         by_tier: dict[str, int] = {}
@@ -438,6 +487,7 @@ def tokenize_corpus(
             "n_tokens": sum(r["n_tokens"] for r in recs),
             "by_tier": dict(sorted(by_tier.items())),
             "shards": [{k: r[k] for k in ("name", "n_docs", "n_tokens", "sha256")} for r in recs],
+            **input_drops(bad.get(name, [])),
             "wall_time_s": round(time.time() - t0, 3),
         }
         if split_tiers:

@@ -64,15 +64,18 @@ def _selected(doc_id: str, keep_per_million: int, seed: int) -> bool:
     return int.from_bytes(digest, "little") % 1_000_000 < keep_per_million
 
 
-def sample_documents(corpus_dirs: Iterable[str | os.PathLike], cfg: TokenizerConfig) -> Iterator[Document]:
-    """A deterministic, streaming sample of about ``cfg.sample_docs`` documents (hash of id)."""
+def sample_documents(corpus_dirs: Iterable[str | os.PathLike], cfg: TokenizerConfig,
+                     errors: list[str] | None = None) -> Iterator[Document]:
+    """A deterministic, streaming sample of about ``cfg.sample_docs`` documents (hash of id).
+    Malformed records are skipped and appended to ``errors`` (FILE:LINE / FILE:ROW: why); they
+    never raise here, which matters: this generator runs inside sentencepiece's C++ trainer."""
     files = [f for d in corpus_dirs for f in document_files(d)]
     if not files:
         raise ValueError(f"no Parquet/JSONL documents found under {list(map(str, corpus_dirs))}")
     total = sum(_count_docs(f) for f in files)
     keep = 1_000_000 if total <= cfg.sample_docs else max(1, cfg.sample_docs * 1_000_000 // total)
     for f in files:
-        for doc in read_documents(f):
+        for doc in read_documents(f, on_error=lambda e: (errors if errors is not None else []).append(str(e))):
             if _selected(doc.id, keep, cfg.seed):
                 yield doc
 
@@ -122,7 +125,8 @@ def train_tokenizer(corpus_dirs: list[str | os.PathLike], out_dir: str | os.Path
             n_docs += 1
             yield d
 
-    sentences = training_sentences(counted(sample_documents(corpus_dirs, cfg)), cfg)
+    errors: list[str] = []
+    sentences = training_sentences(counted(sample_documents(corpus_dirs, cfg, errors)), cfg)
     model = io.BytesIO()
     spm.SentencePieceTrainer.train(
         sentence_iterator=sentences,
@@ -171,9 +175,12 @@ def train_tokenizer(corpus_dirs: list[str | os.PathLike], out_dir: str | os.Path
             "unk": special.UNK_ID,
             **{s: sp.piece_to_id(s) for s in special.CONTROL_SYMBOLS},
         },
-        "trained_on": {"corpus": [str(d) for d in corpus_dirs], "documents": n_docs},
+        "trained_on": {"corpus": [str(d) for d in corpus_dirs], "documents": n_docs,
+                       **({"malformed": len(errors), "errors": errors[:20]} if errors else {})},
         "config": asdict(cfg),
     }
+    for e in errors[:20]:
+        log.warning("train-tokenizer: skipped malformed record %s", e)
     write_json(out / TOKENIZER_INFO, info)
     log.info("tokenizer: %d pieces trained on %d documents → %s", info["vocab_size"], n_docs, model_path)
     return info

@@ -33,11 +33,22 @@ def _size(text: str) -> int:
                                          f"{text!r}") from None
 
 
-def read_seeds(path: str) -> list[str]:
+def read_seeds(path: str, errors: list[str] | None = None) -> list[str]:
+    """Seed URLs, one per line (``#`` comments, blank lines skipped). A line that is not UTF-8
+    costs only itself: it is reported as ``FILE:LINE: reason`` (appended to ``errors`` and
+    logged) and the crawl goes on with the other seeds. Decoded line by line from bytes: a
+    text-mode reader fails on a whole buffered chunk and names no line."""
     seeds = []
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            line = line.strip()
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            try:
+                line = raw.decode("utf-8").strip()
+            except UnicodeDecodeError as exc:
+                msg = f"{path}:{lineno}: seed line is not valid UTF-8 (byte {exc.start}); skipped"
+                log.warning("%s", msg)
+                if errors is not None:
+                    errors.append(msg)
+                continue
             if line and not line.startswith("#"):
                 seeds.append(line)
     return seeds
@@ -48,8 +59,9 @@ def run_crawl_cmd(args: argparse.Namespace) -> int:
     from stepcrawl.crawl.report import format_summary
 
     seeds = list(args.seed or [])
+    seed_errors: list[str] = []
     if args.seeds:
-        seeds += read_seeds(args.seeds)
+        seeds += read_seeds(args.seeds, seed_errors)
     if not seeds and not args.resume:
         print("stepcrawl crawl: give --seeds FILE or --seed URL (or --resume)", file=sys.stderr)
         return 2
@@ -80,6 +92,10 @@ def run_crawl_cmd(args: argparse.Namespace) -> int:
     if result.interrupted:
         print(f"interrupted — continue with: stepcrawl crawl --out {result.out} --resume")
         return 130
+    if seed_errors:  # done, but some input was dropped (stepcrawl.errors: exit 1)
+        for e in seed_errors[:20]:
+            print(f"  dropped input: {e}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -42,12 +42,28 @@ def _tier_cfg(args):
     return TierConfig.from_yaml(args.tiers) if getattr(args, "tiers", None) else TierConfig()
 
 
-def _print_manifest(m, out) -> None:
+def _print_manifest(m, out) -> int:
+    """Print the stage summary and its input errors; returns the exit code (stepcrawl.errors):
+    0 done, 1 done but input was dropped as malformed/unreadable, 2 when nothing at all could
+    be read (an empty, damaged or non-WARC/Parquet/JSONL input)."""
+    from stepcrawl.errors import EXIT_REFUSED, dropped_input, exit_code
+
     d = m.to_dict()
     drops = ", ".join(f"{k}={v}" for k, v in sorted(d.get("drops", {}).items()))
     print(f"{d['stage']}: {d['docs_in']} in → {d['docs_out']} out ({drops or 'no drops'}) → {out}")
-    for e in d.get("extra", {}).get("errors", []):
-        print(f"  input error: {e.get('error')}", file=sys.stderr)
+    errors = d.get("extra", {}).get("errors", [])
+    for e in errors[:20]:
+        print(f"  input error: {e.get('error') if isinstance(e, dict) else e}", file=sys.stderr)
+    if len(errors) > 20:
+        print(f"  … {len(errors) - 20} more input errors (see {out}/_manifest.json)", file=sys.stderr)
+    if d["docs_in"] == 0 or (d["docs_out"] == 0 and d["docs_in"] == dropped_input(d)):
+        print(f"stepcrawl {d['stage']}: error: no readable input records "
+              f"(empty, damaged, or not WARC/Parquet/JSONL input){'' if errors else '; nothing was read'}", file=sys.stderr)
+        return EXIT_REFUSED
+    code = exit_code(d)
+    if code:
+        print(f"stepcrawl {d['stage']}: {dropped_input(d)} malformed/unreadable input item(s) dropped (exit code {code})", file=sys.stderr)
+    return code
 
 
 def run_curate(args) -> int:
@@ -61,11 +77,10 @@ def run_curate(args) -> int:
         cluster=args.cluster, cluster_k=args.cluster_k, shard_docs=args.shard_docs,
     )
     m = curate(args.inputs, args.out, cfg, keep_rejected=args.keep_rejected, workers=args.workers, progress=not args.no_progress)
-    _print_manifest(m, Path(args.out) / cfg.source)
     from stepcrawl.stats import format_stats, load_stats
 
     print(format_stats(load_stats(Path(args.out) / cfg.source)))
-    return 0
+    return _print_manifest(m, Path(args.out) / cfg.source)
 
 
 def run_extract(args) -> int:
@@ -76,8 +91,7 @@ def run_extract(args) -> int:
     ecfg = _extract_cfg(args)
     m = run_single_stage(args.inputs, args.out, "extract", [], {"extract": asdict(ecfg)}, extract=ecfg, keep_rejected=args.keep_rejected,
                          shard_docs=args.shard_docs, workers=args.workers, progress=not args.no_progress)
-    _print_manifest(m, args.out)
-    return 0
+    return _print_manifest(m, args.out)
 
 
 def run_annotate(args) -> int:
@@ -88,8 +102,7 @@ def run_annotate(args) -> int:
     config = {k: part[k] for k in ("langs", "lang_threshold", "langid_model", "quality_model_sha256")}
     m = run_single_stage(args.inputs, args.out, "annotate", [("annotate", annotate_steps(cfg))], config, keep_rejected=args.keep_rejected,
                          shard_docs=args.shard_docs, workers=args.workers, progress=not args.no_progress)
-    _print_manifest(m, args.out)
-    return 0
+    return _print_manifest(m, args.out)
 
 
 def run_filter(args) -> int:
@@ -113,8 +126,7 @@ def run_filter(args) -> int:
     m = run_single_stage(args.inputs, args.out, "filter", [("filter", [SignalsIfMissing(), TierStep(tiers, min_tier=args.min_tier)])],
                          {"tiers": tiers.to_dict(), "min_tier": args.min_tier}, keep_rejected=args.keep_rejected,
                          shard_docs=args.shard_docs, workers=args.workers, progress=not args.no_progress)
-    _print_manifest(m, args.out)
-    return 0
+    return _print_manifest(m, args.out)
 
 
 def run_stats(args) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 EPILOG_DEDUP = """\
 examples:
@@ -36,11 +37,21 @@ sizes in OUT/_manifest.json.
 """
 
 
-def _print_manifest(m) -> None:
+def _print_manifest(m) -> int:
+    """Print the summary; returns the exit code: 1 when malformed input was dropped (duplicate
+    and contamination drops are ordinary work: 0)."""
+    from stepcrawl.errors import dropped_input, exit_code
+
     acc = m.accounting
     print(f"{m.stage}: {acc.docs_in} in, {acc.docs_out} out, drops {dict(acc.drops)} ({m.wall_time_s:.1f}s)")
     if m.extra.get("cluster_sizes"):
         print(f"  cluster sizes: {json.dumps(m.extra['cluster_sizes'])}")
+    d = m.to_dict()
+    for e in (m.extra.get("errors") or [])[:20]:
+        print(f"  dropped input: {e}", file=sys.stderr)
+    if code := exit_code(d):
+        print(f"{m.stage}: {dropped_input(d)} malformed input record(s) dropped", file=sys.stderr)
+    return code
 
 
 def run_dedup_cmd(args: argparse.Namespace) -> int:
@@ -57,8 +68,7 @@ def run_dedup_cmd(args: argparse.Namespace) -> int:
         hash=args.hash,
         shard_docs=args.shard_docs,
     )
-    _print_manifest(run_dedup(args.input, args.out, cfg, keep_rejected=args.keep_rejected, force=args.force))
-    return 0
+    return _print_manifest(run_dedup(args.input, args.out, cfg, keep_rejected=args.keep_rejected, force=args.force))
 
 
 def run_decontam_cmd(args: argparse.Namespace) -> int:
@@ -66,16 +76,14 @@ def run_decontam_cmd(args: argparse.Namespace) -> int:
 
     fields = args.fields.split(",") if args.fields else DEFAULT_FIELDS
     step = DecontamStep(args.eval_set, n=args.n, mode=args.mode, min_matches=args.min_matches, fields=fields)
-    _print_manifest(run_decontam(args.input, args.out, step, keep_rejected=args.keep_rejected, force=args.force))
-    return 0
+    return _print_manifest(run_decontam(args.input, args.out, step, keep_rejected=args.keep_rejected, force=args.force))
 
 
 def run_cluster_cmd(args: argparse.Namespace) -> int:
     from stepcrawl.cluster import ClusterConfig, run_cluster
 
     cfg = ClusterConfig(k=args.k, seed=args.seed, epochs=args.epochs, batch_size=args.batch_size, dim=args.dim)
-    _print_manifest(run_cluster(args.input, args.out, cfg, force=args.force))
-    return 0
+    return _print_manifest(run_cluster(args.input, args.out, cfg, force=args.force))
 
 
 def register(subparsers) -> None:

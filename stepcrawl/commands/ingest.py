@@ -168,7 +168,7 @@ def _finish(args, stage: str, items, cfg, input_id: str | None, stats: dict) -> 
         )
     except (ValueError, FileNotFoundError, NotADirectoryError, RuntimeError) as exc:
         print(f"stepcrawl ingest: error: {exc}", file=sys.stderr)
-        return 1
+        return 2  # refused (stepcrawl.errors)
     m = res.manifest
     acc = m.accounting
     if res.skipped:
@@ -178,6 +178,7 @@ def _finish(args, stage: str, items, cfg, input_id: str | None, stats: dict) -> 
     print(f"{stage}: {acc.docs_in} in, {acc.docs_out} kept ({acc.chars_out:,} chars), drops: {drops} -> {args.out}")
     if res.errors:  # each one was already logged with its file:line as it was met
         print(f"  {len(res.errors)} malformed or rejected record(s); listed in {args.out}/_manifest.json (extra.errors)", file=sys.stderr)
+        return 1  # done, but malformed input was dropped (stepcrawl.errors)
     return 0
 
 
@@ -223,7 +224,7 @@ def _run_inputs(args, stage: str, make_config, iterate) -> int:
     name): reported as a usage error (exit 2) before anything is written."""
     got = _files(args)
     if got is None:
-        return 1
+        return 2
     files, hid = got
     try:
         cfg = make_config()

@@ -48,11 +48,14 @@ class DedupPlan:
     extra: dict = field(default_factory=dict)
 
 
-def _iter_input(docs_or_path) -> tuple[callable, str | None]:
-    """A function returning a fresh iterator over the input (read twice), and its manifest hash."""
+def _iter_input(docs_or_path, errors: list[str] | None = None) -> tuple[callable, str | None]:
+    """A function returning a fresh iterator over the input (read twice), and its manifest hash.
+    Malformed records of a path input are appended to ``errors`` (FILE:ROW: reason) on each
+    read and skipped, so one bad row costs only itself."""
     if isinstance(docs_or_path, (str, os.PathLike)):
         path = Path(docs_or_path)
-        return (lambda: read_documents(path)), (manifest_hash(path) if path.is_dir() else None)
+        on_error = None if errors is None else (lambda e: errors.append(str(e)))
+        return (lambda: read_documents(path, on_error=on_error)), (manifest_hash(path) if path.is_dir() else None)
     if isinstance(docs_or_path, (list, tuple)):
         return (lambda: iter(docs_or_path)), None
     docs = list(docs_or_path)  # a one-shot iterable: materialise so pass 2 can see it again
@@ -186,7 +189,8 @@ def run_dedup(
     cfg = cfg or DedupConfig()
     out = Path(out_dir)
     started = time.time()
-    open_input, input_hash = _iter_input(docs_or_path)
+    errors: list[str] = []
+    open_input, input_hash = _iter_input(docs_or_path, errors)
     conf = {**cfg.to_dict(), "keep_rejected": keep_rejected}
     chash = config_hash(conf)
     if not force and (old := StageManifest.reusable(out, chash, input_hash, STAGE)):
@@ -196,7 +200,12 @@ def run_dedup(
     _clear_outputs(out)
 
     plan = plan_dedup(open_input(), cfg, progress=progress)
+    bad = list(errors)  # pass 1's list (pass 2 meets the same records again and appends them twice)
     acc = Accounting()
+    for e in bad:  # malformed input records: counted, and listed in the manifest
+        log.error("dedup: %s", e)
+        acc.seen(0)
+        acc.dropped("malformed", 0)
     writer = ShardWriter(out, "part", cfg.shard_docs)
     rejected = ShardWriter(out / "rejected", "part", cfg.shard_docs, rejected=True) if keep_rejected else None
     seen = 0
@@ -218,7 +227,8 @@ def run_dedup(
         raise RuntimeError(f"dedup: input changed between passes ({plan.n} then {seen} documents)")
     files = writer.close() + (rejected.close() if rejected is not None else [])
     manifest = StageManifest.from_shards(
-        STAGE, conf, chash, input_hash, acc, folder=out, files=files, started=started, extra=plan.extra,
+        STAGE, conf, chash, input_hash, acc, folder=out, files=files, started=started,
+        extra={**plan.extra, **({"n_malformed": len(bad), "errors": bad[:20]} if bad else {})},
     )
     manifest.write(out)
     return manifest

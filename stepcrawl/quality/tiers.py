@@ -44,14 +44,29 @@ class TierConfig:
     def from_yaml(cls, path: str | Path) -> "TierConfig":
         import yaml
 
-        data = yaml.safe_load(Path(path).read_text()) or {}
-        data = data.get("tiers", data)
+        try:
+            data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"{path}: not a YAML text file (invalid UTF-8 at byte {exc.start})") from None
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+            raise ValueError(f"{where}: bad YAML: {getattr(exc, 'problem', None) or exc}") from None
+        if isinstance(data, dict):
+            data = data.get("tiers", data)
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a mapping of TierConfig keys, got {type(data).__name__}")
         unknown = set(data) - {"weights", "classifier_weight", "thresholds"}
         if unknown:
             raise ValueError(f"{path}: unknown TierConfig keys {sorted(unknown)}")
-        if "thresholds" in data:
-            data["thresholds"] = tuple(data["thresholds"])
-        return cls(**data)
+        try:
+            if "thresholds" in data:
+                data["thresholds"] = tuple(data["thresholds"])
+            if "weights" in data and not isinstance(data["weights"], dict):
+                raise TypeError("weights must be a mapping of signal: weight")
+            return cls(**data)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{path}: {exc}") from None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
