@@ -479,8 +479,6 @@ def load_pretrained(path: str | os.PathLike, dtype: torch.dtype | str | None = N
     fp32 whatever it is), ``device`` (default CPU).  ``overrides``: run-time ModelConfig fields
     (``attn_backend``, ``mtp_active_depths``, ...), never the architecture.  Everything is
     checked before the first weight is copied (``inspect_pretrained``)."""
-    from safetensors import safe_open
-
     from model.transformer import Step35Model
 
     plan = inspect_pretrained(path)
@@ -498,6 +496,15 @@ def load_pretrained(path: str | os.PathLike, dtype: torch.dtype | str | None = N
     model.to(dtype)  # on meta: free; MoE keeps its balancing buffers fp32
     model.to_empty(device=device)
     model.reset_routing_buffers()
+    _fill(model, plan, progress)
+    model.hf_config = plan.hf_config  # kept so save_pretrained preserves keys we do not model
+    return model
+
+
+def _fill(model, plan: CheckpointPlan, progress: bool = False) -> None:
+    """Copy every tensor of a validated folder into ``model``, one tensor in host memory at a time."""
+    from safetensors import safe_open
+
     targets = dict(model.named_parameters(remove_duplicate=False))
     targets.update(model.named_buffers())
     uncovered = set(model.state_dict()) - {s.ours for s in plan.specs} - _NOT_IN_FILES(model)
@@ -517,8 +524,6 @@ def load_pretrained(path: str | os.PathLike, dtype: torch.dtype | str | None = N
                     (dst[s.rows[0]:s.rows[1]] if s.rows else dst).copy_(t)
                     bar.update(t.numel() * t.element_size())
                     del t
-    model.hf_config = plan.hf_config  # kept so save_pretrained preserves keys we do not model
-    return model
 
 
 # ---------------------------------------------------------------------------------------------
@@ -546,7 +551,10 @@ def _export_tensor(state: dict[str, torch.Tensor], s: TensorSpec, dtype: torch.d
     if s.swap_halves:  # our [h | e] columns → the released [e | h]
         t = torch.cat(t.chunk(2, dim=1)[::-1], dim=1)
     out_dtype = torch.float32 if s.fp32 else (dtype or t.dtype)
-    return t.to(device="cpu", dtype=out_dtype).contiguous()
+    out = t.to(device="cpu", dtype=out_dtype).contiguous()
+    # a view of the model's own storage: copy, so tied or shared weights (lm_head written again as
+    # every MTP output head) become separate tensors in the file, as the layout wants
+    return out.clone() if out.untyped_storage().data_ptr() == t.untyped_storage().data_ptr() else out
 
 
 def save_pretrained(model, path: str | os.PathLike, max_shard_size: int | str = "5GB",
@@ -690,12 +698,55 @@ def load_any(path: str | os.PathLike, cfg: ModelConfig | None = None, dtype=None
     from model.transformer import Step35Model
 
     p = Path(path)
-    if (p / "config.json").is_file() and ((p / INDEX_FILE).is_file() or (p / SINGLE_FILE).is_file()):
+    if is_hf_folder(p):
         return load_pretrained(p, dtype=dtype, device=device, progress=progress)
     ck = find_dcp_checkpoint(p)
     model = Step35Model(cfg or _run_config(ck)).to(device or "cpu")
     load_dcp_weights(model, ck)
     return model.to(dtype) if dtype else model
+
+
+def is_hf_folder(path: str | os.PathLike) -> bool:
+    p = Path(path)
+    return (p / "config.json").is_file() and ((p / INDEX_FILE).is_file() or (p / SINGLE_FILE).is_file())
+
+
+def _architecture_diff(a: ModelConfig, b: ModelConfig) -> list[str]:
+    return [f for f in a.to_dict() if f not in RUNTIME_FIELDS and getattr(a, f) != getattr(b, f)]
+
+
+def init_source_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> ModelConfig:
+    """The config of a ``train --init-from`` source (an HF folder, one of our checkpoints or a
+    run folder), checked now (an HF folder's every header), with ``overrides`` that may change
+    run-time fields only."""
+    p = Path(path)
+    base = inspect_pretrained(p).cfg if is_hf_folder(p) else _run_config(find_dcp_checkpoint(p))
+    try:
+        cfg = base.replace(**overrides) if overrides else base
+    except (TypeError, ValueError) as exc:
+        raise HFFormatError(f"{p}: {exc}") from None
+    diff = _architecture_diff(cfg, base)
+    if diff:
+        changes = ", ".join(f"{k} {getattr(base, k)!r} -> {getattr(cfg, k)!r}" for k in diff[:4])
+        raise HFFormatError(f"{p}: overrides change its architecture ({changes}); only "
+                            f"{list(RUNTIME_FIELDS)} may change")
+    return cfg
+
+
+def load_init_weights(model, path: str | os.PathLike, progress: bool = False) -> None:
+    """Copy the weights of ``path`` (HF folder or our checkpoint) into ``model`` in place (before
+    FSDP sharding: every rank holds the full model once, plus one tensor while copying)."""
+    p = Path(path)
+    if is_hf_folder(p):
+        plan = inspect_pretrained(p)
+        diff = _architecture_diff(model.cfg, plan.cfg)
+        if diff:
+            raise HFFormatError(f"{p}: config.json differs from the model in {diff[:4]}")
+        model.reset_routing_buffers()
+        _fill(model, plan, progress)
+        model.hf_config = plan.hf_config
+    else:
+        load_dcp_weights(model, find_dcp_checkpoint(p))
 
 
 # ---------------------------------------------------------------------------------------------
