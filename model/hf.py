@@ -557,6 +557,33 @@ def _export_tensor(state: dict[str, torch.Tensor], s: TensorSpec, dtype: torch.d
     return out.clone() if out.untyped_storage().data_ptr() == t.untyped_storage().data_ptr() else out
 
 
+def live_config(model) -> ModelConfig:
+    """``model.cfg`` with the RoPE θ and scaling its attention layers use *now*: the trainer
+    changes θ between curriculum phases (``set_rope_theta``) and inference may add scaling, and
+    an export must describe the function the weights were trained for."""
+    from model.attention import Attention
+    from model.rope import NO_SCALING
+
+    cfg: ModelConfig = model.cfg
+    attns = [b.attn for b in model.layers] + [h.block.attn for h in model.mtp]
+    assert all(isinstance(a, Attention) for a in attns)
+    thetas = tuple(float(a.rope_theta) for a in attns)
+    scaled = {a.rope_scaling for a in attns if a.rope_scaling.active}
+    if len(scaled) > 1:
+        raise HFFormatError(f"layers use different RoPE scalings {sorted(map(str, scaled))}; the format has one")
+    if not scaled:
+        return cfg.replace(rope_thetas=thetas, rope_scaling="none")
+    sc = scaled.pop()
+    types = tuple(t for t in (FULL, SWA) if any(a.layer_type == t and a.rope_scaling != NO_SCALING for a in attns))
+    if any(a.layer_type in types and a.rope_scaling != sc for a in attns):
+        raise HFFormatError("RoPE scaling applies to some layers of a type and not others; the format has "
+                            "one setting per attention type (yarn_only_types)")
+    return cfg.replace(rope_thetas=thetas, rope_scaling=sc.kind, rope_scaling_factor=sc.factor,
+                       rope_scaling_original_max_position=sc.original_max_position,
+                       llama3_low_freq_factor=sc.low_freq_factor, llama3_high_freq_factor=sc.high_freq_factor,
+                       rope_scaling_layer_types=types)
+
+
 def save_pretrained(model, path: str | os.PathLike, max_shard_size: int | str = "5GB",
                     dtype: torch.dtype | str | None = None, progress: bool = False,
                     overwrite: bool = False) -> Path:
@@ -566,7 +593,7 @@ def save_pretrained(model, path: str | os.PathLike, max_shard_size: int | str = 
     all (written beside it, then renamed)."""
     from safetensors.torch import save_file
 
-    cfg: ModelConfig = model.cfg
+    cfg = live_config(model)
     if isinstance(dtype, str):
         dtype = DTYPES[dtype]
     hf = config_to_hf(cfg, getattr(model, "hf_config", None))
@@ -692,6 +719,40 @@ def save_dcp_weights(model, out: str | os.PathLike, step: int = 0) -> Path:
     return final
 
 
+def schedule_rope_theta(ck: Path) -> tuple[float, float] | None:
+    """RoPE θ (full, SWA) a ``train`` run applied at the checkpoint's step (θ is a curriculum
+    schedule value, not a weight): that step's phase from ``metrics.jsonl`` looked up in the
+    run's curriculum.  None if the run folder does not say."""
+    from curricula import CurriculumError, load_curriculum
+
+    run = ck.parent.parent
+    m = re.match(r"step_(\d+)$", ck.name)
+    if not m or not (run / "metrics.jsonl").is_file() or not (run / "config.json").is_file():
+        return None
+    step, phase = int(m.group(1)), None
+    for line in (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if rec.get("step") == step:
+            phase = rec.get("phase")
+    cur_path = (_read_json(run / "config.json").get("args") or {}).get("curriculum")
+    if not phase or not cur_path:
+        return None
+    try:
+        cur = load_curriculum(cur_path)
+    except (CurriculumError, OSError):
+        log.warning("%s: curriculum %s not readable; RoPE θ taken from the model config", ck, cur_path)
+        return None
+    stage_name, _, phase_name = phase.partition("/")
+    for stage in cur.stages:
+        for ph in stage.phases:
+            if stage.name == stage_name and ph.name == phase_name:
+                return float(ph.schedule.rope_theta_full), float(ph.schedule.rope_theta_swa)
+    return None
+
+
 def load_any(path: str | os.PathLike, cfg: ModelConfig | None = None, dtype=None, device=None,
              progress: bool = False):
     """A model from an HF folder (``config.json`` + safetensors) or one of our DCP checkpoints."""
@@ -703,6 +764,10 @@ def load_any(path: str | os.PathLike, cfg: ModelConfig | None = None, dtype=None
     ck = find_dcp_checkpoint(p)
     model = Step35Model(cfg or _run_config(ck)).to(device or "cpu")
     load_dcp_weights(model, ck)
+    theta = schedule_rope_theta(ck)
+    if theta:
+        model.set_rope_theta(*theta)
+        log.info("%s: RoPE θ full %g / SWA %g (the run's schedule at that step)", ck, *theta)
     return model.to(dtype) if dtype else model
 
 

@@ -25,7 +25,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from model.config import get_config
 from model.hf import (HFFormatError, config_from_hf, config_to_hf, inspect_pretrained, load_pretrained,
@@ -537,6 +536,7 @@ stages:
         schedule:
           global_batch: 4
           lr: {shape: constant, peak: 0.01}
+          rope_theta_full: 5.0e6
           mtp_weight: 0.3
           bias_update_rate: 0.01
 """
@@ -563,6 +563,9 @@ def test_training_starts_identically_from_exported_and_imported_weights(tmp_path
     assert train_main(common + ["--out", str(tmp_path / "a"), "--max-steps", "3"]) == 0
     assert hf_main(["export", str(tmp_path / "a"), "--out", str(tmp_path / "hf"), "--dtype", "float32",
                     "--no-progress"]) == 0
+    # θ is a schedule value, not a weight: the export carries the one the run trained with
+    exported = json.loads((tmp_path / "hf" / "config.json").read_text())
+    assert [t for t, kind in zip(exported["rope_theta"], exported["layer_types"]) if kind == "full_attention"] == [5e6]
     assert hf_main(["import", str(tmp_path / "hf"), "--out", str(tmp_path / "imported"), "--no-progress"]) == 0
     runs = {}
     for name, src in (("dcp", tmp_path / "a"), ("hf", tmp_path / "hf"), ("imported", tmp_path / "imported")):
