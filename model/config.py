@@ -234,6 +234,11 @@ class ModelConfig:
     def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
         names = {f.name for f in dataclasses.fields(cls)}
         d = dict(d)
+        if "mtp_embedding_first" not in d and "n_mtp" in d:
+            # a config written before the released-layout switches existed describes a model with
+            # the earlier choices: MTP [h, e] order, shared LM head, dense layers clipped by
+            # swiglu_limits (so its checkpoints still load and export correctly)
+            d.update(mtp_embedding_first=False, mtp_share_lm_head=True, dense_clip_from_shared=False)
         if "yarn_factor" in d:  # configs written before rope_scaling became a choice
             factor = float(d.pop("yarn_factor"))
             orig = d.pop("yarn_original_max_position", 131072)

@@ -347,12 +347,16 @@ def test_rope_scalings_match_transformers_frequencies():
 
     for rs in ({"rope_type": "llama3", "factor": 2.0, "original_max_position_embeddings": 131072,
                 "low_freq_factor": 1.0, "high_freq_factor": 32.0},
-               {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 4096}):
-        for prf, theta in ((0.5, 5e6), (1.0, 1e4)):
-            d = dict(RELEASED, rope_scaling=rs, rope_theta=theta, partial_rotary_factors=[prf] * (N + M))
+               {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 4096},
+               {"rope_type": "yarn", "factor": 2.0, "original_max_position_embeddings": 131072}):
+        # (128 dims, θ 1e4, yarn ×2 at 131072 is where our YaRN's old correction-range clamp differed)
+        for head_dim, prf, theta in ((16, 0.5, 5e6), (16, 1.0, 1e4), (128, 0.5, 5e6), (128, 1.0, 1e4)):
+            d = dict(RELEASED, rope_scaling=rs, rope_theta=theta, partial_rotary_factors=[prf] * (N + M),
+                     head_dim=head_dim, attention_other_setting=dict(RELEASED["attention_other_setting"],
+                                                                     head_dim=head_dim))
             c = Step3p7TextConfig(**d)
             ref, ref_scale = ROPE_INIT_FUNCTIONS[rs["rope_type"]](c, None, layer_type="full_attention")
-            ours, scale = inv_frequencies(int(16 * prf), theta, RopeScaling(
+            ours, scale = inv_frequencies(int(head_dim * prf), theta, RopeScaling(
                 rs["rope_type"], rs["factor"], rs["original_max_position_embeddings"],
                 rs.get("low_freq_factor", 1.0), rs.get("high_freq_factor", 32.0)))
             torch.testing.assert_close(ours.float(), ref.float(), rtol=1e-6, atol=0)
@@ -406,6 +410,21 @@ def test_legacy_layout_choices_export_to_the_same_function(tmp_path):
     torch.testing.assert_close(back(x).logits, legacy(x).logits, rtol=0, atol=1e-6)
     for a, b in zip(_our_mtp_logits(back, x), _our_mtp_logits(legacy, x)):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+
+
+def test_configs_written_before_the_released_switches_keep_their_meaning():
+    old = get_config("tiny").to_dict()
+    for key in ("mtp_embedding_first", "mtp_share_lm_head", "dense_clip_from_shared", "rope_scaling",
+                "rope_scaling_factor", "rope_scaling_original_max_position", "rope_scaling_layer_types",
+                "rope_thetas", "llama3_low_freq_factor", "llama3_high_freq_factor"):
+        old.pop(key)
+    old.update(yarn_factor=2.0, yarn_original_max_position=4096, swiglu_limits=[None] * 5)
+    from model.config import ModelConfig
+
+    cfg = ModelConfig.from_dict(old)
+    assert (cfg.mtp_embedding_first, cfg.mtp_share_lm_head, cfg.dense_clip_from_shared) == (False, True, False)
+    assert (cfg.rope_scaling, cfg.rope_scaling_factor, cfg.rope_scaling_original_max_position) == ("yarn", 2.0, 4096)
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg
 
 
 def test_config_round_trip_and_full_defaults():
