@@ -592,6 +592,13 @@ def test_training_starts_identically_from_exported_and_imported_weights(tmp_path
                                     "--init-from", str(src)]) == 0
         runs[name] = losses(tmp_path / f"from-{name}")
     assert runs["dcp"] == runs["hf"] == runs["imported"]
+    # bad sources and architecture-changing --set fail before compute, naming the problem
+    capsys.readouterr()
+    assert train_main(common + ["--out", str(tmp_path / "bad"), "--init-from", str(tmp_path / "nothing")]) == 2
+    assert "no complete checkpoint" in capsys.readouterr().err
+    assert train_main(common + ["--out", str(tmp_path / "bad"), "--init-from", str(tmp_path / "hf"),
+                                "--set", "d_model=48"]) == 2
+    assert "d_model 32 -> 48" in capsys.readouterr().err
     # and the weights really came from run a: it had trained, a fresh model starts higher
     fresh = tmp_path / "fresh"
     assert train_main(common + ["--out", str(fresh), "--max-steps", "1"]) == 0
