@@ -30,7 +30,7 @@ from torch import nn
 
 from model.config import FULL, SWA, ModelConfig
 from model.norm import ZeroCenteredRMSNorm
-from model.rope import apply_rope, rope_cos_sin
+from model.rope import NO_SCALING, RopeScaling, apply_rope, rope_cos_sin
 
 try:  # flex-attention is in torch ≥ 2.5; keep the module importable without it
     from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex_attention
@@ -212,17 +212,25 @@ def attend(q, k, v, mask, backend: str) -> torch.Tensor:
 
 
 class RopeCache:
-    """cos/sin per (rotary_dim, θ, YaRN) computed once per forward and shared across layers."""
+    """cos/sin per (rotary_dim, θ, scaling) computed once per forward and shared across layers."""
 
     def __init__(self, position_ids: torch.Tensor) -> None:
         self.position_ids = position_ids
         self._cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def get(self, rotary_dim: int, theta: float, yarn: float, original_max: int):
-        key = (rotary_dim, float(theta), float(yarn), original_max)
+    def get(self, rotary_dim: int, theta: float, scaling: RopeScaling = NO_SCALING):
+        key = (rotary_dim, float(theta), scaling)
         if key not in self._cache:
-            self._cache[key] = rope_cos_sin(self.position_ids, rotary_dim, theta, yarn, original_max)
+            self._cache[key] = rope_cos_sin(self.position_ids, rotary_dim, theta, scaling)
         return self._cache[key]
+
+
+def layer_rope_scaling(cfg: ModelConfig, layer_type: str) -> RopeScaling:
+    """The config's static RoPE scaling if it applies to this layer type (``yarn_only_types``)."""
+    if cfg.rope_scaling == "none" or layer_type not in cfg.rope_scaling_layer_types:
+        return NO_SCALING
+    return RopeScaling(cfg.rope_scaling, float(cfg.rope_scaling_factor), int(cfg.rope_scaling_original_max_position),
+                       float(cfg.llama3_low_freq_factor), float(cfg.llama3_high_freq_factor))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -230,7 +238,7 @@ class Attention(nn.Module):
     """GQA with a fused ``[q | k | v | gate]`` projection (CODE: gate logits are ``n_heads`` extra
     output columns), per-head QK RMSNorm, partial RoPE, and ``o_i = sigmoid(g_i) * y_i``."""
 
-    def __init__(self, cfg: ModelConfig, layer_type: str) -> None:
+    def __init__(self, cfg: ModelConfig, layer_type: str, layer: int | None = None) -> None:
         super().__init__()
         self.layer_type = layer_type
         self.n_heads = cfg.n_heads(layer_type)
@@ -245,9 +253,10 @@ class Attention(nn.Module):
         self.k_norm = ZeroCenteredRMSNorm(cfg.head_dim, cfg.norm_eps) if cfg.qk_norm else nn.Identity()
         full = layer_type == FULL
         self.rotary_dim = cfg.rotary_dim_full if full else cfg.rotary_dim_swa
-        self.rope_theta = cfg.rope_theta_full if full else cfg.rope_theta_swa
-        self.yarn_factor = cfg.yarn_factor if full else 1.0  # YaRN on full layers only
-        self.yarn_original_max_position = cfg.yarn_original_max_position
+        # θ of this layer from the config's per-layer list (layer = index over backbone + MTP)
+        self.rope_theta = cfg.rope_thetas[layer] if layer is not None else (
+            cfg.rope_theta_full if full else cfg.rope_theta_swa)
+        self.rope_scaling = layer_rope_scaling(cfg, layer_type)
 
     def forward(self, x: torch.Tensor, rope: RopeCache, mask, backend: str) -> torch.Tensor:
         B, T, _ = x.shape
@@ -256,7 +265,7 @@ class Attention(nn.Module):
         k = parts[1].view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
         v = parts[2].view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
         q, k = self.q_norm(q), self.k_norm(k)
-        cos, sin = rope.get(self.rotary_dim, self.rope_theta, self.yarn_factor, self.yarn_original_max_position)
+        cos, sin = rope.get(self.rotary_dim, self.rope_theta, self.rope_scaling)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         y = attend(q, k, v, mask, backend)  # [B, H, T, D]
         if self.gated:

@@ -63,10 +63,18 @@ class ModelConfig:
     # --- rotary embeddings ---------------------------------------------------------------
     rope_theta_full: float = 1e4  # curriculum raises it 1e4 → 1e6 → 5e6 (set_rope_theta)
     rope_theta_swa: float = 1e4
+    # per-layer θ (backbone then MTP layers, as in the released config.json); empty → the two above
+    rope_thetas: tuple[float, ...] = ()
     rotary_dim_full: int = 16  # partial RoPE: 64 of 128 dims on full layers in `full`
     rotary_dim_swa: int = 32  # all dims on SWA layers
-    yarn_factor: float = 1.0  # > 1 enables YaRN on full-attention layers only (inference)
-    yarn_original_max_position: int = 131072
+    # static RoPE scaling on the layer types in ``rope_scaling_layer_types`` (the released
+    # ``yarn_only_types``): "none" | "llama3" (what the released config uses) | "yarn"
+    rope_scaling: str = "none"
+    rope_scaling_factor: float = 1.0
+    rope_scaling_original_max_position: int = 131072
+    rope_scaling_layer_types: tuple[str, ...] = (FULL,)
+    llama3_low_freq_factor: float = 1.0
+    llama3_high_freq_factor: float = 32.0
     max_position: int = 262144
 
     # --- feed-forward ---------------------------------------------------------------------
@@ -81,9 +89,13 @@ class ModelConfig:
     router_bias_in_weights: bool = False  # True = SteptronOss: combine weights from biased scores
     ep_groups: int = 8  # G of the EP-group balance loss (PAPER Eq. 1; G NOT GIVEN, = EP degree)
     ep_loss_coef: float = 0.001
-    # SwiGLU clipping limits per backbone layer (None = off).  An int/float broadcasts.
+    # SwiGLU clipping limits per layer (None = off), backbone layers then MTP layers (a list of
+    # n_layers entries leaves the MTP layers unclipped).  An int/float broadcasts.
+    # ``swiglu_limits`` clips routed experts; ``swiglu_limits_shared`` the shared expert and,
+    # with ``dense_clip_from_shared`` (the released code), the dense FFN of dense and MTP layers.
     swiglu_limits: tuple[float | None, ...] | float | None = None
     swiglu_limits_shared: tuple[float | None, ...] | float | None = None
+    dense_clip_from_shared: bool = True  # False: dense layers read swiglu_limits (our pre-HF choice)
     expert_backend: str = "auto"  # auto | grouped_mm | bmm
 
     # --- multi-token prediction -----------------------------------------------------------
@@ -91,6 +103,11 @@ class ModelConfig:
     mtp_hidden: int = 256  # dense FFN hidden size of an MTP head
     mtp_active_depths: int = 1  # only MTP-1 trains in pre/mid-training
     mtp_loss_weights: tuple[float, ...] = (1.0, 0.6, 0.36)  # per depth; NOT GIVEN (Fast-MTP-like)
+    # released layout: eh_proj(cat[enorm(emb), hnorm(hidden)]); False = cat[hidden, emb] (pre-HF)
+    mtp_embedding_first: bool = True
+    # released layout: every MTP layer has its own output head after its own norm
+    # (``transformer.shared_head.{norm,output}``); True = reuse the backbone's lm_head
+    mtp_share_lm_head: bool = False
 
     # --- misc -----------------------------------------------------------------------------
     tie_embeddings: bool = False
@@ -105,10 +122,28 @@ class ModelConfig:
         for key in ("swiglu_limits", "swiglu_limits_shared"):
             v = getattr(self, key)
             if v is None or isinstance(v, (int, float)):
-                setattr(self, key, tuple([None if v is None else float(v)] * self.n_layers))
-            else:
-                setattr(self, key, tuple(None if x is None else float(x) for x in v))
+                v = [None if v is None or v == 0 else float(v)] * self.n_layers
+            v = tuple(None if x is None or x == 0 else float(x) for x in v)  # 0 = off (released)
+            if len(v) == self.n_layers:
+                v = v + (None,) * self.n_mtp
+            setattr(self, key, v)
+        self.rope_thetas = tuple(float(t) for t in self.rope_thetas)
+        self.rope_scaling_layer_types = tuple(self.rope_scaling_layer_types)
+        if not self.rope_thetas:
+            self.rope_thetas = tuple(self.rope_theta_full if t == FULL else self.rope_theta_swa
+                                     for t in self.all_layer_types)
+        elif len(self.rope_thetas) == self.n_layers:  # MTP layers are SWA layers
+            self.rope_thetas = self.rope_thetas + (self.rope_theta_swa,) * self.n_mtp
         self.validate()
+
+    @property
+    def all_layer_types(self) -> tuple[str, ...]:
+        """Attention type of every layer: the backbone's, then the MTP heads' (SWA)."""
+        return tuple(self.layer_types) + (SWA,) * self.n_mtp
+
+    def dense_limit(self, layer: int) -> float | None:
+        """Clip limit of the dense FFN of backbone layer ``layer`` (or MTP layer n_layers + k)."""
+        return (self.swiglu_limits_shared if self.dense_clip_from_shared else self.swiglu_limits)[layer]
 
     # ------------------------------------------------------------------------------------
     def validate(self) -> None:
@@ -131,9 +166,19 @@ class ModelConfig:
             bad(f"top_k {self.top_k} > n_experts {self.n_experts}")
         if self.n_experts % self.ep_groups:
             bad(f"n_experts {self.n_experts} not divisible by ep_groups {self.ep_groups}")
-        for key in ("swiglu_limits", "swiglu_limits_shared"):
-            if len(getattr(self, key)) != self.n_layers:
-                bad(f"{key} needs {self.n_layers} entries, got {len(getattr(self, key))}")
+        n_all = self.n_layers + self.n_mtp
+        for key in ("swiglu_limits", "swiglu_limits_shared", "rope_thetas"):
+            if len(getattr(self, key)) != n_all:
+                bad(f"{key} needs {self.n_layers} (backbone) or {n_all} (backbone + MTP) entries, "
+                    f"got {len(getattr(self, key))}")
+        if self.rope_scaling not in ("none", "yarn", "llama3"):
+            bad(f"rope_scaling {self.rope_scaling!r} not in none|yarn|llama3")
+        if self.rope_scaling != "none" and self.rope_scaling_factor < 1.0:
+            bad(f"rope_scaling_factor {self.rope_scaling_factor} must be ≥ 1")
+        if set(self.rope_scaling_layer_types) - {FULL, SWA}:
+            bad(f"rope_scaling_layer_types must be {FULL!r}/{SWA!r}")
+        if self.rope_scaling == "llama3" and not 0 < self.llama3_low_freq_factor < self.llama3_high_freq_factor:
+            bad("llama3 scaling needs 0 < llama3_low_freq_factor < llama3_high_freq_factor")
         if not 0 <= self.mtp_active_depths <= self.n_mtp:
             bad(f"mtp_active_depths {self.mtp_active_depths} outside 0..n_mtp={self.n_mtp}")
         if len(self.mtp_loss_weights) < self.n_mtp:
@@ -159,13 +204,23 @@ class ModelConfig:
     def replace(self, **changes: Any) -> "ModelConfig":
         """A copy with fields changed (per-layer lists are re-derived if n_layers changes)."""
         d = self.to_dict()
-        if "n_layers" in changes and changes["n_layers"] != self.n_layers:
-            if "layer_types" not in changes:
-                d["layer_types"] = ()
+        new_layers = changes.get("n_layers", self.n_layers) != self.n_layers
+        new_mtp = changes.get("n_mtp", self.n_mtp) != self.n_mtp
+        if new_layers and "layer_types" not in changes:
+            d["layer_types"] = ()
+        if new_layers or new_mtp:
             for key in ("swiglu_limits", "swiglu_limits_shared"):
-                if key not in changes:  # a uniform list stays uniform, a per-layer one is dropped
-                    vals = set(d[key])
-                    d[key] = vals.pop() if len(vals) == 1 else None
+                if key not in changes:
+                    if not new_layers:  # keep the backbone's per-layer values, MTP layers re-padded
+                        d[key] = d[key][: self.n_layers]
+                    else:  # a uniform list stays uniform, a per-layer one is dropped
+                        vals = set(d[key][: self.n_layers])
+                        d[key] = vals.pop() if len(vals) == 1 else None
+            if "rope_thetas" not in changes:
+                d["rope_thetas"] = () if new_layers else d["rope_thetas"][: self.n_layers]
+        for key in ("rope_theta_full", "rope_theta_swa", "layer_types"):  # θ list follows the defaults
+            if key in changes and "rope_thetas" not in changes:
+                d["rope_thetas"] = ()
         d.update(changes)
         return ModelConfig(**d)
 
@@ -178,6 +233,18 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
         names = {f.name for f in dataclasses.fields(cls)}
+        d = dict(d)
+        if "mtp_embedding_first" not in d and "n_mtp" in d:
+            # a config written before the released-layout switches existed describes a model with
+            # the earlier choices: MTP [h, e] order, shared LM head, dense layers clipped by
+            # swiglu_limits (so its checkpoints still load and export correctly)
+            d.update(mtp_embedding_first=False, mtp_share_lm_head=True, dense_clip_from_shared=False)
+        if "yarn_factor" in d:  # configs written before rope_scaling became a choice
+            factor = float(d.pop("yarn_factor"))
+            orig = d.pop("yarn_original_max_position", 131072)
+            if factor > 1.0:
+                d.update(rope_scaling="yarn", rope_scaling_factor=factor,
+                         rope_scaling_original_max_position=orig)
         unknown = set(d) - names
         if unknown:
             raise ValueError(f"ModelConfig: unknown fields {sorted(unknown)}")
@@ -197,7 +264,7 @@ def _tiny(**kw: Any) -> ModelConfig:
         rotary_dim_full=16, rotary_dim_swa=32,
         n_dense_layers=1, dense_hidden=256, n_experts=8, top_k=2, n_shared_experts=1,
         expert_hidden=64, shared_hidden=64, routed_scaling=1.0, ep_groups=4,
-        n_mtp=3, mtp_hidden=256, yarn_original_max_position=4096, max_position=8192, **kw,
+        n_mtp=3, mtp_hidden=256, rope_scaling_original_max_position=4096, max_position=8192, **kw,
     )
 
 
@@ -209,7 +276,7 @@ def _small(**kw: Any) -> ModelConfig:
         rotary_dim_full=64, rotary_dim_swa=128,
         n_dense_layers=1, dense_hidden=2816, n_experts=32, top_k=4, n_shared_experts=1,
         expert_hidden=512, shared_hidden=512, routed_scaling=2.0, ep_groups=8,
-        n_mtp=1, mtp_hidden=2816, yarn_original_max_position=32768,
+        n_mtp=1, mtp_hidden=2816, rope_scaling_original_max_position=32768,
         swiglu_limits=_late_layer_limits(n, 1, 7.0), swiglu_limits_shared=_late_layer_limits(n, 1, 16.0),
         **kw,
     )
@@ -225,7 +292,7 @@ def _proxy(**kw: Any) -> ModelConfig:
         rotary_dim_full=64, rotary_dim_swa=128,
         n_dense_layers=1, dense_hidden=7168, n_experts=128, top_k=8, n_shared_experts=1,
         expert_hidden=768, shared_hidden=768, routed_scaling=3.0, ep_groups=8,
-        n_mtp=0, mtp_active_depths=0, mtp_hidden=7168, yarn_original_max_position=131072,
+        n_mtp=0, mtp_active_depths=0, mtp_hidden=7168, rope_scaling_original_max_position=131072,
         swiglu_limits=_late_layer_limits(n, 1, 7.0), swiglu_limits_shared=_late_layer_limits(n, 1, 16.0),
         **kw,
     )
@@ -240,7 +307,8 @@ def _full(**kw: Any) -> ModelConfig:
         rotary_dim_full=64, rotary_dim_swa=128,
         n_dense_layers=3, dense_hidden=11264, n_experts=288, top_k=8, n_shared_experts=1,
         expert_hidden=1280, shared_hidden=1280, routed_scaling=3.0, ep_groups=8,
-        n_mtp=3, mtp_hidden=11264, yarn_original_max_position=131072, max_position=262144,
+        n_mtp=3, mtp_hidden=11264, rope_scaling_original_max_position=131072, max_position=262144,
+        rope_theta_full=5e6, rope_theta_swa=1e4,  # the released config.json (full layers 5e6, SWA 1e4)
         swiglu_limits=_late_layer_limits(n, 3, 7.0), swiglu_limits_shared=_late_layer_limits(n, 3, 16.0),
         **kw,
     )

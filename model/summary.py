@@ -5,7 +5,9 @@
 Conventions (also in model/README.md):
 
 * **total** = every backbone parameter (input embedding and LM head included, MTP heads apart);
-  ``total_with_mtp`` adds the MTP heads.
+  ``total_with_mtp`` adds the MTP heads.  An MTP head counts its block, norms, ``eh_proj`` and
+  (released layout, ``mtp_share_lm_head=False``) its own ``[vocab, d]`` output layer: the report's
+  "0.81B" is one such head of ``full``.
 * **active** = parameters a token passes through: routed experts count ``top_k / n_experts`` of
   their weights; the *input embedding is excluded* (a table lookup, not a matmul — the usual
   convention for "active parameters"); ``active_with_embedding`` includes it.
@@ -67,8 +69,11 @@ def count_parameters(cfg: ModelConfig, model: torch.nn.Module | None = None) -> 
         with torch.device("meta"):
             model = Step35Model(cfg)
     total: dict[str, int] = defaultdict(int)
+    mtp_output = 0
     for name, p in model.named_parameters():
         total[_component(name, cfg)] += p.numel()
+        if re.match(r"mtp\.\d+\.output\.", name):
+            mtp_output += p.numel()
     active = dict(total)
     if cfg.n_experts:
         active["routed_experts"] = total["routed_experts"] * cfg.top_k // cfg.n_experts
@@ -81,6 +86,7 @@ def count_parameters(cfg: ModelConfig, model: torch.nn.Module | None = None) -> 
         "config": cfg.name, "components": comps,
         "total": t, "active": a, "active_with_embedding": a_emb,
         "mtp": total.get("mtp", 0), "mtp_per_head": total.get("mtp", 0) // max(cfg.n_mtp, 1),
+        "mtp_output_heads": mtp_output,
         "total_with_mtp": t + total.get("mtp", 0), "active_with_mtp": a + total.get("mtp", 0),
     }
 
@@ -164,7 +170,9 @@ def main(argv: list[str] | None = None) -> None:
           "   (active excludes the input embedding)")
     print(f"{'+ embedding':<16}{'':>12}{_fmt(counts['active_with_embedding']):>12}")
     print(f"{'with MTP':<16}{_fmt(counts['total_with_mtp']):>12}{_fmt(counts['active_with_mtp']):>12}"
-          f"   (MTP heads {_fmt(counts['mtp']).strip()}, {_fmt(counts['mtp_per_head']).strip()} each)")
+          f"   (MTP heads {_fmt(counts['mtp']).strip()}, {_fmt(counts['mtp_per_head']).strip()} each"
+          + (f" incl. its {_fmt(counts['mtp_output_heads'] // max(cfg.n_mtp, 1)).strip()} output layer)"
+             if counts["mtp_output_heads"] else ", LM head shared)"))
     print(f"\nattention FLOPs per token at context {args.context} (window {cfg.window}):")
     print(f"{'layout':<8}{'decode GF':>12}{'prefill GF':>12}{'rel dec':>9}{'rel pre':>9}"
           f"{'rel dec*':>10}{'rel pre*':>10}{'report':>14}")

@@ -185,6 +185,16 @@ def model_config(name: str, overrides: dict[str, Any]):
         raise TrainError(f"model config {name!r}: {exc}") from None
 
 
+def init_config(path: str, overrides: dict[str, Any]):
+    """``--init-from``: the architecture comes from the source (HF folder or our checkpoint);
+    ``--set`` may change run-time fields only.  An HF folder is fully checked here."""
+    from model.hf import HFFormatError, init_source_config
+    try:
+        return init_source_config(path, overrides)
+    except (HFFormatError, OSError) as exc:
+        raise TrainError(f"--init-from {exc}") from None
+
+
 def parse_mtp_depths(items: list[str] | None, n_mtp: int) -> dict[str, int]:
     """``--mtp-depths 3`` (every phase) or ``--mtp-depths mid2=3`` / ``mid/mid2=3`` (one phase).
 
@@ -384,7 +394,7 @@ def train(args) -> int:
         if not any(sizes):
             raise TrainError("--vocab-from-mix: no mix manifest records the tokenizer's vocab_size")
         overrides["vocab_size"] = max(sizes)
-    cfg = model_config(args.model, overrides)
+    cfg = init_config(args.init_from, overrides) if args.init_from else model_config(args.model, overrides)
     mtp_overrides = parse_mtp_depths(args.mtp_depths, cfg.n_mtp)  # fail now, not at the phase that uses it
     check_vocab(mixes, cur, cfg.vocab_size)
     world_env = int(os.environ.get("WORLD_SIZE", "1"))
@@ -428,6 +438,11 @@ def _train_loop(args, cur, cfg, phases: list[RunPhase], mtp_overrides: dict[str,
                      p.key, p.plan.seq_len, p.plan.budget_sequences, p.plan.steps, p.scale)
 
     model = Step35Model(cfg).to(dev)
+    if args.init_from and not (args.resume and latest_checkpoint(run_dir) is not None):
+        from model.hf import load_init_weights  # weights only: optimizer, data and step start fresh
+        load_init_weights(model, args.init_from, progress=info.is_main and not args.no_progress)
+        if info.is_main:
+            log.info("initialised from %s", args.init_from)
     if args.activation_checkpointing:
         model.set_activation_checkpointing(True)
     model.set_balance_scope(args.ep_balance)
@@ -622,6 +637,8 @@ examples:
       --model small --out runs/small --activation-checkpointing
   # the report's final MTP phase: MTP-1 cloned into heads 2-3 when phase mid2 starts, all 3 train
   train --curriculum full.yaml --mix data/mix --model small --set n_mtp=3 --mtp-depths mid/mid2=3
+  # mid-training on the released weights (python -m model.hf import/export convert both ways)
+  train --curriculum full.yaml --mix data/mix --stage mid --init-from Step-3.5-Flash/ --out runs/mid
   # plan and memory for the full model on 4096 GPUs, nothing allocated
   train --curriculum full.yaml --model full --dry-run --gpus-total 4096 --ep 8 --pp 8
 
@@ -653,6 +670,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stage", action="append", help="train only these stages (default: every stage with a mix)")
     p.add_argument("--max-steps", type=int, default=0, help="stop after this many optimizer steps (0 = whole run)")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    p.add_argument("--init-from", metavar="PATH",
+                   help="start from these weights: a released/HF folder (config.json + safetensors) or one of "
+                        "our checkpoints (step folder or run folder); the architecture comes from it (--model "
+                        "is ignored, --set may change run-time fields only); optimizer, data and step start "
+                        "fresh. Ignored by --resume once --out has a checkpoint")
     p.add_argument("--dry-run", action="store_true", help="print the plan and memory per GPU; no model, no data")
     p.add_argument("--gpus-total", type=int, default=4096, help="cluster size for --dry-run")
     p.add_argument("--ep", type=int, default=8, help="expert parallel degree assumed by --dry-run")

@@ -33,6 +33,7 @@ from model.config import FULL, SWA, ModelConfig
 from model.moe import MoE, RoutingInfo, SwiGLU
 from model.mtp import MTPHead, mtp_targets, shift_left
 from model.norm import ZeroCenteredRMSNorm
+from model.rope import RopeScaling
 
 
 @dataclass
@@ -52,10 +53,9 @@ class TransformerBlock(nn.Module):
         super().__init__()
         self.layer_type = layer_type
         self.attn_norm = ZeroCenteredRMSNorm(cfg.d_model, cfg.norm_eps)
-        self.attn = Attention(cfg, layer_type)
+        self.attn = Attention(cfg, layer_type, layer)
         self.ffn_norm = ZeroCenteredRMSNorm(cfg.d_model, cfg.norm_eps)
-        limit = cfg.swiglu_limits[layer] if layer < cfg.n_layers else None
-        self.ffn = MoE(cfg, layer) if moe else SwiGLU(cfg.d_model, dense_hidden, limit)
+        self.ffn = MoE(cfg, layer) if moe else SwiGLU(cfg.d_model, dense_hidden, cfg.dense_limit(layer))
 
     def forward(self, x, rope: RopeCache, masks: dict, backend: str) -> tuple[torch.Tensor, RoutingInfo | None]:
         x = x + self.attn(self.attn_norm(x), rope, masks[self.layer_type], backend)
@@ -78,7 +78,9 @@ class Step35Model(nn.Module):
             self.lm_head.weight = self.embed.weight
         # MTP heads: one SWA layer + dense FFN each; their layer index continues after the backbone
         self.mtp = nn.ModuleList(
-            MTPHead(cfg.d_model, TransformerBlock(cfg, cfg.n_layers + k, SWA, False, cfg.mtp_hidden), cfg.norm_eps)
+            MTPHead(cfg.d_model, TransformerBlock(cfg, cfg.n_layers + k, SWA, False, cfg.mtp_hidden), cfg.norm_eps,
+                    embedding_first=cfg.mtp_embedding_first,
+                    vocab_size=None if cfg.mtp_share_lm_head else cfg.vocab_size)
             for k in range(cfg.n_mtp))
         self.mtp_active_depths = cfg.mtp_active_depths
         self.ep_loss_coef = cfg.ep_loss_coef
@@ -101,10 +103,15 @@ class Step35Model(nn.Module):
                 nn.init.normal_(p, 0.0, out_std)
             else:
                 nn.init.normal_(p, 0.0, std)
-        for m in self.modules():  # also after to_empty(): buffers hold garbage there
-            if isinstance(m, MoE):
-                for buf in (m.router_bias, m.bias_load, m.stat_load, m.stat_norm, m.balance_counts):
-                    buf.zero_()
+        self.reset_routing_buffers()
+
+    @torch.no_grad()
+    def reset_routing_buffers(self) -> None:
+        """Router biases and load/statistics windows to 0 (also after ``to_empty()``: buffers
+        hold garbage there; ``model.hf.load_pretrained`` then overwrites the biases)."""
+        for m in self.moe_layers():
+            for buf in (m.router_bias, m.bias_load, m.stat_load, m.stat_norm, m.balance_counts):
+                buf.zero_()
 
     def moe_layers(self) -> list[MoE]:
         return [m for m in self.modules() if isinstance(m, MoE)]
@@ -116,13 +123,22 @@ class Step35Model(nn.Module):
             if isinstance(m, Attention):
                 m.rope_theta = float(full if m.layer_type == FULL else swa)
 
+    def set_rope_scaling(self, kind: str, factor: float, original_max_position: int | None = None,
+                         layer_types: tuple[str, ...] = (FULL,), **params) -> None:
+        """Static RoPE scaling (``"llama3"``, ``"yarn"`` or ``"none"``) on the given layer types
+        (full-attention layers only by default, like the released ``yarn_only_types``)."""
+        for m in self.modules():
+            if isinstance(m, Attention):
+                if m.layer_type not in layer_types or kind == "none":
+                    m.rope_scaling = RopeScaling()
+                else:
+                    orig = original_max_position or m.rope_scaling.original_max_position
+                    m.rope_scaling = RopeScaling(kind, float(factor), int(orig), **params)
+
     def set_yarn(self, factor: float, original_max_position: int | None = None) -> None:
         """YaRN on full-attention layers only (the report's 256k evaluation uses ×2.0)."""
-        for m in self.modules():
-            if isinstance(m, Attention) and m.layer_type == FULL:
-                m.yarn_factor = float(factor)
-                if original_max_position:
-                    m.yarn_original_max_position = int(original_max_position)
+        orig = original_max_position or self.cfg.rope_scaling_original_max_position
+        self.set_rope_scaling("yarn", factor, orig)
 
     def freeze_router(self, frozen: bool = True) -> None:
         for m in self.moe_layers():
@@ -260,9 +276,9 @@ class Step35Model(nn.Module):
                 h_prev = h
                 for k in range(1, n_active + 1):
                     emb = self.embed(shift_left(input_ids, k, 0))
-                    head = self.mtp[k - 1]
-                    h_prev, h_out = head(h_prev, emb, rope, masks, backend)
-                    mtp_logits = self.lm_head(h_out)
+                    h_prev, h_out, mtp_logits = self.mtp[k - 1](h_prev, emb, rope, masks, backend)
+                    if mtp_logits is None:  # mtp_share_lm_head
+                        mtp_logits = self.lm_head(h_out)
                     mtp_losses.append(self._ce(mtp_logits, mtp_targets(labels, k, document_ids)))
                 w = torch.tensor(self.cfg.mtp_loss_weights[:n_active], device=device)
                 mtp_loss = (torch.stack(mtp_losses) * w).sum() / w.sum()

@@ -60,5 +60,8 @@ stepcrawl lineage --mix "$D/mix/mid" --sequence 0
 
 step "8/8 train the tiny model on the mix"
 train --curriculum curricula/tiny.yaml --mix "$D/mix" --model tiny --out "$D/run" ${STEPS:+--max-steps "$STEPS"}
+# the trained weights in the released Step 3.5 Flash layout (what transformers / vLLM read), checked back
+python -m model.hf export "$D/run" --out "$D/hf" --overwrite --no-progress
+python -m model.hf inspect "$D/hf"
 
-printf '\n\033[1mdone.\033[0m WARC: %s/crawl/warc  corpus: %s/corpus  tokens: %s/tokens  mix: %s/mix  run: %s/run\n' "$D" "$D" "$D" "$D" "$D"
+printf '\n\033[1mdone.\033[0m WARC: %s/crawl/warc  corpus: %s/corpus  tokens: %s/tokens  mix: %s/mix  run: %s/run  HF export: %s/hf\n' "$D" "$D" "$D" "$D" "$D" "$D"

@@ -13,7 +13,7 @@ import torch
 from model.attention import (Attention, RopeCache, _chunked_window_mask, attend, build_masks,
                              positions_from_documents, reference_mask)
 from model.config import FULL, SWA, get_config
-from model.rope import apply_rope, inv_frequencies, rope_cos_sin
+from model.rope import RopeScaling, apply_rope, inv_frequencies, rope_cos_sin
 
 
 def naive_attention(q, k, v, window, docs):
@@ -135,7 +135,7 @@ def test_partial_rope_rotates_only_leading_dims_and_preserves_norm():
 
 def test_yarn_interpolates_low_frequencies_only():
     base, s1 = inv_frequencies(64, 5e6)
-    yarn, s2 = inv_frequencies(64, 5e6, yarn_factor=2.0, original_max_position=131072)
+    yarn, s2 = inv_frequencies(64, 5e6, RopeScaling("yarn", 2.0, 131072))
     assert s1 == 1.0 and abs(s2 - (0.1 * math.log(2) + 1)) < 1e-9
     assert torch.allclose(yarn[0], base[0])  # highest frequency kept
     assert torch.allclose(yarn[-1], base[-1] / 2)  # lowest interpolated by the factor
@@ -167,8 +167,9 @@ def test_yarn_changes_full_layers_only():
     torch.manual_seed(0)
     model = Step35Model(get_config("tiny"))
     model.set_yarn(2.0, original_max_position=32)
-    kinds = {m.layer_type: m.yarn_factor for m in model.modules() if isinstance(m, Attention)}
+    kinds = {m.layer_type: m.rope_scaling.factor for m in model.modules() if isinstance(m, Attention)}
     assert kinds == {FULL: 2.0, SWA: 1.0}
+    assert {m.rope_scaling.kind for m in model.modules() if isinstance(m, Attention) and m.layer_type == FULL} == {"yarn"}
 
 
 def test_whole_model_forward_is_the_same_on_every_backend():

@@ -64,9 +64,10 @@ def test_mtp_loss_matches_hand_chain_and_weights():
     h, losses = hidden["h"], []
     for k in (1, 2):
         head = model.mtp[k - 1]
-        inp = head.proj(torch.cat([head.h_norm(h), head.e_norm(model.embed(shift_left(x, k, 0)))], -1))
+        # released order: [enorm(embedding of x_{t+k}) ; hnorm(h)], then the head's own output layer
+        inp = head.proj(torch.cat([head.e_norm(model.embed(shift_left(x, k, 0))), head.h_norm(h)], -1))
         h, _ = head.block(inp, rope, masks, "sdpa")
-        logits = model.lm_head(head.out_norm(h))
+        logits = head.output(head.out_norm(h))
         tgt = mtp_targets(labels, k, docs)
         losses.append(F.cross_entropy(logits.reshape(-1, cfg.vocab_size), tgt.reshape(-1), ignore_index=-100))
     torch.testing.assert_close(out.mtp_losses[0], losses[0])

@@ -14,7 +14,11 @@ def test_full_config_matches_the_report():
     # includes embedding + LM head; active excludes the input embedding (a lookup).
     assert abs(c["total"] / 196e9 - 1) < 0.02, c["total"]
     assert abs(c["active"] / 11e9 - 1) < 0.10, c["active"]
-    assert abs(c["mtp"] / 0.81e9 - 1) < 0.10, c["mtp"]
+    # the report's 0.81B for MTP is one head with its own output layer (released layout)
+    assert abs(c["mtp_per_head"] / 0.81e9 - 1) < 0.02, c["mtp_per_head"]
+    assert c["mtp"] == 3 * c["mtp_per_head"] and c["mtp_output_heads"] == 3 * 128896 * 4096
+    shared = count_parameters(get_config("full", mtp_share_lm_head=True))
+    assert shared["mtp"] == c["mtp"] - c["mtp_output_heads"] and shared["total"] == c["total"]
     comps = c["components"]
     assert comps["embedding"]["total"] == comps["lm_head"]["total"] == 128896 * 4096  # untied
     assert comps["routed_experts"]["total"] == 42 * 288 * 3 * 4096 * 1280
