@@ -169,9 +169,10 @@ class WriteMixManifest(beam.DoFn):
     def __init__(self, job: dict[str, Any]) -> None:
         self.job = job
 
-    def process(self, _, built: list[dict]) -> Iterator[str]:
+    def process(self, element) -> Iterator[str]:
         from curricula.mixer import pad_id  # the local mixer's rule, so both manifests agree
 
+        built = [m for m in element[1] if m is not None]
         j = self.job
         by_name = {m["phase"]: m for m in built}
         for name in j["reuse"]:
@@ -202,10 +203,16 @@ def build_pipeline(p: beam.Pipeline, job: dict[str, Any]):
         | "Spread" >> beam.Reshuffle()
         | "BuildPhase" >> beam.ParDo(BuildPhase(job))
     )
+    # Gathered by a GroupByKey, not a side input: on the DaskRunner a side input is a nested
+    # computation inside a worker task. The None element makes the group exist when every
+    # phase is reused (nothing to build).
+    once = p | "Once" >> beam.Create([None])
     return (
-        p
-        | "Once" >> beam.Create([None])
-        | "WriteMixManifest" >> beam.ParDo(WriteMixManifest(job), built=beam.pvalue.AsList(built))
+        (built, once)
+        | "AllPhases" >> beam.Flatten()
+        | "OneKey" >> beam.Map(lambda m: (None, m))
+        | "Gather" >> beam.GroupByKey()
+        | "WriteMixManifest" >> beam.ParDo(WriteMixManifest(job))
     )
 
 

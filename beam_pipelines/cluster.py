@@ -35,7 +35,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from beam_pipelines import io as bio
-from beam_pipelines.transforms import NAMESPACE
+from beam_pipelines.transforms import NAMESPACE, batch_elements
 from stepcrawl.document import Document
 
 DEFAULT_SAMPLE = 20_000  # documents the k-means is fitted on (× max_chars text each, in one combine)
@@ -92,9 +92,9 @@ class _SaveModel(beam.DoFn):
     def __init__(self, path: str) -> None:
         self.path = path
 
-    def process(self, model) -> Iterator[str]:
+    def process(self, model) -> Iterator[Any]:
         bio.write_bytes(self.path, model_bytes(model))
-        yield self.path
+        yield model  # passed on, so saving is upstream of assignment on every runner
 
 
 class Cluster(beam.PTransform):
@@ -118,11 +118,11 @@ class Cluster(beam.PTransform):
             | "Fit" >> beam.Map(fit_on_sample, cfg)
         )
         if self.model_path:
-            _ = model | "SaveModel" >> beam.ParDo(_SaveModel(self.model_path))
-        return (
-            docs
-            | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=cfg.batch_size)
-            | "Assign" >> beam.ParDo(AssignClusters(), model=beam.pvalue.AsSingleton(model))
+            # in the main path, not a dangling branch: the DaskRunner computes only what the
+            # pipeline's last transform depends on
+            model = model | "SaveModel" >> beam.ParDo(_SaveModel(self.model_path))
+        return batch_elements(docs, "Batch", cfg.batch_size) | "Assign" >> beam.ParDo(
+            AssignClusters(), model=beam.pvalue.AsSingleton(model)
         )
 
 

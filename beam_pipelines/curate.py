@@ -40,7 +40,7 @@ from beam_pipelines.cluster import DEFAULT_SAMPLE, Cluster, model_path_for
 from beam_pipelines.components import DEFAULT_MAX_ROUNDS
 from beam_pipelines.dedup import Dedup
 from beam_pipelines.options import make_options, run_pipeline
-from beam_pipelines.transforms import DROPPED, AccountingFn, CountOut, ExtractDoFn, apply_step_groups, event
+from beam_pipelines.transforms import DROPPED, AccountingFn, CountOut, ExtractDoFn, apply_step_groups, event, tagged_outputs
 from stepcrawl.document import TIERS
 
 log = logging.getLogger(__name__)
@@ -173,15 +173,20 @@ def build_manifest(cfg, steps: dict, stats, files: list[str], errors: list[dict]
 
 
 class WriteManifest(beam.DoFn):
-    """Runs once, after the Parquet files are final (they arrive as a side input)."""
+    """Runs once, on the gathered ``(kind, value)`` parts, after the Parquet files are final."""
 
     def __init__(self, out_dir: str, cfg, stages: list[str], t0: float, runner: str) -> None:
         self.out_dir, self.cfg, self.stages, self.t0, self.runner = out_dir, cfg, stages, t0, runner
 
-    def process(self, _, steps, stats, files, errors, n_units):
+    def process(self, element):
         from stepcrawl.manifest import Accounting
 
-        steps = dict(steps)
+        by_kind: dict[str, list] = {"steps": [], "stats": [], "files": [], "errors": [], "n_units": [], "rejected": []}
+        for kind, value in element[1]:
+            by_kind[kind].append(value)
+        (stats,), (n_units,) = by_kind["stats"], by_kind["n_units"]  # global combines: exactly one each
+        files, errors = by_kind["files"], by_kind["errors"]
+        steps = dict(by_kind["steps"])
         # Every step that ran gets a funnel entry, even one that saw no document: extract and
         # annotate always run, then the stages in order ("filter" first).
         for name in ("extract", "annotate", *self.stages):
@@ -214,7 +219,7 @@ def build_pipeline(p: beam.Pipeline, input_path: str, output: str, cfg, *, keep_
     warcs = p | "MatchWarc" >> bio.MatchWarc(input_path)  # matched once: read, and counted as units
     read = warcs | "ReadWarc" >> bio.ReadWarcFiles()
     n_units = warcs | "CountFiles" >> beam.combiners.Count.Globally()
-    ext = read.records | "Extract" >> beam.ParDo(ExtractDoFn(cfg.extract)).with_outputs(DROPPED, "events", main="docs")
+    ext = tagged_outputs(read.records, "Extract", ExtractDoFn(cfg.extract), DROPPED, "events", main="docs")
     dropped = [ext[DROPPED]]
     events = [ext.events]
 
@@ -240,26 +245,34 @@ def build_pipeline(p: beam.Pipeline, input_path: str, output: str, cfg, *, keep_
 
     docs = docs | "CountOut" >> beam.ParDo(CountOut())
     files = docs | "WriteParquet" >> bio.WriteDocuments(out_dir, num_shards=num_shards)
+    rejected_files = p | "NoRejected" >> beam.Create([])
     if keep_rejected:
-        _ = (
+        rejected_files = (
             tuple(dropped)
             | "AllDropped" >> beam.Flatten()
             | "WriteRejected" >> bio.WriteDocuments(FileSystems.join(output.rstrip("/"), "rejected"), rejected=True)
         )
     steps = tuple(events) | "AllEvents" >> beam.Flatten() | "StepAccounting" >> beam.CombinePerKey(AccountingFn())
     stats = docs | "OutputStats" >> beam.CombineGlobally(_StatsFn())
+    # The manifest's inputs are gathered into one element by a GroupByKey rather than read as
+    # side inputs: on the DaskRunner every side input is a separate, nested computation of
+    # the whole graph above it (five of them recomputed the pipeline five times).
+    parts = (
+        steps | "TagSteps" >> beam.Map(lambda kv: ("steps", kv)),
+        stats | "TagStats" >> beam.Map(lambda x: ("stats", x)),
+        files | "TagFiles" >> beam.Map(lambda f: ("files", f)),
+        read.damaged | "TagErrors" >> beam.Map(lambda e: ("errors", e)),
+        n_units | "TagUnits" >> beam.Map(lambda n: ("n_units", n)),
+        # not in the manifest, but gathered so that every runner writes them before it (the
+        # DaskRunner computes only what the last transform depends on)
+        rejected_files | "TagRejected" >> beam.Map(lambda f: ("rejected", f)),
+    )
     return (
-        p
-        | "Once" >> beam.Create([None])
-        | "WriteManifest"
-        >> beam.ParDo(
-            WriteManifest(out_dir, cfg, stages, t0, runner),
-            steps=beam.pvalue.AsList(steps),
-            stats=beam.pvalue.AsSingleton(stats),
-            files=beam.pvalue.AsList(files),
-            errors=beam.pvalue.AsList(read.damaged),
-            n_units=beam.pvalue.AsSingleton(n_units),
-        )
+        parts
+        | "ManifestParts" >> beam.Flatten()
+        | "OneKey" >> beam.Map(lambda part: (None, part))
+        | "Gather" >> beam.GroupByKey()
+        | "WriteManifest" >> beam.ParDo(WriteManifest(out_dir, cfg, stages, t0, runner))
     )
 
 

@@ -50,7 +50,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from beam_pipelines.components import DEFAULT_MAX_ROUNDS, ConnectedComponents
-from beam_pipelines.transforms import NAMESPACE, Counters
+from beam_pipelines.transforms import NAMESPACE, Counters, batch_elements, tagged_outputs
 from stepcrawl.dedup import DROP_EXACT, DROP_NEAR, DROP_URL, DedupConfig
 from stepcrawl.document import Document
 
@@ -96,15 +96,20 @@ class DocKeys:
     url_key: str | None = None
     exact_key: str | None = None
     bands: tuple[bytes, ...] = ()
+    signature: bytes | None = None  # the MinHash rows (little-endian uint32), for verification
 
 
 def doc_keys(doc: Document, cfg: DedupConfig, signature=None) -> DocKeys:
     """A document's :class:`DocKeys` (``signature``: its MinHash signature when near is on)."""
     from stepcrawl.dedup import band_keys, exact_key, is_empty_signature, normalize_url, survivor_key
 
+    import numpy as np
+
     bands: tuple[bytes, ...] = ()
+    sig_bytes = None
     if signature is not None and not is_empty_signature(signature):
         bands = tuple(band_keys(signature, cfg))
+        sig_bytes = np.ascontiguousarray(signature, dtype="<u4").tobytes()
     return DocKeys(
         uid=doc_uid(doc),
         id=doc.id,
@@ -113,6 +118,7 @@ def doc_keys(doc: Document, cfg: DedupConfig, signature=None) -> DocKeys:
         url_key=normalize_url(doc.url) if cfg.url else None,
         exact_key=exact_key(doc.text) if cfg.exact else None,
         bands=bands,
+        signature=sig_bytes,
     )
 
 
@@ -157,11 +163,32 @@ def copy_reason(doc: Document, cfg: DedupConfig) -> str | None:
     return None
 
 
-def bucket_edges(ids: list[str]) -> list[tuple[str, str]]:
-    """A bucket's members as star edges around its smallest id (same connectivity as the
-    local executor's chain of sorted members)."""
-    uniq = sorted(set(ids))
-    return [(uniq[0], x) for x in uniq[1:]]
+def verified_bucket_edges(members: Iterable[tuple[str, str, bytes]], threshold: float) -> Iterator[tuple[str, str]]:
+    """One LSH bucket's ``(id, uid, signature)`` members → its verified edges ``(uid, uid)``,
+    smaller uid first (``stepcrawl.dedup.verify``; canonical order: id, then uid — the local
+    executor's id, then input position)."""
+    import numpy as np
+
+    from stepcrawl.dedup.verify import verified_bucket_pairs
+
+    ordered = sorted(set(members))
+    if len(ordered) < 2:
+        return
+    sigs = np.stack([np.frombuffer(sig, dtype="<u4") for _, _, sig in ordered])
+    for a, b, _ in verified_bucket_pairs([uid for _, uid, _ in ordered], sigs, threshold):
+        yield (a, b) if a < b else (b, a)
+
+
+def resolve_near_component(members: Iterable[DocKeys], edges: Iterable[tuple[str, str]]) -> Iterator[tuple[DocKeys, str]]:
+    """One component of the verified graph → ``(dropped, keeper uid)`` by the greedy cover of
+    ``stepcrawl.dedup.verify``, members ranked as :func:`resolve_group` ranks them."""
+    from stepcrawl.dedup import survivor_key
+    from stepcrawl.dedup.verify import adjacency, greedy_cover
+
+    by_uid = {m.uid: m for m in members}
+    ranked = sorted(by_uid, key=lambda u: (survivor_key(by_uid[u]), u))
+    for dropped, keeper in greedy_cover(ranked, adjacency(edges)).items():
+        yield by_uid[dropped], keeper
 
 
 # ------------------------------------------------------------------------------ DoFns
@@ -200,12 +227,11 @@ class GroupDuplicates(beam.PTransform):
     def expand(self, keys):
         attr = self.attr
         keyed = keys | "Key" >> beam.Map(lambda k: (getattr(k, attr), k))
-        with_key, no_key = keyed | "HasKey" >> beam.Partition(lambda kv, _: 0 if kv[0] is not None else 1, 2)
-        res = (
-            with_key
-            | "Group" >> beam.GroupByKey()
-            | "Resolve" >> beam.ParDo(ResolveGroups(self.reason)).with_outputs(DROPPED, PARENT, main="kept")
-        )
+        # two Filters rather than beam.Partition: Partition is a multi-output ParDo, which the
+        # DaskRunner mixes up (see beam_pipelines.transforms.tagged_outputs)
+        with_key = keyed | "HasKey" >> beam.Filter(lambda kv: kv[0] is not None)
+        no_key = keyed | "NoKey" >> beam.Filter(lambda kv: kv[0] is None)
+        res = tagged_outputs(with_key | "Group" >> beam.GroupByKey(), "Resolve", ResolveGroups(self.reason), DROPPED, PARENT, main="kept")
         passed = no_key | "Unkey" >> beam.Values()
         kept = (res.kept, passed) | "Survivors" >> beam.Flatten()
         return kept, res[DROPPED], res[PARENT]
@@ -235,14 +261,40 @@ class SignBatch(beam.DoFn):
             yield beam.pvalue.TaggedOutput(KEYS, keys)
 
 
-def _band_pairs(k: DocKeys) -> Iterator[tuple[bytes, str]]:
+def _band_members(k: DocKeys) -> Iterator[tuple[bytes, tuple[str, str, bytes]]]:
     for band in k.bands:
-        yield band, k.uid
+        yield band, (k.id, k.uid, k.signature)
 
 
-def _bucket_to_edges(element) -> list[tuple[str, str]]:
-    _, ids = element
-    return bucket_edges(list(ids))
+def _bucket_to_edges(element, threshold: float) -> Iterator[tuple[str, str]]:
+    _, members = element
+    return verified_bucket_edges(members, threshold)
+
+
+def _attach_edge_root(element) -> Iterator[tuple[str, tuple[str, str]]]:
+    """CoGroupByKey row of an edge's first uid → ``(root, edge)``."""
+    _, row = element
+    for root in row["root"][:1]:
+        for e in row["edges"]:
+            yield root, e
+
+
+class ResolveNear(beam.DoFn):
+    """``(root, {"keys": [DocKeys], "edges": [(uid, uid)]})`` → ``(dropped uid, "dup:near")``
+    (tag ``dropped``) and ``(dropped uid, keeper uid)`` (tag ``parent``)."""
+
+    def setup(self) -> None:
+        self.drops = Counters(STAGE)
+
+    def process(self, element) -> Iterator[Any]:
+        _, row = element
+        n = 0
+        for rec, keeper in resolve_near_component(row["keys"], row["edges"]):
+            n += 1
+            yield beam.pvalue.TaggedOutput(DROPPED, (rec.uid, DROP_NEAR))
+            yield beam.pvalue.TaggedOutput(PARENT, (rec.uid, keeper))
+        if n:
+            self.drops.drop(DROP_NEAR, n)
 
 
 def _attach_root(element) -> Iterator[tuple[str, DocKeys]]:
@@ -255,27 +307,35 @@ def _attach_root(element) -> Iterator[tuple[str, DocKeys]]:
 
 
 class NearDuplicates(beam.PTransform):
-    """``DocKeys`` → (drop decisions ``(id, "dup:near")``, parent edges), MinHash-LSH + CC."""
+    """``DocKeys`` → (drop decisions ``(id, "dup:near")``, parent edges): MinHash-LSH buckets,
+    every candidate pair verified, components of the verified graph, greedy cover."""
 
-    def __init__(self, max_rounds: int = DEFAULT_MAX_ROUNDS) -> None:
+    def __init__(self, max_rounds: int = DEFAULT_MAX_ROUNDS, verify_threshold: float = DedupConfig.verify_threshold) -> None:
         super().__init__()
         self.max_rounds = max_rounds
+        self.verify_threshold = verify_threshold
 
     def expand(self, keys):
-        roots = (
+        edges = (
             keys
-            | "BandKeys" >> beam.FlatMap(_band_pairs)
+            | "BandKeys" >> beam.FlatMap(_band_members)
             | "GroupBuckets" >> beam.GroupByKey()
-            | "CandidateEdges" >> beam.FlatMap(_bucket_to_edges)
-            | "Components" >> ConnectedComponents(self.max_rounds)
+            | "VerifiedEdges" >> beam.FlatMap(_bucket_to_edges, self.verify_threshold)
+            | "DistinctEdges" >> beam.Distinct()
         )
-        res = (
+        roots = edges | "Components" >> ConnectedComponents(self.max_rounds)
+        members = (
             {"keys": keys | "ByUid" >> beam.Map(lambda k: (k.uid, k)), "root": roots}
             | "JoinRoots" >> beam.CoGroupByKey()
             | "AttachRoot" >> beam.FlatMap(_attach_root)
-            | "GroupClusters" >> beam.GroupByKey()
-            | "Resolve" >> beam.ParDo(ResolveGroups(DROP_NEAR)).with_outputs(DROPPED, PARENT, main="kept")
         )
+        edges_by_root = (
+            {"edges": edges | "ByFirstUid" >> beam.Map(lambda e: (e[0], e)), "root": roots}
+            | "JoinEdgeRoots" >> beam.CoGroupByKey()
+            | "AttachEdgeRoot" >> beam.FlatMap(_attach_edge_root)
+        )
+        components = {"keys": members, "edges": edges_by_root} | "GroupComponents" >> beam.CoGroupByKey()
+        res = tagged_outputs(components, "Resolve", ResolveNear(), DROPPED, PARENT, main="unused")
         return res[DROPPED], res[PARENT]
 
 
@@ -387,11 +447,8 @@ class Dedup(beam.PTransform):
         cfg = self.cfg
         if not (cfg.url or cfg.exact or cfg.near):
             return docs, docs.pipeline | "NoDrops" >> beam.Create([])
-        signed = (
-            docs
-            | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=cfg.batch_docs)
-            | "Sign" >> beam.ParDo(SignBatch(cfg)).with_outputs(KEYS, main="docs")
-        )
+        batches = batch_elements(docs, "Batch", cfg.batch_docs)
+        signed = tagged_outputs(batches, "Sign", SignBatch(cfg), KEYS, main="docs")
         live = signed[KEYS]
         decisions, parents = [], []
         if cfg.url:
@@ -403,14 +460,11 @@ class Dedup(beam.PTransform):
             decisions.append(d)
             parents.append(p)
         if cfg.near:
-            d, p = live | "Near" >> NearDuplicates(self.max_rounds)
+            d, p = live | "Near" >> NearDuplicates(self.max_rounds, cfg.verify_threshold)
             decisions.append(d)
             parents.append(p)
         labels = tuple(parents) | "AllParents" >> beam.Flatten() | "ClusterLabels" >> ClusterLabels()
         drops = tuple(decisions) | "AllDecisions" >> beam.Flatten()
-        res = (
-            {"doc": signed.docs, "drop": drops, "root": labels}
-            | "ApplyDecisions" >> beam.CoGroupByKey()
-            | "SetDupCluster" >> beam.ParDo(ApplyDecisions(cfg)).with_outputs(DROPPED, main="kept")
-        )
+        joined = {"doc": signed.docs, "drop": drops, "root": labels} | "ApplyDecisions" >> beam.CoGroupByKey()
+        res = tagged_outputs(joined, "SetDupCluster", ApplyDecisions(cfg), DROPPED, main="kept")
         return res.kept, res[DROPPED]

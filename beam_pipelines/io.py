@@ -13,6 +13,7 @@ spreads files over workers after the (cheap) match.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import posixpath
@@ -27,6 +28,8 @@ from apache_beam.metrics import Metrics
 
 from stepcrawl.document import ARROW_SCHEMA, REJECTED_SCHEMA
 from stepcrawl.manifest import MANIFEST_NAME, StageManifest
+
+from beam_pipelines.transforms import drops_finish_bundle_outputs, tagged_outputs
 
 log = logging.getLogger(__name__)
 
@@ -132,11 +135,8 @@ class ReadWarcFiles(beam.PTransform):
         self.strict = strict
 
     def expand(self, files):
-        return (
-            files
-            | "SpreadFiles" >> beam.Reshuffle()
-            | "ReadRecords" >> beam.ParDo(ReadWarcFile(self.strict)).with_outputs(ReadWarcFile.DAMAGED, main="records")
-        )
+        spread = files | "SpreadFiles" >> beam.Reshuffle()
+        return tagged_outputs(spread, "ReadRecords", ReadWarcFile(self.strict), ReadWarcFile.DAMAGED, main="records")
 
 
 class ReadWarc(beam.PTransform):
@@ -167,6 +167,17 @@ class WriteDocuments(beam.PTransform):
         else:
             to_rec = lambda d: d.to_record()  # noqa: E731
             schema = ARROW_SCHEMA
+        if drops_finish_bundle_outputs(pcoll.pipeline):
+            # WriteToParquet reports its files from finish_bundle, which this runner loses
+            # (the shards would be written but finalised as empty): group by shard instead.
+            n = self.num_shards or 1
+            return (
+                pcoll
+                | "ToRecord" >> beam.Map(to_rec)
+                | "ShardKey" >> beam.Map(lambda rec: (shard_of(rec["id"], n), rec))
+                | "GroupShards" >> beam.GroupByKey()
+                | "WriteShards" >> beam.ParDo(WriteParquetShard(self.folder, n, schema))
+            )
         return (
             pcoll
             | "ToRecord" >> beam.Map(to_rec)
@@ -179,6 +190,45 @@ class WriteDocuments(beam.PTransform):
                 num_shards=self.num_shards,
             )
         )
+
+
+def shard_of(doc_id: str, n_shards: int) -> int:
+    """A stable shard for a document id (the same in every process; ``hash()`` is not)."""
+    return int(hashlib.sha1(doc_id.encode("utf-8")).hexdigest()[:8], 16) % n_shards
+
+
+class WriteParquetShard(beam.DoFn):
+    """``(shard, records)`` → ``<folder>/part-SSSSS-of-NNNNN.parquet``, written under a temp
+    name and renamed, so a retried bundle rewrites the same final file and no reader ever sees
+    half of one. Records are written in row groups as they stream in."""
+
+    ROW_GROUP = 1024
+
+    def __init__(self, folder: str, n_shards: int, schema) -> None:
+        self.folder, self.n_shards, self.schema = folder, n_shards, schema
+
+    def process(self, element) -> Iterator[str]:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        shard, records = element
+        name = f"part-{shard:05d}-of-{self.n_shards:05d}.parquet"
+        final = FileSystems.join(self.folder, name)
+        tmp = FileSystems.join(self.folder, f".tmp-{name}.{time.time_ns()}")
+        with FileSystems.create(tmp, mime_type="application/octet-stream", compression_type=CompressionTypes.UNCOMPRESSED) as fh:
+            with pq.ParquetWriter(fh, self.schema, compression="zstd") as writer:
+                batch: list[dict] = []
+                for rec in records:
+                    batch.append(rec)
+                    if len(batch) >= self.ROW_GROUP:
+                        writer.write_table(pa.Table.from_pylist(batch, schema=self.schema))
+                        batch = []
+                if batch:
+                    writer.write_table(pa.Table.from_pylist(batch, schema=self.schema))
+        if FileSystems.exists(final):
+            FileSystems.delete([final])
+        FileSystems.rename([tmp], [final])
+        yield final
 
 
 def write_bytes(path: str, data: bytes) -> None:

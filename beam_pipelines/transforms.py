@@ -35,6 +35,84 @@ NAMESPACE = "stepcrawl"
 DROPPED = "dropped"
 
 
+# --------------------------------------------------------------------------- tagged outputs
+class _TagPairs(beam.DoFn):
+    """Run ``inner`` and emit each of its outputs as ``(tag, value)`` on one main output.
+
+    Why: Beam's DaskRunner (2.77) keys its bags by the producing transform, not by the output
+    tag, so every consumer of a multi-output ``ParDo(...).with_outputs(...)`` receives the
+    main *and* all tagged outputs mixed together (reproduction in docs/BEAM.md). Splitting a
+    single output with one ``FlatMap`` per tag is correct on every runner; on Dataflow, Flink
+    and Spark the filters fuse with the DoFn, so the cost is a tuple per element.
+    """
+
+    def __init__(self, inner: beam.DoFn, main: str) -> None:
+        self.inner = inner
+        self.main = main
+
+    def setup(self) -> None:
+        self.inner.setup()
+
+    def start_bundle(self) -> None:
+        self.inner.start_bundle()
+
+    def process(self, element, *args, **kwargs) -> Iterator[tuple[str, Any]]:
+        for out in self.inner.process(element, *args, **kwargs) or ():
+            if isinstance(out, beam.pvalue.TaggedOutput):
+                yield out.tag, out.value
+            else:
+                yield self.main, out
+
+    def finish_bundle(self) -> None:
+        if self.inner.finish_bundle() is not None:  # none of ours emits here; refuse rather than lose
+            raise TypeError(f"{type(self.inner).__name__}.finish_bundle emits outputs: not supported by tagged_outputs")
+
+    def teardown(self) -> None:
+        self.inner.teardown()
+
+
+def _select(pair: tuple[str, Any], tag: str) -> Iterator[Any]:
+    if pair[0] == tag:
+        yield pair[1]
+
+
+def drops_finish_bundle_outputs(pipeline) -> bool:
+    """True on Beam's DaskRunner (2.77), which collects a bundle's outputs *before* calling
+    ``finish_bundle`` and so loses whatever a DoFn emits there (``BatchElements``' last,
+    partial batch of every bundle among them; reproduction in docs/BEAM.md)."""
+    return type(getattr(pipeline, "runner", None)).__name__ == "DaskRunner"
+
+
+def _singleton(x: Any) -> list[Any]:
+    return [x]
+
+
+def batch_elements(pcoll, label: str, max_batch_size: int):
+    """``beam.BatchElements(min_batch_size=1, max_batch_size=...)`` where the runner keeps
+    ``finish_bundle`` outputs; one-element batches where it does not (the results are the same,
+    batching only amortises per-call costs)."""
+    if drops_finish_bundle_outputs(pcoll.pipeline):
+        return pcoll | label >> beam.Map(_singleton)
+    return pcoll | label >> beam.BatchElements(min_batch_size=1, max_batch_size=max_batch_size)
+
+
+class TaggedOutputs(dict):
+    """PCollections by tag, also as attributes (``res.docs``, like ``with_outputs``' result)."""
+
+    def __getattr__(self, name: str):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+def tagged_outputs(pcoll, label: str, dofn: beam.DoFn, *tags: str, main: str, side_inputs: tuple = ()) -> TaggedOutputs:
+    """``pcoll | label >> ParDo(dofn).with_outputs(*tags, main=main)``, runnable on every runner
+    (see :class:`_TagPairs`). Returns the outputs by tag: ``res[main]`` or ``res.<main>``, ``res[tag]``."""
+    pairs = pcoll | label >> beam.ParDo(_TagPairs(dofn, main), *side_inputs)
+    return TaggedOutputs({t: pairs | f"{label}/{t}" >> beam.FlatMap(_select, t) for t in (main, *tags)})
+
+
 class Counters:
     """``docs_in``/``docs_out``/``drop:<reason>`` counters for one stage plus the totals.
 
@@ -129,7 +207,7 @@ class StepsDoFn(beam.DoFn):
 
 def apply_step_groups(pcoll, label: str, groups: StepGroups | None = None, factory=None):
     """``pcoll | ParDo(StepsDoFn)`` → ``(kept, dropped, events)`` PCollections."""
-    res = pcoll | label >> beam.ParDo(StepsDoFn(groups, factory)).with_outputs(DROPPED, EVENTS, main="kept")
+    res = tagged_outputs(pcoll, label, StepsDoFn(groups, factory), DROPPED, EVENTS, main="kept")
     return res.kept, res[DROPPED], res[EVENTS]
 
 

@@ -268,23 +268,17 @@ def test_heuristic_scorer_ranks_docs_over_spam():
 
 
 def _train_fasttext(path: Path, lines: list[str], out: Path) -> Path:
-    """Train a small real fastText model. The fasttext 0.9.3 build in this venv aborts many
-    small trainings with "Encountered NaN" whatever the seed or learning rate (measured:
-    0–3 of 5 attempts succeed; reported to the lead), so attempts are repeated; when none
-    succeeds the test is skipped with that reason rather than faked."""
-    import fasttext
+    """Train a small real fastText model, trained hard enough that its verdicts hold at every
+    seed. fastText is not bit-reproducible here even with ``thread=1`` and a fixed seed (the
+    default 5 epochs left P(hq) at 0.565–0.581 for the good page and let one run under load
+    flip the spam page to 1.0); 50 epochs at lr 0.5 with bigrams gave 1.0 / 0.0 at seeds 0–5.
+    ``train_fasttext_supervised`` retries the wheel's spurious "Encountered NaN" abort."""
+    from stepcrawl.langid import train_fasttext_supervised
 
     path.write_text("\n".join(lines) + "\n")
-    for seed in range(40):
-        try:
-            model = fasttext.train_supervised(str(path), verbose=0, thread=1, seed=seed)
-        except RuntimeError as exc:
-            if "NaN" not in str(exc):
-                raise
-            continue
-        model.save_model(str(out))
-        return out
-    pytest.skip("fasttext 0.9.3 training hit 'Encountered NaN' 40 times (environment bug)")
+    model = train_fasttext_supervised(input=str(path), verbose=0, thread=1, seed=0, epoch=50, lr=0.5, wordNgrams=2)
+    model.save_model(str(out))
+    return out
 
 
 def test_fasttext_scorer_loads_a_real_model(tmp_path):
@@ -303,7 +297,7 @@ def test_fasttext_scorer_loads_a_real_model(tmp_path):
     sc = FastTextScorer(str(model))
     good_score, _ = sc.score("http://h/docs/x", GOOD)
     bad_score, cat = sc.score("http://h/x", SPAM)
-    assert good_score > 0.5 > bad_score and cat == "spam"
+    assert good_score > 0.9 and bad_score < 0.1 and cat == "spam"
 
 
 def test_fasttext_scorer_rejects_a_model_without_quality_labels():

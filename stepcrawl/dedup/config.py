@@ -32,6 +32,9 @@ class DedupConfig:
     rows: int = 8  # … of 8 hashes each → 112 permutations
     seed: int = 1  # datasketch's default seed
     hash: Literal["fast", "sha1"] = "fast"
+    # A candidate pair (shared band) becomes a near-duplicate edge only when the two full
+    # signatures agree on at least this share of rows (estimated Jaccard; stepcrawl.dedup.verify)
+    verify_threshold: float = 0.7
     batch_docs: int = 512  # documents signed per numpy batch (~2 MB of text: cache-friendly)
     shard_docs: int = 10_000  # documents per output Parquet shard
 
@@ -41,6 +44,8 @@ class DedupConfig:
                 raise ValueError(f"DedupConfig.{name} must be ≥ 1, got {getattr(self, name)!r}")
         if self.bands * self.rows > 65535:
             raise ValueError("DedupConfig: bands × rows must be ≤ 65535 (band index is 16-bit)")
+        if not 0.0 < float(self.verify_threshold) <= 1.0:
+            raise ValueError(f"DedupConfig.verify_threshold must be in (0, 1], got {self.verify_threshold!r}")
         if self.hash not in HASHES:
             raise ValueError(f"DedupConfig.hash must be one of {HASHES}, got {self.hash!r}")
 

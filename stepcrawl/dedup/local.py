@@ -27,6 +27,7 @@ from stepcrawl.dedup.minhash import MAX_HASH, MinHasher, band_ids
 from stepcrawl.dedup.normalize import exact_key, normalize_url
 from stepcrawl.dedup.survivor import survivor_key
 from stepcrawl.dedup.unionfind import UnionFind
+from stepcrawl.dedup.verify import adjacency, greedy_cover, verified_bucket_pairs
 from stepcrawl.document import Document
 from stepcrawl.io import ShardWriter, read_documents
 from stepcrawl.manifest import MANIFEST_NAME, Accounting, StageManifest, config_hash, manifest_hash
@@ -71,6 +72,48 @@ def _batches(docs: Iterable[Document], size: int) -> Iterator[list[Document]]:
             batch = []
     if batch:
         yield batch
+
+
+def _verified_edges(live: np.ndarray, sigs: np.ndarray, ids: list[str], cfg: DedupConfig, report: dict) -> dict[tuple[int, int], float]:
+    """Verified near-duplicate edges ``{(i, j): estimated J}`` between input positions: LSH
+    bucket members (per band) in canonical order (id, then position), checked pair by pair."""
+    edges: dict[tuple[int, int], float] = {}
+    bids = band_ids(sigs[live], cfg)
+    for band in range(cfg.bands):
+        col = bids[:, band]
+        order = np.argsort(col, kind="stable")
+        sorted_col = col[order]
+        starts = np.flatnonzero(np.r_[True, sorted_col[1:] != sorted_col[:-1]])
+        ends = np.r_[starts[1:], len(order)]
+        for a, b in zip(starts.tolist(), ends.tolist()):
+            if b - a < 2:
+                continue
+            members = sorted((int(live[k]) for k in order[a:b]), key=lambda i: (ids[i], i))
+            report["candidate_pairs"] += (b - a) * (b - a - 1) // 2
+            for x, y, est in verified_bucket_pairs(members, sigs[members], cfg.verify_threshold):
+                edges[(min(x, y), max(x, y))] = est
+    report["verified_pairs"] = len(edges)
+    return edges
+
+
+def _resolve_near(edges: dict[tuple[int, int], float], rank: list[tuple], drop: list[str | None], uf: UnionFind, report: dict) -> None:
+    """Greedy cover per component of the verified graph (stepcrawl.dedup.verify)."""
+    graph = UnionFind()
+    for a, b in edges:
+        graph.union(a, b)
+    adj = adjacency(edges)
+    lowest = None
+    for members in graph.components():
+        report["components"] += 1
+        cover = greedy_cover(sorted(members, key=rank.__getitem__), adj)
+        if len(members) - len(cover) > 1:
+            report["components_keeping_several"] += 1
+        for dropped, keeper in cover.items():
+            drop[dropped] = DROP_NEAR
+            uf.union(keeper, dropped)
+            j = edges[(min(dropped, keeper), max(dropped, keeper))]
+            lowest = j if lowest is None else min(lowest, j)
+    report["min_keeper_jaccard"] = None if lowest is None else round(lowest, 4)
 
 
 def plan_dedup(docs: Iterable[Document], cfg: DedupConfig, progress: bool = True) -> DedupPlan:
@@ -121,23 +164,16 @@ def plan_dedup(docs: Iterable[Document], cfg: DedupConfig, progress: bool = True
     if cfg.exact:
         resolve(grouped(exact_keys), DROP_EXACT)
     no_shingles = 0
-    candidate_pairs = 0
+    near_report = {"candidate_pairs": 0, "verified_pairs": 0, "components": 0, "components_keeping_several": 0,
+                   "min_keeper_jaccard": None}
     if cfg.near and n:
         sigs = np.concatenate(sig_blocks)
         empty = np.all(sigs == MAX_HASH, axis=1)
         no_shingles = int(empty.sum())
         live = np.flatnonzero(~empty & np.array([d is None for d in drop]))
-        near = UnionFind()
         if len(live) > 1:
-            bids = band_ids(sigs[live], cfg)
-            for band in range(cfg.bands):
-                col = bids[:, band]
-                order = np.argsort(col, kind="stable")
-                same = col[order][1:] == col[order][:-1]
-                for j in np.flatnonzero(same).tolist():  # chain each bucket's members
-                    near.union(int(live[order[j]]), int(live[order[j + 1]]))
-                    candidate_pairs += 1
-        resolve(near.components(), DROP_NEAR)
+            edges = _verified_edges(live, sigs, ids, cfg, near_report)
+            _resolve_near(edges, rank, drop, uf, near_report)
     # dup_cluster: the id of the one kept member of each union-find component.
     cluster: list[str | None] = [None] * n
     sizes: Counter = Counter()
@@ -159,8 +195,9 @@ def plan_dedup(docs: Iterable[Document], cfg: DedupConfig, progress: bool = True
             "bands": cfg.bands,
             "rows": cfg.rows,
             "threshold": round(cfg.threshold, 4),
-            "bucket_links": candidate_pairs,
+            "verify_threshold": cfg.verify_threshold,
         },
+        "near": near_report,
     }
     return DedupPlan(n=n, ids=ids, drop=drop, cluster=cluster, extra=extra)
 

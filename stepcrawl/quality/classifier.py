@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from stepcrawl.document import Document
-from stepcrawl.langid import load_fasttext, predict
+from stepcrawl.langid import load_fasttext, predict, train_fasttext_supervised
 from stepcrawl.steps import DocumentStep
 
 _TOKEN = re.compile(r"\w+|[^\w\s]", re.UNICODE)
@@ -68,8 +68,6 @@ class QualityTrainReport:
 
 
 def train_quality(positive: str | Path, negative: str | Path, out: str | Path, cfg: QualityTrainConfig = QualityTrainConfig()) -> QualityTrainReport:
-    import fasttext
-
     from stepcrawl.io import atomic_path
 
     pos = [normalize(t, cfg.max_chars) for t in iter_texts(positive)]
@@ -88,7 +86,7 @@ def train_quality(positive: str | Path, negative: str | Path, out: str | Path, c
         fh.write("\n".join(train) + "\n")
         train_path = fh.name
     try:
-        model = fasttext.train_supervised(
+        model = train_fasttext_supervised(
             input=train_path, epoch=cfg.epoch, lr=cfg.lr, wordNgrams=cfg.word_ngrams, dim=cfg.dim,
             minCount=cfg.min_count, bucket=cfg.bucket, loss="softmax", thread=1, seed=cfg.seed, verbose=0,
         )
@@ -104,7 +102,6 @@ def train_quality(positive: str | Path, negative: str | Path, out: str | Path, c
         acc = correct / len(hold)
     with atomic_path(out) as tmp:
         model.save_model(str(tmp))
-    load_fasttext.cache_clear()  # a re-trained model at the same path must be re-read
     return QualityTrainReport(str(out), len(pos), len(neg), len(train), len(hold), acc, asdict(cfg))
 
 
