@@ -58,14 +58,13 @@ def iter_arc_records(fh: BinaryIO, name: str, max_payload: int) -> Iterator[RawR
                 tenc = hh.get_header("Transfer-Encoding") or ""
             payload, total = _read_capped(record.raw_stream, max_payload if rtype in ("response", "resource") else 0)
             record.raw_stream.read()  # nothing left; lets warcio compute the record length
-            start = it.get_record_offset()
-            # warcio knows a record's length only once the next one is read: take the
-            # previous end as the offset
-            start = max(start, end) if start < end else start
-            base = dict(warc_file=name, offset=start, record_id=h.get_header("WARC-Record-ID") or "", url=url,
+            start, length = it.get_record_offset(), it.get_record_length()
+            end = start + length
+            # ARC records carry no record id (warcio makes up a random one): the document id
+            # is then the URL + archive date (stepcrawl.extract.record_doc_id), stable across reads
+            base = dict(warc_file=name, offset=start, record_id="", url=url, length=length,
                         date=h.get_header("WARC-Date"), status=status, content_type=ctype)
             if rtype not in ("response", "resource"):
-                end = start
                 continue
             if not _is_content_uri(url) or (rtype == "response" and record.http_headers is None):
                 yield RawRecord(**base, payload=b"", body_bytes=total, drop_reason=NON_CONTENT,
@@ -73,7 +72,6 @@ def iter_arc_records(fh: BinaryIO, name: str, max_payload: int) -> Iterator[RawR
             else:
                 yield RawRecord(**base, payload=payload, body_bytes=total, content_encoding=cenc,
                                 transfer_encoding=tenc)
-            end = start
     except Exception as exc:  # warcio raises assorted errors on damaged ARC data
         try:
             at = max(end, it.offset)

@@ -62,6 +62,11 @@ def _inflate(body: bytes, wbits: int, max_out: int, complete: bool) -> bytes:
             raise DecodedTooLarge(f"inflates past {max_out} bytes")
         data = d.unconsumed_tail
         if d.eof:
+            rest = d.unused_data
+            if wbits > 16 and rest[:2] == b"\x1f\x8b":
+                # gzip allows several members in a row, and HTTP clients inflate them all
+                d, data = zlib.decompressobj(wbits), rest
+                continue
             break
         if not piece and not data:
             break
