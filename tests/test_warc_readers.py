@@ -122,9 +122,12 @@ def faults(gz: bool) -> dict[str, tuple[bytes, list[str], tuple[int, int]]]:
 @pytest.mark.parametrize("fault", ["garbage-between-records", "corrupt-member", "content-length-too-big",
                                    "content-length-too-small", "truncated-member", "other-compression-member",
                                    "file-cut-short"])
-def test_one_bad_record_loses_no_good_record(fault, gz):
+@pytest.mark.parametrize("engine", ["fastwarc", "resync"])
+def test_one_bad_record_loses_no_good_record(fault, gz, engine):
     data, expected, span = faults(gz)[fault]
-    records = read(data)
+    records = read(data, engine=engine)
+    if engine == "fastwarc":
+        assert records == read(data, engine="resync")  # same records, offsets, spans either way
     assert good_urls(records) == expected  # every good record, in order
     spans = damaged(records)
     if fault == "other-compression-member":
@@ -141,6 +144,28 @@ def test_one_bad_record_loses_no_good_record(fault, gz):
     # the payloads of the survivors are intact
     clean = {r.url: r.payload for r in read(build(20, gz)[0])}
     assert all(r.payload == clean[r.url] for r in records if not r.drop_reason)
+
+
+def test_fastwarc_reads_clean_files_and_hands_over_at_damage(monkeypatch):
+    """On a clean file FastWARC reads every record (the resynchronising reader only re-checks
+    the last one); on a damaged file it hands over at the damaged record."""
+    import stepcrawl.readers.warc as reader
+
+    starts: list[int] = []
+    scan = reader._scan
+
+    def spy(fh, start, end, ctx):
+        starts.append(start)
+        yield from scan(fh, start, end, ctx)
+
+    monkeypatch.setattr(reader, "_scan", spy)
+    data, _, offs = build(20)
+    assert good_urls(read(data)) == URLS and starts == [offs[-1]]
+    starts.clear()
+    bad, _, _ = faults(True)["corrupt-member"]
+    records = read(bad)
+    assert good_urls(records) == URLS[:10] + URLS[11:]
+    assert starts == [records[9].offset]  # record 9 is confirmed only by a good record 10
 
 
 def test_damage_is_counted_and_reported_with_byte_ranges_by_the_extract_stage(tmp_path):
@@ -422,9 +447,10 @@ _FUZZ_PLAIN, _FUZZ_RECS_PLAIN, _FUZZ_OFFS_PLAIN = build(8, False)
 @given(gz=st.booleans(), op=st.sampled_from(["flip", "delete", "insert", "truncate", "replace"]),
        where=st.floats(0, 1), size=st.integers(1, 400), filler=st.binary(min_size=1, max_size=64))
 def test_fuzz_reader_never_loses_an_untouched_record(gz, op, where, size, filler):
-    """One random corruption of a good WARC: the reader neither hangs nor raises; every
-    record whose bytes were not touched comes back with its payload; damaged spans and
-    records never overlap (each input byte is accounted for once)."""
+    """One random corruption of a good WARC: neither reader engine hangs or raises; every
+    record whose bytes were not touched comes back with its offset and payload; damaged spans
+    and records never overlap (each input byte is accounted for once); FastWARC and the
+    resynchronising reader give the same untouched records."""
     data, recs, offs = (_FUZZ_GZ, _FUZZ_RECS_GZ, _FUZZ_OFFS_GZ) if gz else (_FUZZ_PLAIN, _FUZZ_RECS_PLAIN, _FUZZ_OFFS_PLAIN)
     a = int(where * (len(data) - 1))
     b = min(len(data), a + size)
@@ -440,20 +466,31 @@ def test_fuzz_reader_never_loses_an_untouched_record(gz, op, where, size, filler
         new = (filler * (size // len(filler) + 1))[: b - a]
     corrupted = data[:a] + new + data[b:]
     delta = len(new) - (b - a)
-    records = read(corrupted)
+    records = read(corrupted, engine="resync")
+    fast = read(corrupted, engine="fastwarc")
+    _check_fuzzed(records, data, recs, offs, a, b, delta)
+    _check_fuzzed(fast, data, recs, offs, a, b, delta)
+    untouched = {f"http://site.test/{i}" for i, (rec, off) in enumerate(zip(recs, offs))
+                 if not _touched(off, off + len(rec), a, b)}
+    assert [r for r in fast if r.url in untouched] == [r for r in records if r.url in untouched]  # same ids either way
+
+
+def _touched(off: int, end: int, a: int, b: int) -> bool:
+    return (a < end and b > off) if b > a else off < a < end
+
+
+def _check_fuzzed(records, data, recs, offs, a, b, delta):
     spans = sorted((r.offset, r.end) for r in records)
     assert all(x[1] <= y[0] or x[0] == y[0] == 0 for x, y in zip(spans, spans[1:]))
     got = {r.url: (r.offset, r.payload) for r in records if not r.drop_reason}
     for i, (rec, off) in enumerate(zip(recs, offs)):
         end = off + len(rec)
-        touched = (a < end and b > off) if b > a else off < a < end
-        if touched:
+        if _touched(off, end, a, b):
             continue
         shift = delta if off >= b else 0
-        assert f"http://site.test/{i}" in got, (op, a, b, i)
+        assert f"http://site.test/{i}" in got, (a, b, i)
         assert got[f"http://site.test/{i}"][0] == off + shift
     clean = {r.url: r.payload for r in read(data)}
-    for url, (_, payload) in got.items():
-        i = int(url.rsplit("/", 1)[1])
-        if not ((a < offs[i] + len(recs[i]) and b > offs[i]) if b > a else offs[i] < a < offs[i] + len(recs[i])):
-            assert payload == clean[url]
+    for i, (rec, off) in enumerate(zip(recs, offs)):
+        if not _touched(off, off + len(rec), a, b):
+            assert got[f"http://site.test/{i}"][1] == clean[f"http://site.test/{i}"]

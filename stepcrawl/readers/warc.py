@@ -310,6 +310,27 @@ def _is_content_uri(url: str) -> bool:
     return url.lower().startswith(_CONTENT_SCHEMES)
 
 
+def _classify(rtype: str, url: str, warc_ctype: str) -> str:
+    """What a record is to us: ``skip`` (structural: warcinfo, request, revisit, per-page
+    metadata), ``non-content`` (crawler logs, dns:/whois: responses), ``resource`` or ``http``."""
+    if rtype not in ("response", "resource", "metadata"):
+        return "skip"
+    if rtype == "metadata":
+        return "non-content" if not _is_content_uri(url) else "skip"
+    if not _is_content_uri(url):
+        return "non-content"
+    if rtype == "resource":
+        return "resource"
+    is_http = warc_ctype.lower().startswith("application/http") or (
+        not warc_ctype and url.lower().startswith(("http://", "https://")))
+    return "http" if is_http else "non-content"
+
+
+def _non_content(base: dict, rtype: str, url: str, warc_ctype: str, length: int) -> RawRecord:
+    return RawRecord(**base, status=None, content_type=warc_ctype, payload=b"", body_bytes=length,
+                     drop_reason=NON_CONTENT, detail=f"{rtype} record {url or '(no URI)'}")
+
+
 def _read_record(s: _Stream, at: int, ctx: _Ctx) -> RawRecord | None:
     """One record from ``s`` (positioned at its ``WARC/`` line). None for structural records.
     Raises :class:`_Damage` when the record is not exactly what its headers declare."""
@@ -318,25 +339,21 @@ def _read_record(s: _Stream, at: int, ctx: _Ctx) -> RawRecord | None:
     rtype = h.get("warc-type", "").lower()
     url = h.get("warc-target-uri", "").strip("<> ")
     warc_ctype = h.get("content-type", "")
-    wanted = rtype in ("response", "resource") or (rtype == "metadata" and not _is_content_uri(url))
-    keep = min(length, ctx.max_payload + (1 << 16)) if wanted and rtype != "metadata" else 0
+    kind = _classify(rtype, url, warc_ctype)
+    keep = min(length, ctx.max_payload + (1 << 16)) if kind in ("resource", "http") else 0
     block = s.read(keep)
     if len(block) < keep or s.skip(length - keep) < length - keep:
         raise _Damage(at, f"block shorter than its Content-Length {length} (truncated, or the length is wrong)")
     trailer = s.read(4)
     if trailer != b"\r\n\r\n" and not (trailer.strip(_WS) == b"" and s.at_end()):
         raise _Damage(at, f"no record end after Content-Length {length} bytes (found {trailer!r}): the length is wrong")
-    if not wanted:
+    if kind == "skip":
         return None
     base = dict(warc_file=ctx.name, offset=at, record_id=h.get("warc-record-id", ""), url=url,
                 date=h.get("warc-date"))
-    if rtype == "metadata" or not _is_content_uri(url) or (
-            rtype == "response" and not warc_ctype.lower().startswith("application/http") and
-            not (not warc_ctype and url.lower().startswith(("http://", "https://")))):
-        # crawler logs (wget.log, wpull's log) and dns:/whois: responses
-        return RawRecord(**base, status=None, content_type=warc_ctype, payload=b"", body_bytes=length,
-                         drop_reason=NON_CONTENT, detail=f"{rtype} record {url or '(no URI)'}")
-    if rtype == "resource":
+    if kind == "non-content":
+        return _non_content(base, rtype, url, warc_ctype, length)
+    if kind == "resource":
         return RawRecord(**base, status=None, content_type=warc_ctype, payload=block[:ctx.max_payload],
                          body_bytes=length)
     http = _split_http(block)
@@ -469,6 +486,91 @@ def _scan(fh: BinaryIO, start: int, end: int | None, ctx: _Ctx) -> Iterator[RawR
         pos = nxt
 
 
+# ---------------------------------------------------------------------------------- FastWARC
+
+
+class _Fallback(Exception):
+    pass
+
+
+def _is_multi_record_member(fh: BinaryIO, start: int, ctx: _Ctx) -> bool:
+    """Whether the gzip member at ``start`` holds more than one record (a whole-stream gzip
+    WARC, whose record positions FastWARC does not report as member offsets)."""
+    fh.seek(start)
+    if not fh.read(3).startswith(GZIP_MAGIC):
+        return False
+    member = _MemberStream(fh, start)
+    try:
+        _read_record(member, start, ctx)
+        member.skip_ws()
+        return not member.at_end()
+    except _Damage:
+        return True  # let the resynchronising reader deal with it
+
+
+def _from_fastwarc(rec, at: int, ctx: _Ctx) -> dict | None:
+    """The fields of the :class:`RawRecord` the resynchronising reader makes of the same record
+    (a dict: the record is built once its length is known)."""
+    from fastwarc.warc import WarcRecordType
+
+    h = rec.headers
+    t = rec.record_type  # an enum-like value that cannot be hashed: compare
+    rtype = ("response" if t == WarcRecordType.response else "resource" if t == WarcRecordType.resource
+             else "metadata" if t == WarcRecordType.metadata else "other")
+    url = (h.get("WARC-Target-URI") or "").strip("<> ")
+    warc_ctype = h.get("Content-Type") or ""
+    kind = _classify(rtype, url, warc_ctype)
+    if kind == "skip":
+        return None
+    base = dict(warc_file=ctx.name, offset=at, record_id=h.get("WARC-Record-ID") or "", url=url,
+                date=h.get("WARC-Date"))
+    if kind == "non-content":
+        return dict(base, status=None, content_type=warc_ctype, payload=b"", body_bytes=rec.content_length,
+                    drop_reason=NON_CONTENT, detail=f"{rtype} record {url or '(no URI)'}")
+    if kind == "resource":
+        return dict(base, status=None, content_type=warc_ctype, payload=rec.reader.read(ctx.max_payload),
+                    body_bytes=rec.content_length)
+    if not rec.is_http_parsed:
+        rec.parse_http()
+    hh = rec.http_headers
+    return dict(base, status=hh.status_code, content_type=hh.get("Content-Type") or "",
+                payload=rec.reader.read(ctx.max_payload), body_bytes=rec.content_length,
+                content_encoding=hh.get("Content-Encoding") or "", transfer_encoding=hh.get("Transfer-Encoding") or "")
+
+
+def _fast_scan(fh: BinaryIO, start: int, end: int | None, ctx: _Ctx) -> Iterator[RawRecord]:
+    """FastWARC (C++) parses; each record is handed on only once FastWARC has parsed the next
+    one exactly after it, so a damaged record (which FastWARC may return before it raises, or
+    return cut short at the end of a file) is never trusted: from the first record that is not
+    confirmed that way, the resynchronising reader takes over (it re-reads the last record, and
+    reads on from any damage). Same records, offsets and ids as :func:`_scan`."""
+    from fastwarc.warc import ArchiveIterator
+
+    resume_at = start
+    if not _is_multi_record_member(fh, start, ctx):
+        fh.seek(start)
+        pending: tuple[int, dict | None] | None = None
+        try:
+            for rec in ArchiveIterator(fh, parse_http=False, auto_decode="none", fsspec_args=False):
+                at = start + rec.stream_pos
+                if pending is None:
+                    if at != start:
+                        raise _Fallback  # FastWARC skipped leading bytes: let _scan report them
+                else:
+                    if at <= pending[0]:
+                        raise _Fallback
+                    if pending[1] is not None:
+                        yield RawRecord(**pending[1], length=at - pending[0])
+                resume_at = at
+                pending = None
+                if end is not None and at >= end:
+                    return
+                pending = (at, _from_fastwarc(rec, at, ctx))
+        except Exception:  # FastWARC's OSError on damage, or anything it did not expect
+            pass
+    yield from _scan(fh, resume_at, end, ctx)
+
+
 def _seekable(fh: BinaryIO) -> bool:
     try:
         return bool(fh.seekable()) if hasattr(fh, "seekable") else False
@@ -479,7 +581,8 @@ def _seekable(fh: BinaryIO) -> bool:
 def iter_warc_records(source: str | os.PathLike | BinaryIO, warc_name: str | None = None,
                       source_name: str | None = None, *, start: int = 0, end: int | None = None,
                       max_payload: int = DEFAULT_MAX_PAYLOAD,
-                      on_damage: Callable[[WarcReadError], None] | None = None) -> Iterator[RawRecord]:
+                      on_damage: Callable[[WarcReadError], None] | None = None,
+                      engine: str = "auto") -> Iterator[RawRecord]:
     """The records of one WARC (or ARC) file a caller must account for, with byte offsets.
 
     ``source`` is a path or a binary file object opened at the start of the file (e.g. from
@@ -491,12 +594,19 @@ def iter_warc_records(source: str | os.PathLike | BinaryIO, warc_name: str | Non
     Damaged spans are yielded as records with ``drop_reason="warc:damaged"`` and reading goes
     on after them. ``on_damage`` (if given) is also called with a :class:`WarcReadError` per
     span (file, start offset, end).
+
+    ``engine``: ``"fastwarc"`` parses with FastWARC and hands over to the resynchronising
+    reader at the first record it cannot confirm (see :func:`_fast_scan`); ``"resync"`` uses
+    only the resynchronising reader; ``"auto"`` (default) is ``"fastwarc"`` when it is
+    installed. Both give the same records, offsets and ids. ARC files are read by warcio.
     """
+    if engine not in ("auto", "fastwarc", "resync"):
+        raise ValueError(f"unknown WARC reader engine {engine!r} (auto, fastwarc, resync)")
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         with open(path, "rb") as fh:
             yield from iter_warc_records(fh, warc_name or path.name, source_name or str(path), start=start,
-                                         end=end, max_payload=max_payload, on_damage=on_damage)
+                                         end=end, max_payload=max_payload, on_damage=on_damage, engine=engine)
         return
     stream_name = getattr(source, "name", None)
     stream_name = stream_name if isinstance(stream_name, str) and stream_name else None
@@ -507,13 +617,15 @@ def iter_warc_records(source: str | os.PathLike | BinaryIO, warc_name: str | Non
             shutil.copyfileobj(source, spool, 1 << 20)
             spool.seek(0)
             yield from iter_warc_records(spool, label, where, start=start, end=end, max_payload=max_payload,
-                                         on_damage=on_damage)
+                                         on_damage=on_damage, engine=engine)
         return
     ctx = _Ctx(label, max_payload)
     if _is_arc(source, label):
         from stepcrawl.readers.arc import iter_arc_records
 
         records = iter_arc_records(source, ctx.name, max_payload)
+    elif engine != "resync" and _have_fastwarc():
+        records = _fast_scan(source, start, end, ctx)
     else:
         records = _scan(source, start, end, ctx)
     for rec in records:
@@ -523,10 +635,21 @@ def iter_warc_records(source: str | os.PathLike | BinaryIO, warc_name: str | Non
         yield rec
 
 
+def _have_fastwarc() -> bool:
+    try:
+        import fastwarc.warc  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def _is_arc(fh: BinaryIO, name: str) -> bool:
-    """ARC files: by name, or by content (an ARC file starts with a ``filedesc://`` line)."""
+    """ARC files: by name; by content (an ARC file starts with a ``filedesc://`` line) only
+    when the name says neither (a stream without a name)."""
     if name.endswith(ARC_SUFFIXES):
         return True
+    if name.endswith(WARC_SUFFIXES):
+        return False
     here = fh.tell()
     head = fh.read(1 << 12)
     fh.seek(here)
