@@ -225,12 +225,12 @@ class _MemberStream(_Stream):
 # ---------------------------------------------------------------------------------- headers
 
 
-def _parse_header_block(lines: list[bytes]) -> dict[str, str]:
+def _parse_header_block(lines: list[str]) -> dict[str, str]:
     """``Name: value`` lines → {lower-case name: first value} (continuations folded)."""
     out: dict[str, str] = {}
     last = None
-    for raw in lines:
-        line = raw.decode("latin-1").rstrip("\r\n")
+    for line in lines:
+        line = line.rstrip("\r")
         if not line:
             continue
         if line[0] in " \t" and last is not None:
@@ -247,25 +247,33 @@ def _parse_header_block(lines: list[bytes]) -> dict[str, str]:
     return out
 
 
+def _header_end(buf: bytearray) -> tuple[int, int]:
+    """(end of the header block, separator length) in ``buf``, or (-1, 0)."""
+    crlf = buf.find(b"\r\n\r\n")
+    lf = buf.find(b"\n\n")
+    if lf >= 0 and (crlf < 0 or lf < crlf):
+        return lf, 2
+    return (crlf, 4) if crlf >= 0 else (-1, 0)
+
+
 def _read_warc_headers(s: _Stream, at: int) -> dict[str, str]:
-    first = s.readline(256)
-    if not first:
+    s._fill(16)
+    if not s.buf:
         raise _Damage(at, "empty record")
-    if not first.startswith(b"WARC/"):
-        raise _Damage(at, f"no WARC/1.x version line (found {first[:20]!r})")
-    lines: list[bytes] = []
-    total = len(first)
+    if not s.buf.startswith(b"WARC/"):
+        raise _Damage(at, f"no WARC/1.x version line (found {bytes(s.buf[:20])!r})")
     while True:
-        line = s.readline(1 << 16)
-        total += len(line)
-        if not line:
-            raise _Damage(at, "the file ends inside a WARC header block (truncated)")
-        if line in (b"\r\n", b"\n"):
+        end, sep = _header_end(s.buf)
+        if end >= 0:
             break
-        if total > MAX_HEADER_BYTES:
+        if len(s.buf) > MAX_HEADER_BYTES:
             raise _Damage(at, "WARC header block larger than 1 MiB")
-        lines.append(line)
-    h = _parse_header_block(lines)
+        if not s._more():
+            raise _Damage(at, "the file ends inside a WARC header block (truncated)")
+    if end > MAX_HEADER_BYTES:
+        raise _Damage(at, "WARC header block larger than 1 MiB")
+    block = s.read(end + sep)
+    h = _parse_header_block(block[:end].decode("latin-1").split("\n")[1:])
     try:
         if int(h.get("content-length", "")) < 0:
             raise ValueError
@@ -289,10 +297,10 @@ def _split_http(block: bytes) -> tuple[int | None, dict[str, str], int] | None:
             end, sep = len(block), 0  # headers only, no body
         else:
             return None
-    head = block[:end].split(b"\n")
-    m = _STATUS.match(head[0].strip())
+    head = block[:end].decode("latin-1").split("\n")
+    m = _STATUS.match(head[0].strip().encode("latin-1"))
     status = int(m.group(1)) if m else None
-    if status is None and not head[0].startswith(b"HTTP/"):
+    if status is None and not head[0].startswith("HTTP/"):
         return None
     return status, _parse_header_block(head[1:]), end + sep
 
