@@ -23,10 +23,9 @@ import os
 import re
 import threading
 import time
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterator
+from typing import Callable, Iterator
 
 from stepcrawl.document import Document
 from stepcrawl.readers.content import BadContentEncoding, DecodedTooLarge, decode_body

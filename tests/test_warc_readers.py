@@ -302,7 +302,7 @@ def test_decode_body_caps_output():
         decode_body(body, "gzip", "", 1_000_000)
     with pytest.raises(DecodedTooLarge):
         decode_body(zlib.compress(b"y" * 3_000_000), "deflate", "", 1_000_000)
-    import brotli
+    brotli = pytest.importorskip("brotli")
 
     assert decode_body(brotli.compress(b"z" * 1000), "br", "", 2000) == b"z" * 1000
     with pytest.raises(DecodedTooLarge):
@@ -494,3 +494,24 @@ def _check_fuzzed(records, data, recs, offs, a, b, delta):
     for i, (rec, off) in enumerate(zip(recs, offs)):
         if not _touched(off, off + len(rec), a, b):
             assert got[f"http://site.test/{i}"][1] == clean[f"http://site.test/{i}"]
+
+
+def test_cli_flags_split_and_cap(tmp_path, capsys):
+    """``stepcrawl extract --warc-split-bytes --workers --max-decoded-bytes``: split units, the
+    one-unit documents, the cap applied."""
+    from stepcrawl.cli import main
+    from stepcrawl.io import read_documents
+
+    crawl = tmp_path / "crawl"
+    crawl.mkdir()
+    zipped = gzip.compress(page(99) * 200)  # ~60 KB of HTML, gzip Content-Encoding
+    (crawl / "a.warc.gz").write_bytes(build(12)[0] + record_bytes(99, body=zipped, headers=[
+        ("Content-Type", "text/html"), ("Content-Encoding", "gzip")]))
+    assert main(["extract", str(crawl), "--out", str(tmp_path / "one"), "--no-progress", "--warc-split-bytes", "0"]) == 0
+    assert main(["extract", str(crawl), "--out", str(tmp_path / "split"), "--no-progress", "--warc-split-bytes", "1500",
+                 "--workers", "2", "--max-decoded-bytes", "50000"]) == 0
+    one = json.loads((tmp_path / "one" / "_manifest.json").read_text())
+    split = json.loads((tmp_path / "split" / "_manifest.json").read_text())
+    assert one["docs_out"] == 13 and split["extra"]["units"] > 2
+    assert split["drops"] == {"extract:decompressed-too-large": 1} and split["docs_out"] == 12
+    assert [d.id for d in read_documents(tmp_path / "split")] == [d.id for d in read_documents(tmp_path / "one")][:12]

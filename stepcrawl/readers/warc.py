@@ -451,7 +451,7 @@ def _scan(fh: BinaryIO, start: int, end: int | None, ctx: _Ctx) -> Iterator[RawR
                     if rec is not None:
                         # one record per member (the usual layout) owns the member's bytes; the
                         # records of a whole-stream gzip WARC share its offset
-                        yield replace(rec, length=member.end - pos) if done and rec.offset == pos and member.records == 0 else rec
+                        yield replace(rec, length=member.end - pos) if done and member.records == 0 else rec
                     member.records += 1
                     if done:
                         break
@@ -559,7 +559,11 @@ def _fast_scan(fh: BinaryIO, start: int, end: int | None, ctx: _Ctx) -> Iterator
         fh.seek(start)
         pending: tuple[int, dict | None] | None = None
         try:
-            for rec in ArchiveIterator(fh, parse_http=False, auto_decode="none", fsspec_args=False):
+            try:  # FastWARC >= 2 decodes payloads unless told not to; older ones never did
+                records = ArchiveIterator(fh, parse_http=False, auto_decode="none", fsspec_args=False)
+            except TypeError:
+                records = ArchiveIterator(fh, parse_http=False)
+            for rec in records:
                 at = start + rec.stream_pos
                 if pending is None:
                     if at != start:
