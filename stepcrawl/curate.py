@@ -221,7 +221,8 @@ def _iter_unit_docs(unit: Unit, plan: StepPlan, accs: dict[str, Accounting], on_
 
 def _stub_for(raw: RawRecord) -> Document:
     """What --keep-rejected writes for a record that produced no text: its provenance."""
-    return Document(id="warc-record:" + raw.record_id, text="", source="web", kind="web", url=raw.url or None,
+    # damaged spans and ARC records have no record id: their file and offset name them
+    return Document(id="warc-record:" + (raw.record_id or f"{raw.warc_file}@{raw.offset}"), text="", source="web", kind="web", url=raw.url or None,
                     fetched_at=raw.date, warc_file=raw.warc_file, warc_offset=raw.offset,
                     meta={"content_type": raw.content_type, "status": raw.status, "bytes": raw.full_body_bytes,
                           **({"span_end": raw.end, "detail": raw.detail} if raw.drop_reason else {})})

@@ -179,12 +179,19 @@ def test_damage_is_counted_and_reported_with_byte_ranges_by_the_extract_stage(tm
     crawl = tmp_path / "crawl"
     crawl.mkdir()
     (crawl / "bad.warc.gz").write_bytes(data)
-    m = run_single_stage([crawl], tmp_path / "out", "extract", [], {}, extract=ExtractConfig(), progress=False).to_dict()
+    m = run_single_stage([crawl], tmp_path / "out", "extract", [], {}, extract=ExtractConfig(), progress=False,
+                         keep_rejected=True).to_dict()
     assert m["docs_in"] == 20 and m["docs_out"] == 19 and m["drops"] == {DAMAGED: 1}
     (err,) = m["extra"]["errors"]
     assert err["file"].endswith("bad.warc.gz") and err["end"] - err["offset"] == err["bytes"] > 0
     assert err["reason"] == DAMAGED and f"offset {err['offset']}" in err["error"]
     assert m["extra"]["damaged_bytes"] == err["bytes"]
+    # --keep-rejected: the span is written as a provenance stub with its byte range
+    import pyarrow.parquet as pq
+
+    rej = [r for f in sorted((tmp_path / "out" / "rejected").rglob("*.parquet")) for r in pq.read_table(f).to_pylist()]
+    assert [(r["drop_reason"], r["warc_offset"], json.loads(r["meta"])["span_end"]) for r in rej] == [
+        (DAMAGED, err["offset"], err["end"])]
     ids = sorted(d.id for d in read_documents(tmp_path / "out"))
     assert ids == sorted(record_doc_id(f"<urn:uuid:00000000-0000-0000-0000-{i:012d}>") for i in range(20) if i != 10)
 
