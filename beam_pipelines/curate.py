@@ -136,7 +136,7 @@ class _StatsFn(beam.CombineFn):
 def build_manifest(cfg, steps: dict, stats, files: list[str], errors: list[dict], n_units: int, stages: list[str],
                    wall_s: float, runner: str, sizes: dict[str, int]):
     """The curate ``StageManifest``, as ``stepcrawl.curate.publish`` builds it."""
-    from stepcrawl.curate import funnel_entry
+    from stepcrawl.curate import damaged_bytes, funnel_entry
     from stepcrawl.manifest import Accounting, StageManifest, config_hash
 
     order = [s for s in STEP_ORDER if s in steps]
@@ -163,6 +163,7 @@ def build_manifest(cfg, steps: dict, stats, files: list[str], errors: list[dict]
             "stages": stages,
             "units": n_units,
             "errors": errors,
+            "damaged_bytes": damaged_bytes(errors),
             "wall_time_total_s": round(wall_s, 3),
             "funnel": funnel,
             "langs": dict(sorted(stats[2].items())),
@@ -217,7 +218,8 @@ def build_pipeline(p: beam.Pipeline, input_path: str, output: str, cfg, *, keep_
               + (["cluster"] if cfg.cluster else []))
 
     warcs = p | "MatchWarc" >> bio.MatchWarc(input_path)  # matched once: read, and counted as units
-    read = warcs | "ReadWarc" >> bio.ReadWarcFiles()
+    # the local executor's per-record payload cap, so both count the same bytes in
+    read = warcs | "ReadWarc" >> bio.ReadWarcFiles(max_payload=max(cfg.extract.max_bytes, cfg.extract.max_html_bytes) + 1)
     n_units = warcs | "CountFiles" >> beam.combiners.Count.Globally()
     ext = tagged_outputs(read.records, "Extract", ExtractDoFn(cfg.extract), DROPPED, "events", main="docs")
     dropped = [ext[DROPPED]]

@@ -34,7 +34,7 @@ from beam_pipelines.transforms import drops_finish_bundle_outputs, tagged_output
 log = logging.getLogger(__name__)
 
 NAMESPACE = "stepcrawl"
-WARC_SUFFIXES = (".warc", ".warc.gz", ".arc.gz")
+WARC_SUFFIXES = (".warc", ".warc.gz", ".arc", ".arc.gz")
 _GLOB_CHARS = "*?["
 
 
@@ -59,56 +59,60 @@ def warc_name(path: str) -> str:
     return posixpath.basename(path.rstrip("/"))
 
 
-def iter_warc_records_any(path: str) -> Iterator[Any]:
-    """RawRecords of one WARC file on any FileSystem, read by the curation code itself.
+def iter_warc_records_any(path: str, max_payload: int | None = None) -> Iterator[Any]:
+    """RawRecords of one WARC/ARC file on any FileSystem, read by the curation code itself.
 
-    The file is streamed: ``FileSystems.open`` (uncompressed — warcio handles the gzip members
-    and the record offsets itself) hands ``stepcrawl.extract.iter_warc_records`` a binary
-    stream, so a 1 GB Common Crawl file on gs:// is neither copied to the worker's disk nor
-    held in memory, and the local executor's reader (record selection, offsets, truncation
-    checks) is the only WARC reader. An error names ``path`` (the bucket object), as the
-    local executor names the file (``source_name``).
+    The file is streamed: ``FileSystems.open`` (uncompressed — the reader handles the gzip
+    members and the record offsets itself) hands ``stepcrawl.readers.warc.iter_warc_records``
+    a binary stream, so a 1 GB Common Crawl file on gs:// is neither copied to the worker's
+    disk nor held in memory (a stream that cannot seek is spooled to a temporary file), and
+    the local executor's reader (record selection, offsets, resynchronisation after damage,
+    the per-record payload cap) is the only WARC reader. Damaged spans come out as records
+    with ``drop_reason="warc:damaged"``, as locally.
     """
-    from stepcrawl.extract import iter_warc_records
+    from stepcrawl.readers.warc import DEFAULT_MAX_PAYLOAD, iter_warc_records
 
     with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as fh:
-        yield from iter_warc_records(fh, warc_name=warc_name(path), source_name=path)
+        yield from iter_warc_records(fh, warc_name=warc_name(path), source_name=path,
+                                     max_payload=max_payload or DEFAULT_MAX_PAYLOAD)
 
 
 class ReadWarcFile(beam.DoFn):
-    """One WARC file (path or ``FileMetadata``) → its RawRecords.
+    """One WARC/ARC file (path or ``FileMetadata``) → its RawRecords.
 
-    A damaged file yields every record before the damage, then logs the file and offset,
-    counts ``stepcrawl:warc:damaged-files`` and emits ``{file, offset, error}`` on the tagged
-    output ``damaged`` (the manifest's ``errors``) — the local executor's behaviour — or, with
-    ``strict=True``, fails the bundle.
+    A damaged byte span is a RawRecord with ``drop_reason="warc:damaged"`` (the extract step
+    counts it, as locally) and reading goes on at the next record; each span is also logged,
+    counted as ``stepcrawl:warc:damaged-spans`` and emitted as ``{file, offset, end, bytes,
+    reason, error}`` on the tagged output ``damaged`` (the manifest's ``errors``) — the local
+    executor's behaviour — or, with ``strict=True``, fails the bundle.
     """
 
     DAMAGED = "damaged"
 
-    def __init__(self, strict: bool = False) -> None:
+    def __init__(self, strict: bool = False, max_payload: int | None = None) -> None:
         self.strict = strict
+        self.max_payload = max_payload
 
     def setup(self) -> None:
         self.files = Metrics.counter(NAMESPACE, "warc:files")
         self.records = Metrics.counter(NAMESPACE, "warc:records")
-        self.damaged = Metrics.counter(NAMESPACE, "warc:damaged-files")
+        self.damaged = Metrics.counter(NAMESPACE, "warc:damaged-spans")
 
     def process(self, element) -> Iterator[Any]:
-        from stepcrawl.extract import WarcReadError
+        from stepcrawl.readers.warc import DAMAGED, WarcReadError, damage_error
 
         path = element.path if hasattr(element, "path") else str(element)
         self.files.inc()
-        try:
-            for raw in iter_warc_records_any(path):
-                self.records.inc()
-                yield raw
-        except WarcReadError as err:
-            if self.strict:
-                raise
-            self.damaged.inc()
-            log.error("%s", err)
-            yield beam.pvalue.TaggedOutput(self.DAMAGED, {"file": err.warc_file, "offset": err.offset, "error": str(err)})
+        for raw in iter_warc_records_any(path, getattr(self, "max_payload", None)):
+            if raw.drop_reason == DAMAGED:
+                err = damage_error(raw, path)
+                if self.strict:
+                    raise WarcReadError(path, raw.offset, err["error"], raw.end)
+                self.damaged.inc()
+                log.error("%s", err["error"])
+                yield beam.pvalue.TaggedOutput(self.DAMAGED, err)
+            self.records.inc()
+            yield raw
 
 
 class MatchWarc(beam.PTransform):
@@ -128,15 +132,15 @@ class MatchWarc(beam.PTransform):
 
 class ReadWarcFiles(beam.PTransform):
     """WARC files (``FileMetadata`` or paths) → PCollection of ``RawRecord`` (tagged output
-    ``damaged`` carries {file, offset, error} for truncated/corrupt files)."""
+    ``damaged`` carries {file, offset, end, bytes, reason, error} per damaged span)."""
 
-    def __init__(self, strict: bool = False) -> None:
+    def __init__(self, strict: bool = False, max_payload: int | None = None) -> None:
         super().__init__()
-        self.strict = strict
+        self.strict, self.max_payload = strict, max_payload
 
     def expand(self, files):
         spread = files | "SpreadFiles" >> beam.Reshuffle()
-        return tagged_outputs(spread, "ReadRecords", ReadWarcFile(self.strict), ReadWarcFile.DAMAGED, main="records")
+        return tagged_outputs(spread, "ReadRecords", ReadWarcFile(self.strict, self.max_payload), ReadWarcFile.DAMAGED, main="records")
 
 
 class ReadWarc(beam.PTransform):

@@ -10,7 +10,9 @@ Layout of ``OUT``::
     OUT/_work/dedup/, _work/decontam/, _work/cluster/   the global stages, each with a manifest
     OUT/rejected/<stage>/...                    dropped documents + drop_reason (--keep-rejected)
 
-Work units are input files (one WARC, or one Parquet/JSONL of Documents). A unit is done when
+Work units are input files (one WARC/ARC, or one Parquet/JSONL of Documents); a large per-record
+gzip WARC is several units, one per record range (``Unit.start``/``end``: the records that start
+in that byte range), so ``--workers`` scales within one file. A unit is done when
 its ``_manifest.json`` exists with the same config hash and the same input size/mtime; a re-run
 skips it. A killed run leaves at most one unit without a manifest (its shards are written
 atomically) and that unit is redone from scratch, so a resumed run ends with exactly the output
@@ -36,7 +38,8 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from stepcrawl.document import TIERS, Document
-from stepcrawl.extract import ExtractConfig, RawRecord, WarcReadError, extract_record, iter_warc_records, warc_files
+from stepcrawl.extract import ExtractConfig, RawRecord, extract_record
+from stepcrawl.readers.warc import DAMAGED, damage_error, iter_warc_records, split_points, warc_files
 from stepcrawl.io import ShardWriter, document_files, read_documents
 from stepcrawl.manifest import MANIFEST_NAME, Accounting, StageManifest, config_hash, file_hash, manifest_hash
 from stepcrawl.quality.tiers import TierConfig
@@ -105,17 +108,30 @@ def filter_steps(cfg: CurateConfig) -> list[DocumentStep]:
 # ---------------------------------------------------------------------------------- work units
 
 
+# A per-record gzip WARC larger than this is split into record-range units of about this size,
+# so that --workers N scales within one file (a Common Crawl file, ~1 GB, gives ~60 units).
+# Fixed, not derived from --workers, so that a resumed run finds the same units.
+DEFAULT_SPLIT_BYTES = 16 << 20
+
+
 @dataclass(frozen=True)
 class Unit:
-    """One input file: a WARC (``kind="warc"``) or a Parquet/JSONL of Documents."""
+    """One input file — a WARC/ARC (``kind="warc"``) or a Parquet/JSONL of Documents — or,
+    for a large per-record gzip WARC, the records that start in its byte range
+    ``[start, end)`` (``end=None``: to the end of the file)."""
 
     path: str
     name: str
     kind: str
+    start: int = 0
+    end: int | None = None
 
     def fingerprint(self) -> dict[str, Any]:
         st = os.stat(self.path)
-        return {"path": self.path, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+        fp = {"path": self.path, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+        if self.start or self.end is not None:
+            fp["range"] = [self.start, self.end]
+        return fp
 
 
 def _unit_name(path: Path, root: Path) -> str:
@@ -124,18 +140,31 @@ def _unit_name(path: Path, root: Path) -> str:
     return name if not name.startswith(("_", ".")) else "u" + name
 
 
-def discover_units(inputs: Iterable[str | Path]) -> list[Unit]:
-    """WARC files first; a path without WARCs is read as Parquet/JSONL Documents."""
+def warc_units(path: Path, name: str, split_bytes: int = DEFAULT_SPLIT_BYTES) -> list[Unit]:
+    """One unit per record range of a WARC file. Range names carry the zero-padded start
+    offset, so they sort in file order (the merged output keeps the one-unit order)."""
+    points = split_points(path, split_bytes)
+    if len(points) == 1:
+        return [Unit(str(path), name, "warc")]
+    ends = points[1:] + [None]
+    return [Unit(str(path), f"{name}.bytes-{s:012d}", "warc", s, e) for s, e in zip(points, ends)]
+
+
+def discover_units(inputs: Iterable[str | Path], split_bytes: int = DEFAULT_SPLIT_BYTES) -> list[Unit]:
+    """WARC/ARC files first (large per-record gzip WARCs as several record-range units, see
+    :func:`warc_units`; ``split_bytes=0`` keeps one unit per file); a path without any is read
+    as Parquet/JSONL Documents."""
     units: list[Unit] = []
     for inp in inputs:
         root = Path(inp)
         warcs = warc_files(root)
         if warcs:
-            units += [Unit(str(f), _unit_name(f, root), "warc") for f in warcs]
+            for f in warcs:
+                units += warc_units(f, _unit_name(f, root), split_bytes)
             continue
         docs = document_files(root)
         if not docs:
-            raise FileNotFoundError(f"{root}: no WARC (.warc/.warc.gz) or Parquet/JSONL document files found")
+            raise FileNotFoundError(f"{root}: no WARC (.warc/.warc.gz), ARC (.arc/.arc.gz) or Parquet/JSONL document files found")
         units += [Unit(str(f), _unit_name(f, root), "docs") for f in docs]
     names = [u.name for u in units]
     dupes = [n for n, c in Counter(names).items() if c > 1]
@@ -164,22 +193,24 @@ def _iter_unit_docs(unit: Unit, plan: StepPlan, accs: dict[str, Accounting], on_
     if unit.kind == "warc":
         acc = accs.setdefault("extract", Accounting())
         cfg = plan.extract or ExtractConfig()
-        try:
-            for raw in iter_warc_records(unit.path, warc_name=Path(unit.path).name):
-                acc.seen(len(raw.payload))
-                result = extract_record(raw, cfg)
-                if isinstance(result, Drop):
-                    acc.dropped(result.reason, len(raw.payload))
-                    if on_drop is not None:
-                        on_drop(_stub_for(raw), result.reason)
-                    continue
-                acc.kept(result.n_chars)
-                yield result
-        except WarcReadError as err:
-            # the file is damaged from here on: keep what we read, report, let other files go on
-            log.error("%s", err)
-            print(f"error: {err}", file=sys.stderr)
-            errors.append({"file": err.warc_file, "offset": err.offset, "error": str(err)})
+        # damaged spans come out as records with drop_reason warc:damaged (counted like any
+        # drop) and reading resynchronises after them; each span is listed in ``errors``
+        for raw in iter_warc_records(unit.path, warc_name=Path(unit.path).name, start=unit.start, end=unit.end,
+                                     max_payload=max(cfg.max_bytes, cfg.max_html_bytes) + 1):
+            if raw.drop_reason == DAMAGED:
+                err = damage_error(raw, unit.path)
+                log.error("%s", err["error"])
+                print(f"error: {err['error']}", file=sys.stderr)
+                errors.append(err)
+            acc.seen(len(raw.payload))
+            result = extract_record(raw, cfg)
+            if isinstance(result, Drop):
+                acc.dropped(result.reason, len(raw.payload))
+                if on_drop is not None:
+                    on_drop(_stub_for(raw), result.reason)
+                continue
+            acc.kept(result.n_chars)
+            yield result
     else:
         # Parquet/JSONL input: a malformed row/line is counted (drop reason "malformed") and
         # listed as FILE:ROW / FILE:LINE with the reason; the rest of the file goes on.
@@ -199,9 +230,11 @@ def _iter_unit_docs(unit: Unit, plan: StepPlan, accs: dict[str, Accounting], on_
 
 def _stub_for(raw: RawRecord) -> Document:
     """What --keep-rejected writes for a record that produced no text: its provenance."""
-    return Document(id="warc-record:" + raw.record_id, text="", source="web", kind="web", url=raw.url or None,
+    # damaged spans and ARC records have no record id: their file and offset name them
+    return Document(id="warc-record:" + (raw.record_id or f"{raw.warc_file}@{raw.offset}"), text="", source="web", kind="web", url=raw.url or None,
                     fetched_at=raw.date, warc_file=raw.warc_file, warc_offset=raw.offset,
-                    meta={"content_type": raw.content_type, "status": raw.status, "bytes": len(raw.payload)})
+                    meta={"content_type": raw.content_type, "status": raw.status, "bytes": raw.full_body_bytes,
+                          **({"span_end": raw.end, "detail": raw.detail} if raw.drop_reason else {})})
 
 
 def run_unit(unit: Unit, plan: StepPlan, out_dir: str, rejected_dir: str | None, progress: bool = False) -> dict[str, Any]:
@@ -323,10 +356,15 @@ def merge_unit_manifests(units: list[Unit], out_dir: Path, plan: StepPlan) -> St
         stage=plan.stage, config=plan.config, config_hash=plan.hash, input_manifest_hash=None, accounting=total,
         bytes_out=nbytes, wall_time_s=wall, shards=shards, created_at=created,
         extra={"units": len(units), "steps": {k: steps[k].to_dict() for k in order}, "step_order": order,
-               "langs": dict(langs), "tiers": dict(tiers), "errors": errors},
+               "langs": dict(langs), "tiers": dict(tiers), "errors": errors, "damaged_bytes": damaged_bytes(errors)},
     )
     manifest.write(out_dir)
     return manifest
+
+
+def damaged_bytes(errors: list[dict]) -> int:
+    """Bytes of input skipped as damaged (the ``warc:damaged`` spans listed in ``errors``)."""
+    return sum(int(e.get("bytes") or 0) for e in errors)
 
 
 # ---------------------------------------------------------------------------------- global stages
@@ -430,13 +468,14 @@ def publish(in_dir: Path, out_dir: Path, cfg: CurateConfig, funnel: list[dict], 
 
 
 def curate(inputs: list[str | Path], out: str | Path, cfg: CurateConfig | None = None, keep_rejected: bool = False,
-           workers: int = 1, progress: bool = True) -> StageManifest:
-    """Run the whole curate stage; see the module docstring for the layout."""
+           workers: int = 1, progress: bool = True, split_bytes: int = DEFAULT_SPLIT_BYTES) -> StageManifest:
+    """Run the whole curate stage; see the module docstring for the layout. ``split_bytes``:
+    the record-range size large WARC files are split into (0: one unit per file)."""
     cfg = cfg or CurateConfig()
     t0 = time.time()
     out = Path(out)
     work, rejected = out / WORK, out / REJECTED
-    units = discover_units(inputs)
+    units = discover_units(inputs, split_bytes)
     plan = StepPlan(
         stage="filter",
         config=cfg.filter_part(),
@@ -467,7 +506,9 @@ def curate(inputs: list[str | Path], out: str | Path, cfg: CurateConfig | None =
             last = work / "cluster"
             stages_run.append("cluster")
     records_in = funnel[0]["docs_in"] if funnel else 0
-    extra = {"stages": stages_run, "units": len(units), "errors": fm.extra.get("errors", []), "wall_time_total_s": round(time.time() - t0, 3)}
+    errors = fm.extra.get("errors", [])
+    extra = {"stages": stages_run, "units": len(units), "errors": errors, "damaged_bytes": damaged_bytes(errors),
+             "wall_time_total_s": round(time.time() - t0, 3)}
     if "cluster" in stages_run:  # the mixer down-samples over-represented topics from these
         extra["cluster_sizes"] = cm.extra.get("cluster_sizes", {})
     m = publish(last, out / cfg.source, cfg, funnel, records_in, extra, manifest_hash(last))
@@ -476,10 +517,11 @@ def curate(inputs: list[str | Path], out: str | Path, cfg: CurateConfig | None =
 
 def run_single_stage(inputs: list[str | Path], out: str | Path, stage: str, step_groups: list[tuple[str, list[DocumentStep]]],
                      config: dict[str, Any], extract: ExtractConfig | None = None, keep_rejected: bool = False,
-                     shard_docs: int = 5000, workers: int = 1, progress: bool = True) -> StageManifest:
+                     shard_docs: int = 5000, workers: int = 1, progress: bool = True,
+                     split_bytes: int = DEFAULT_SPLIT_BYTES) -> StageManifest:
     """``stepcrawl extract|annotate|filter``: one per-document stage, resumable per input file.
     Output: ``OUT/<unit>/part-*.parquet`` (readable by ``read_documents(OUT)``), ``OUT/_manifest.json``,
     rejected documents under ``OUT/rejected/``."""
     plan = StepPlan(stage=stage, config=config, step_groups=step_groups, extract=extract, shard_docs=shard_docs, keep_rejected=keep_rejected)
     out = Path(out)
-    return run_doc_stage(discover_units(inputs), out, plan, out / REJECTED, workers=workers, progress=progress)
+    return run_doc_stage(discover_units(inputs, split_bytes), out, plan, out / REJECTED, workers=workers, progress=progress)

@@ -24,7 +24,11 @@ EXIT_INTERRUPTED = 130
 
 # Drop reasons that mean "the input was bad", as opposed to filtering decisions. A reason
 # ``malformed:<detail>`` / ``unreadable:<detail>`` counts too.
-INPUT_ERROR_REASONS = frozenset({"malformed", "unreadable", "malformed_input"})
+INPUT_ERROR_REASONS = frozenset({
+    "malformed", "unreadable", "malformed_input",
+    # WARC records we could not read or decode (stepcrawl.readers)
+    "warc:damaged", "extract:bad-content-encoding", "extract:decompressed-too-large",
+})
 
 
 def is_input_error(reason: str) -> bool:

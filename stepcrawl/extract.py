@@ -2,9 +2,10 @@
 
 The unit of work is a plain, picklable :class:`RawRecord` (bytes + the few WARC/HTTP headers we
 need) so that the pure function :func:`extract_record` runs unchanged in the local executor, in
-Beam, or on Common Crawl WARCs. :func:`iter_warc_records` reads one WARC file with warcio and,
-when the file is truncated or corrupt, reports a :class:`WarcReadError` naming the file and the
-byte offset of the last record it could not read; everything before that point is kept.
+Beam, or on Common Crawl WARCs. :func:`iter_warc_records` (``stepcrawl.readers.warc``, re-exported
+here) reads one WARC/ARC file and resynchronises after damage: a damaged byte span becomes a
+record with ``drop_reason="warc:damaged"`` and its range, and reading goes on at the next
+record. Content-Encoding is undone here, under ``ExtractConfig.max_decoded_bytes``.
 
 Every response record becomes a Document or a ``Drop`` whose reason is one of
 ``EXTRACT_DROP_REASONS`` (so the caller's accounting stays exact: in = out + Σ drops).
@@ -13,6 +14,7 @@ Every response record becomes a Document or a ``Drop`` whose reason is one of
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import hashlib
 import io
 import itertools
@@ -21,12 +23,22 @@ import os
 import re
 import threading
 import time
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterator
+from typing import Callable, Iterator
 
 from stepcrawl.document import Document
+from stepcrawl.readers.content import BadContentEncoding, DecodedTooLarge, decode_body
+# The WARC/ARC readers live in stepcrawl.readers; re-exported here for existing imports.
+from stepcrawl.readers.warc import (  # noqa: F401
+    ARCHIVE_SUFFIXES,
+    READER_DROP_REASONS,
+    WARC_SUFFIXES,
+    RawRecord,
+    WarcReadError,
+    iter_warc_records,
+    warc_files,
+)
 from stepcrawl.steps import Drop
 
 log = logging.getLogger(__name__)
@@ -41,13 +53,15 @@ EXTRACT_DROP_REASONS = (
     "extract:parse-error",  # the PDF/ePub/HTML library raised on this payload
     "extract:empty",  # extraction returned no (or too little) text
     "extract:timeout",  # extraction ran past ExtractConfig.timeout_s (a pathological page)
+    "extract:decompressed-too-large",  # Content-Encoding body inflates past max_decoded_bytes (a bomb)
+    "extract:bad-content-encoding",  # the gzip/deflate/br body is corrupt
+    *READER_DROP_REASONS,  # warc:damaged (a byte span with no readable record), warc:non-content
 )
 
 HTML_TYPES = ("text/html", "application/xhtml+xml", "application/xml", "text/xml")
 PDF_TYPES = ("application/pdf", "application/x-pdf")
 EPUB_TYPES = ("application/epub+zip",)
 TEXT_TYPES = ("text/plain",)
-WARC_SUFFIXES = (".warc", ".warc.gz")
 
 
 @dataclass(frozen=True)
@@ -72,31 +86,10 @@ class ExtractConfig:
     # dropped as ``extract:timeout`` so one pathological page cannot stall a whole file (a
     # typical page takes ~0.1 s). 0 disables it. See :class:`Deadline` for how it is enforced.
     timeout_s: float = 20.0
-
-
-@dataclass(frozen=True)
-class RawRecord:
-    """One WARC response record, reduced to what extraction needs (picklable, Beam-friendly)."""
-
-    warc_file: str
-    offset: int  # byte offset of the record in the (possibly gzipped) WARC file
-    record_id: str  # WARC-Record-ID
-    url: str
-    date: str | None  # WARC-Date (ISO 8601)
-    status: int | None  # HTTP status; None for resource records
-    content_type: str  # HTTP Content-Type header (may carry charset=)
-    payload: bytes  # HTTP body (already de-chunked / content-decoded by warcio)
-
-
-class WarcReadError(RuntimeError):
-    """A WARC file could not be read to its end. Carries file and offset."""
-
-    def __init__(self, warc_file: str, offset: int, message: str):
-        self.warc_file, self.offset, self.message = warc_file, offset, message
-        super().__init__(f"{warc_file}: offset {offset}: {message}")
-
-    def __reduce__(self):  # picklable: it crosses from curate's worker processes to the parent
-        return (type(self), (self.warc_file, self.offset, self.message))
+    # Hard cap on a body's size after undoing its Content-Encoding: a record that inflates
+    # past it is ``extract:decompressed-too-large`` and is never inflated further (a 64 KB
+    # gzip bomb would otherwise become GiBs). The crawler's --max-bytes idea, for decoding.
+    max_decoded_bytes: int = 20_000_000
 
 
 def record_doc_id(record_id: str, url: str = "", date: str | None = None) -> str:
@@ -386,12 +379,27 @@ def _kind_of(content_type: str, url: str, payload: bytes) -> str | None:
 def extract_record(raw: RawRecord, cfg: ExtractConfig = ExtractConfig()) -> Document | Drop:
     """Pure function: one response record → Document, or Drop with an ``extract:*`` reason."""
     url = raw.url or ""
+    if raw.drop_reason:  # the reader's verdict: a damaged span, a crawler log
+        return Drop(raw.drop_reason)
     if raw.status is not None and not (200 <= raw.status < 300):
         return Drop("extract:http-status")
+    if raw.content_encoding or raw.transfer_encoding:
+        try:
+            body = decode_body(raw.payload, raw.content_encoding, raw.transfer_encoding, cfg.max_decoded_bytes)
+        except DecodedTooLarge:
+            log.warning("%s @ %s (%s): body inflates past %d bytes: dropped", raw.warc_file, raw.offset, url, cfg.max_decoded_bytes)
+            return Drop("extract:decompressed-too-large")
+        except BadContentEncoding as exc:
+            log.debug("bad content coding for %s @ %s (%s): %s", raw.warc_file, raw.offset, url, exc)
+            return Drop("extract:bad-content-encoding")
+        if body is not raw.payload:
+            # the decoded length is what the size limits below are about
+            decoded_len = len(body) if raw.full_body_bytes <= len(raw.payload) else max(len(body), raw.full_body_bytes)
+            raw = dataclasses.replace(raw, payload=body, content_encoding="", transfer_encoding="", body_bytes=decoded_len)
     kind = _kind_of(raw.content_type, url, raw.payload)
     if kind is None:
         return Drop("extract:unsupported-type")
-    if kind in ("pdf", "epub") and len(raw.payload) > cfg.max_bytes:
+    if kind in ("pdf", "epub") and raw.full_body_bytes > cfg.max_bytes:
         return Drop("extract:too-large")
     meta: dict = {"content_type": (raw.content_type or "").split(";")[0].strip().lower(), "format": kind}
     try:
@@ -427,8 +435,8 @@ def _extract_payload(raw: RawRecord, kind: str, url: str, cfg: ExtractConfig, me
     if kind == "epub":
         return extract_epub(raw.payload)
     payload = raw.payload
-    if len(payload) > cfg.max_html_bytes:
-        meta["truncated_bytes"] = len(payload)
+    if raw.full_body_bytes > cfg.max_html_bytes:
+        meta["truncated_bytes"] = raw.full_body_bytes
         payload = payload[: cfg.max_html_bytes]
     text_in, encoding = decode_html(payload, raw.content_type)
     meta["encoding"] = encoding
@@ -440,146 +448,18 @@ def _extract_payload(raw: RawRecord, kind: str, url: str, cfg: ExtractConfig, me
 # ---------------------------------------------------------------------------------- WARC reading
 
 
-class _CountingReader:
-    """Read-through wrapper of the raw WARC stream: counts bytes and keeps the last 64 KiB, so
-    that truncation is detected from what warcio already read (no second pass over the file,
-    and it works on a non-seekable stream such as a remote object)."""
-
-    TAIL = 1 << 16
-
-    def __init__(self, fh: BinaryIO):
-        self._fh = fh
-        self.n = 0
-        self.tail = b""
-
-    def read(self, size: int = -1) -> bytes:
-        data = self._fh.read(size)
-        self.n += len(data)
-        self.tail = (self.tail + data)[-self.TAIL:] if len(data) < self.TAIL else data[-self.TAIL:]
-        return data
-
-
-def iter_warc_records(source: str | os.PathLike | BinaryIO, warc_name: str | None = None,
-                      source_name: str | None = None) -> Iterator[RawRecord]:
-    """Response/resource records of one WARC(.gz), with their byte offsets.
-
-    ``source`` is a path, or a binary file object opened at the start of the WARC (e.g. from
-    ``apache_beam.io.filesystems.FileSystems.open(path, compression_type=UNCOMPRESSED)``: warcio
-    handles the gzip members itself; the stream need not be seekable and is not closed here).
-    ``warc_name`` is the ``warc_file`` provenance value (default: the path's base name, or the
-    base name of the stream's ``name`` attribute); ``source_name`` is what a
-    :class:`WarcReadError` calls the file (default: the path, or the stream's ``name``, or
-    ``warc_name``; Beam passes the full ``gs://…`` path).
-
-    Raises :class:`WarcReadError` (file + offset) when the WARC is truncated or corrupt; all
-    records before the damage have been yielded by then.
-    """
-    if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        with open(path, "rb") as fh:
-            yield from _iter_warc_stream(fh, warc_name or path.name, source_name or str(path))
-        return
-    stream_name = getattr(source, "name", None)
-    stream_name = stream_name if isinstance(stream_name, str) and stream_name else None
-    label = warc_name or (os.path.basename(stream_name) if stream_name else "<stream>")
-    yield from _iter_warc_stream(source, label, source_name or stream_name or label)
-
-
-def _iter_warc_stream(fh: BinaryIO, name: str, where: str) -> Iterator[RawRecord]:
-    from warcio.archiveiterator import ArchiveIterator
-    from warcio.exceptions import ArchiveLoadFailed
-
-    offset = end = 0
-    counted = _CountingReader(fh)
-    it = ArchiveIterator(counted)
-
-    def span() -> tuple[int, int]:
-        # warcio knows a record's offset only once it has been read to its end (it reads the
-        # rest of a record we skip)
-        start = it.get_record_offset()
-        return start, start + it.get_record_length()
-
-    try:
-        for record in it:
-            if record.rec_type not in ("response", "resource"):
-                offset, end = span()
-                continue
-            h = record.rec_headers
-            status = None
-            ctype = h.get_header("Content-Type") or ""
-            if record.rec_type == "response":
-                if record.http_headers is None:
-                    offset, end = span()
-                    continue  # dns:/whois: responses carry no HTTP message
-                try:
-                    status = int(record.http_headers.get_statuscode())
-                except (TypeError, ValueError):
-                    status = None
-                ctype = record.http_headers.get_header("Content-Type") or ""
-            payload = record.content_stream().read()
-            offset, end = span()
-            missing = getattr(record.raw_stream, "limit", 0)
-            if missing:  # the stream ended before the record's Content-Length did
-                raise WarcReadError(where, offset, f"truncated WARC record: {missing} bytes of its body are missing")
-            yield RawRecord(
-                warc_file=name,
-                offset=offset,
-                record_id=h.get_header("WARC-Record-ID") or "",
-                url=h.get_header("WARC-Target-URI") or "",
-                date=h.get_header("WARC-Date"),
-                status=status,
-                content_type=ctype,
-                payload=payload,
-            )
-        # warcio ends quietly on a gzip stream cut inside its last member, and on an
-        # uncompressed one cut inside a record: check how the stream ended
-        decompressor = getattr(it.reader, "decompressor", None) if it.reader is not None else None
-        if decompressor is not None:
-            if not getattr(decompressor, "eof", True):
-                raise WarcReadError(where, end, "truncated gzip: the file ends inside the record starting here")
-        elif counted.n > end:
-            extra = counted.n - end
-            if extra > len(counted.tail) or counted.tail[-extra:].strip():
-                raise WarcReadError(where, end, "truncated WARC: unparseable bytes after the last complete record")
-    except WarcReadError:
-        raise
-    except (ArchiveLoadFailed, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
-        # warcio may not have advanced its offset for the broken record: report where the
-        # last good record ended (the start of the damaged one).
-        try:
-            bad_at = max(offset, it.offset)
-        except Exception:
-            bad_at = offset
-        raise WarcReadError(where, bad_at, f"truncated or corrupt WARC ({type(exc).__name__}: {exc})") from exc
-    except Exception as exc:  # zlib.error and friends
-        raise WarcReadError(where, offset, f"unreadable WARC record ({type(exc).__name__}: {exc})") from exc
-
-
 def iter_warc_documents(
     path: str | Path,
     cfg: ExtractConfig = ExtractConfig(),
     on_error: Callable[[WarcReadError], None] | None = None,
 ) -> Iterator[Document | Drop]:
-    """Documents (or Drops) of one WARC file. A damaged file raises :class:`WarcReadError`
-    after its readable records, unless ``on_error`` takes it (then iteration just ends)."""
-    try:
-        for raw in iter_warc_records(path):
-            yield extract_record(raw, cfg)
-    except WarcReadError as err:
-        if on_error is None:
-            raise
-        on_error(err)
-
-
-def warc_files(path: str | Path) -> list[Path]:
-    """The WARC files under ``path`` (a file, or a folder searched recursively), sorted."""
-    p = Path(path)
-    if p.is_file():
-        return [p] if p.name.endswith(WARC_SUFFIXES) else []
-    if not p.is_dir():
-        raise FileNotFoundError(f"no such WARC file or folder: {p}")
-    return sorted(
-        f
-        for f in p.rglob("*")
-        if f.is_file() and f.name.endswith(WARC_SUFFIXES) and not f.name.startswith(".")
-    )
+    """Documents (or Drops) of one WARC/ARC file. Damaged spans are ``Drop("warc:damaged")``
+    and reading resynchronises after them; ``on_error`` is called with a :class:`WarcReadError`
+    per span. Without ``on_error`` the first such error is raised *after* every readable
+    record has been yielded."""
+    errors: list[WarcReadError] = []
+    for raw in iter_warc_records(path, on_damage=on_error or errors.append,
+                                 max_payload=max(cfg.max_bytes, cfg.max_html_bytes) + 1):
+        yield extract_record(raw, cfg)
+    if errors:
+        raise errors[0]

@@ -163,6 +163,7 @@ def test_pdf_and_epub(tmp_path):
 
 
 def test_truncated_and_corrupt_warc_report_file_and_offset(tmp_path):
+    """Damage is reported with file and byte range, and reading resynchronises after it."""
     pages = real_pages()[:4]
     good = make_warc(tmp_path / "good.warc.gz", pages)
     data = good.read_bytes()
@@ -170,20 +171,23 @@ def test_truncated_and_corrupt_warc_report_file_and_offset(tmp_path):
     # truncated in the middle of the third response record
     cut = tmp_path / "cut.warc.gz"
     cut.write_bytes(data[: offsets[2] + 300])
-    got = []
-    with pytest.raises(WarcReadError) as err:
-        for r in iter_warc_records(cut):
-            got.append(r.offset)
-    assert got == offsets[:2]  # everything before the damage was read
-    assert "cut.warc.gz" in str(err.value) and err.value.offset >= offsets[1]
-    assert str(err.value.offset) in str(err.value)
-    # garbage in the middle (corrupt gzip member)
+    errors: list[WarcReadError] = []
+    got = list(iter_warc_records(cut, on_damage=errors.append))
+    assert [r.offset for r in got if not r.drop_reason] == offsets[:2]  # everything before the damage
+    assert [(r.drop_reason, r.offset, r.end) for r in got if r.drop_reason] == [("warc:damaged", offsets[2], offsets[2] + 300)]
+    assert len(errors) == 1 and "cut.warc.gz" in str(errors[0]) and errors[0].offset == offsets[2]
+    assert str(errors[0].offset) in str(errors[0]) and errors[0].end == offsets[2] + 300
+    with pytest.raises(WarcReadError):  # without on_error: raised after the readable records
+        list(iter_warc_documents(cut))
+    # garbage in the middle (corrupt gzip member): the records after it are kept
     bad = tmp_path / "bad.warc.gz"
     bad.write_bytes(data[: offsets[1]] + b"\x1f\x8b\x08\x00garbage-not-deflate" * 10 + data[offsets[2]:])
     errors = []
-    docs = list(iter_warc_documents(bad, on_error=errors.append))
-    assert len(docs) >= 1 and len(errors) == 1
-    assert errors[0].warc_file.endswith("bad.warc.gz") and errors[0].offset == offsets[1]
+    results = list(iter_warc_documents(bad, on_error=errors.append))
+    docs = [r for r in results if isinstance(r, Document)]
+    assert [d.url for d in docs] == [pages[i][0] for i in (0, 2, 3)]
+    assert [r for r in results if isinstance(r, Drop)] == [Drop("warc:damaged")]
+    assert len(errors) == 1 and errors[0].warc_file.endswith("bad.warc.gz") and errors[0].offset == offsets[1]
     # uncompressed WARC works too
     plain = make_warc(tmp_path / "p.warc", pages, gz=False)
     assert len(list(iter_warc_documents(plain))) == 4
@@ -271,13 +275,11 @@ def test_iter_warc_records_reads_binary_streams(tmp_path):
     assert len(list(iter_warc_records(io.BytesIO(plain.read_bytes()), warc_name="p.warc"))) == 3
     # damage is reported with the stream's name and offset, after the good records
     data = gz.read_bytes()
-    got = []
-    with pytest.raises(WarcReadError) as err:
-        for r in iter_warc_records(Unseekable(data[: from_path[2].offset + 200]), warc_name="remote.warc.gz",
-                                   source_name="gs://bucket/crawl/remote.warc.gz"):
-            got.append(r.offset)
-    assert got == [r.offset for r in from_path[:2]]
-    assert err.value.warc_file == "gs://bucket/crawl/remote.warc.gz" and err.value.offset >= from_path[1].offset
+    errors: list[WarcReadError] = []
+    got = list(iter_warc_records(Unseekable(data[: from_path[2].offset + 200]), warc_name="remote.warc.gz",
+                                 source_name="gs://bucket/crawl/remote.warc.gz", on_damage=errors.append))
+    assert [r.offset for r in got if not r.drop_reason] == [r.offset for r in from_path[:2]]
+    assert errors[0].warc_file == "gs://bucket/crawl/remote.warc.gz" and errors[0].offset == from_path[2].offset
     pdata = plain.read_bytes()
-    with pytest.raises(WarcReadError, match="p.warc"):
-        list(iter_warc_records(io.BytesIO(pdata[: len(pdata) - 500]), warc_name="p.warc"))
+    got = list(iter_warc_records(io.BytesIO(pdata[: len(pdata) - 500]), warc_name="p.warc"))
+    assert [r.drop_reason for r in got] == [None, None, "warc:damaged"] and got[-1].warc_file == "p.warc"

@@ -28,12 +28,26 @@ def _extract_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-html-bytes", type=int, default=2_000_000, help="HTML payloads are cut to this many bytes before extraction")
     p.add_argument("--extract-timeout", type=float, default=20.0, metavar="SECONDS",
                    help="per-record extraction time limit; slower records are dropped as extract:timeout (0: none; default 20)")
+    p.add_argument("--max-decoded-bytes", type=int, default=20_000_000,
+                   help="cap on a body after undoing its Content-Encoding; larger ones (compression bombs) are "
+                        "dropped as extract:decompressed-too-large, never inflated past it (default 20 MB)")
+    p.add_argument("--warc-split-bytes", type=int, default=None, metavar="BYTES",
+                   help="split per-record gzip WARCs larger than this into record-range work units, so --workers "
+                        "scales within one file (default 16 MiB; 0: one unit per file)")
 
 
 def _extract_cfg(args):
     from stepcrawl.extract import ExtractConfig
 
-    return ExtractConfig(max_html_bytes=args.max_html_bytes, timeout_s=args.extract_timeout)
+    return ExtractConfig(max_html_bytes=args.max_html_bytes, timeout_s=args.extract_timeout,
+                         max_decoded_bytes=args.max_decoded_bytes)
+
+
+def _split_bytes(args) -> int:
+    from stepcrawl.curate import DEFAULT_SPLIT_BYTES
+
+    value = getattr(args, "warc_split_bytes", None)
+    return DEFAULT_SPLIT_BYTES if value is None else value
 
 
 def _tier_cfg(args):
@@ -76,7 +90,8 @@ def run_curate(args) -> int:
         dedup=not args.no_dedup, decontam_sets=args.decontam or [], decontam_mode=args.decontam_mode,
         cluster=args.cluster, cluster_k=args.cluster_k, shard_docs=args.shard_docs,
     )
-    m = curate(args.inputs, args.out, cfg, keep_rejected=args.keep_rejected, workers=args.workers, progress=not args.no_progress)
+    m = curate(args.inputs, args.out, cfg, keep_rejected=args.keep_rejected, workers=args.workers, progress=not args.no_progress,
+               split_bytes=_split_bytes(args))
     from stepcrawl.stats import format_stats, load_stats
 
     print(format_stats(load_stats(Path(args.out) / cfg.source)))
@@ -90,7 +105,8 @@ def run_extract(args) -> int:
 
     ecfg = _extract_cfg(args)
     m = run_single_stage(args.inputs, args.out, "extract", [], {"extract": asdict(ecfg)}, extract=ecfg, keep_rejected=args.keep_rejected,
-                         shard_docs=args.shard_docs, workers=args.workers, progress=not args.no_progress)
+                         shard_docs=args.shard_docs, workers=args.workers, progress=not args.no_progress,
+                         split_bytes=_split_bytes(args))
     return _print_manifest(m, args.out)
 
 

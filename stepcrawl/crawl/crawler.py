@@ -494,8 +494,8 @@ class Crawler:
 
     def _record(self, item: QueueItem, res: FetchResult) -> None:
         if res.error is not None:
-            if res.error == "private_address":
-                self._fail(item, reason="private_address", attempts=item.attempts + 1)
+            if res.error in ("private_address", "decompressed_too_large"):  # retrying cannot help
+                self._fail(item, reason=res.error, status=res.status, attempts=item.attempts + 1)
             else:
                 self._retry_or_fail(item, res.error, None)
         elif res.status in RETRY_STATUSES:

@@ -4,7 +4,10 @@
   re-checks scope and robots.txt for the target (aiohttp would follow them blindly).
 - ``auto_decompress=False``: the WARC must hold the bytes the server sent, matching its
   ``Content-Encoding`` header; ``decoded_body`` inflates them (with a size cap against
-  compression bombs) for link extraction and scoring.
+  compression bombs) for link extraction and scoring. A body that inflates past
+  ``max_decoded`` (default 4 × ``max_bytes``, the crawler's parse cap) is a compression bomb:
+  the fetch fails with ``decompressed_too_large`` and nothing is stored (checked by
+  inflating incrementally, never past the cap).
 - The content type is checked from the headers *before* the body is read: a video is
   recorded as skipped without downloading it.
 - ``GuardedResolver`` refuses private/loopback/link-local addresses at connect time, so a
@@ -146,9 +149,11 @@ async def fetch(
     max_bytes: int,
     kept_types: dict[str, str] = KEPT_TYPES,
     read_all: bool = False,
+    max_decoded: int | None = None,
 ) -> FetchResult:
     """GET ``url`` once. Never raises for network/HTTP trouble: ``result.error`` says what.
     ``read_all`` reads the body whatever its type (robots.txt)."""
+    max_decoded = 4 * max_bytes if max_decoded is None else max_decoded
     result = FetchResult(url)
     start = time.monotonic()
     try:
@@ -183,6 +188,8 @@ async def fetch(
                         result.truncated = True
                         break
                 result.body = bytes(buf)
+                if _inflates_past(result, max_decoded):
+                    result.body, result.error = b"", "decompressed_too_large"
     except Exception as exc:  # noqa: BLE001 — _error_name re-raises anything unexpected
         result.error = _error_name(exc)
     result.elapsed = time.monotonic() - start
@@ -205,3 +212,19 @@ def decoded_body(result: FetchResult, max_out: int) -> bytes:
             except zlib.error:
                 return b""
     return b""  # unknown coding (br, zstd): stored as is, not parsed
+
+
+def _inflates_past(result: FetchResult, max_out: int) -> bool:
+    """Whether the body's Content-Encoding inflates it past ``max_out`` bytes (a bomb)."""
+    from stepcrawl.readers.content import BadContentEncoding, DecodedTooLarge, decode_body
+
+    enc = result.header("Content-Encoding") or ""
+    if not result.body or enc.strip().lower() in ("", "identity"):
+        return False
+    try:
+        decode_body(result.body, enc, "", max_out)
+    except DecodedTooLarge:
+        return True
+    except BadContentEncoding:
+        return False  # stored as sent; curation counts it (extract:bad-content-encoding)
+    return False
