@@ -26,8 +26,9 @@ EXIT_INTERRUPTED = 130
 # ``malformed:<detail>`` / ``unreadable:<detail>`` counts too.
 INPUT_ERROR_REASONS = frozenset({
     "malformed", "unreadable", "malformed_input",
-    # WARC records we could not read or decode (stepcrawl.readers)
-    "warc:damaged", "extract:bad-content-encoding", "extract:decompressed-too-large",
+    # WARC records we could not read or decode (stepcrawl.readers); a body over the size caps
+    # (extract:too-large, extract:decompressed-too-large) is a limit we set, not bad input
+    "warc:damaged", "extract:bad-content-encoding",
 })
 
 

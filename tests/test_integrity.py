@@ -49,6 +49,8 @@ CONSTRUCT = {  # classes whose __init__ takes more than a message
     "BadRecord": ("data/a.jsonl", 7, "malformed JSON"),
     "WarcReadError": ("a.warc.gz", 1234, "truncated"),
     "StepcrawlError": ("bad value", "cfg.yaml", "tiers.thresholds"),
+    "_Damage": (1234, "corrupt gzip member"),
+    "FormatError": ("wrong_type", "'arguments' must be an object or a JSON string, got int"),
 }
 
 

@@ -111,6 +111,9 @@ class _Damage(Exception):
         super().__init__(detail)
         self.at, self.detail = at, detail
 
+    def __reduce__(self):  # every project exception pickles (tests/test_integrity.py)
+        return (type(self), (self.at, self.detail))
+
 
 # ---------------------------------------------------------------------------------- streams
 

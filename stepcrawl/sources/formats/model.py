@@ -25,8 +25,11 @@ class FormatError(ValueError):
     """A record that cannot be rendered faithfully; ``reason`` names the drop bucket."""
 
     def __init__(self, reason: str, message: str):
-        self.reason = reason
+        self.reason, self.message = reason, message
         super().__init__(message)
+
+    def __reduce__(self):  # picklable: worker processes hand it back to the parent
+        return (type(self), (self.reason, self.message))
 
 
 @dataclass(frozen=True)
