@@ -166,5 +166,10 @@ class Spread:
 
     def key(self, url: str) -> tuple[str, str]:
         """``(language, section)``; the scheduler prefixes the host."""
-        e = edition_of(url, self.depth)
-        return (e.language, e.section)
+        return _spread_key(url, self.depth)
+
+
+@lru_cache(maxsize=1 << 16)  # a URL's key is asked for when queued and again when scored
+def _spread_key(url: str, depth: int) -> tuple[str, str]:
+    e = edition_of(url, depth)
+    return (e.language, e.section)

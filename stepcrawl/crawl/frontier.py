@@ -312,6 +312,7 @@ class SpreadQueue:
         self.stats = stats
         self._heaps: dict[tuple, list[QueueItem]] = {}
         self._keys: list[tuple[Rank, tuple]] = []
+        self._current: dict[tuple, Rank] = {}  # each non-empty key's rank, set by refresh()
         self._size = 0
 
     def __len__(self) -> int:
@@ -330,14 +331,19 @@ class SpreadQueue:
     def _top(self) -> tuple[Rank, tuple]:
         while True:
             rank, key = self._keys[0]
-            if self._heaps.get(key) and rank == self._rank(key):
+            if self._current.get(key) == rank:
                 return rank, key
             heapq.heappop(self._keys)
 
     def refresh(self, key: tuple) -> None:
-        """The rank of ``key`` changed (its stats did): enter it afresh."""
+        """The rank of ``key`` may have changed (its head or its stats did): enter it anew.
+        Every change goes through here, so ``_current`` is always up to date."""
         if self._heaps.get(key):
-            heapq.heappush(self._keys, (self._rank(key), key))
+            rank = self._rank(key)
+            self._current[key] = rank
+            heapq.heappush(self._keys, (rank, key))
+        else:
+            self._current.pop(key, None)
 
     @property
     def best(self) -> QueueItem:
@@ -363,10 +369,9 @@ class SpreadQueue:
         self._size -= 1
         if item.attempts == 0:  # a retry was counted when it was first handed out
             self.stats.taken[key] = self.stats.taken.get(key, 0) + 1
-        if heap:
-            self.refresh(key)
-        else:
+        if not heap:
             del self._heaps[key]
+        self.refresh(key)
         return item
 
     def give_back(self, item: QueueItem) -> None:
