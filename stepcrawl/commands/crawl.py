@@ -101,6 +101,8 @@ def register(subparsers) -> None:
             "Crawl from seed URLs into gzip WARC files. The frontier (OUT/frontier.sqlite) is a\n"
             "priority queue: every fetched page is scored and its outlinks inherit the score;\n"
             "low-value pages are not expanded and per-category budgets cap kinds of site.\n"
+            "The queue is spread over each site's language editions and sections (every\n"
+            "section's first page before any second; --no-spread for pure priority).\n"
             "Kill it at any time; --resume continues without refetching or losing URLs.\n"
             "Private/loopback addresses are refused unless --allow-private."
         ),
