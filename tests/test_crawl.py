@@ -602,12 +602,15 @@ def test_sample_site_crawl_priorities_and_budgets(tmp_path):
     log = io.StringIO()
     server, base = start_sample_server(access_log=log)
     try:
-        # (a) the real sample site, limited: the priority frontier spends the page budget on
-        # documentation before the shop/SEO link farms linked from the same index page
+        # (a) the real sample site, limited: the pure priority order (--no-spread) spends the
+        # page budget on documentation before the shop/SEO link farms linked from the same
+        # index page (the default spread order first visits every section once, shop and SEO
+        # included: tests/test_crawl_breadth.py)
         out = tmp_path / "s"
         result = run_crawl(CrawlConfig(
             out=out, seeds=[base], allow_private=True, concurrency=4, per_host_connections=4,
-            per_host_delay=0, max_pages=150, min_expand_score=0.1, progress=False))
+            per_host_delay=0, max_pages=150, min_expand_score=0.1, progress=False,
+            spread=False))
         assert result.fetched == 150
         rows = frontier_rows(out)
         fetched = {u: r for u, r in rows.items() if r["state"] == "fetched"}

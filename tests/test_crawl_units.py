@@ -143,8 +143,8 @@ def test_scheduler_priority_politeness_and_completeness(entries, delay):
             assert now >= last_end[it.host] + delay - 1e-9
         # priority: nothing better is waiting on a host that could be contacted now
         for other in sched.queues.values():
-            if other and sched._eligible(other[0].host, now):
-                assert (it.neg_priority, it.id) <= (other[0].neg_priority, other[0].id)
+            if other and sched._eligible(other.best.host, now):
+                assert (it.neg_priority, it.id) <= (other.best.neg_priority, other.best.id)
         popped.append(it.id)
         now += 0.1  # the fetch takes 0.1 s
         sched.release(it.host, now)

@@ -80,7 +80,8 @@ def run_crawl_cmd(args: argparse.Namespace) -> int:
             min_expand_score=args.min_expand_score,
             category_budgets=dict(args.category_budget or ()),
             scorer_model=args.scorer_model, progress=not args.no_progress,
-            user_agent=args.user_agent,
+            user_agent=args.user_agent, spread=args.spread,
+            spread_strength=args.spread_strength, spread_depth=args.spread_depth,
         )
         result = run_crawl(cfg)
     except CrawlError as exc:
@@ -116,6 +117,8 @@ def register(subparsers) -> None:
             "Crawl from seed URLs into gzip WARC files. The frontier (OUT/frontier.sqlite) is a\n"
             "priority queue: every fetched page is scored and its outlinks inherit the score;\n"
             "low-value pages are not expanded and per-category budgets cap kinds of site.\n"
+            "The queue is spread over each site's language editions and sections (every\n"
+            "section's first page before any second; --no-spread for pure priority).\n"
             "Kill it at any time; --resume continues without refetching or losing URLs.\n"
             "Private/loopback addresses are refused unless --allow-private."
         ),
@@ -178,6 +181,18 @@ def register(subparsers) -> None:
                     help="do not follow links of pages scoring below this (0.0)")
     sc.add_argument("--category-budget", action="append", type=_budget, metavar="CAT=N",
                     help="max fetched pages of a category, e.g. shop=100 (repeatable)")
+    br = p.add_argument_group("breadth (spread over language editions and sections)")
+    br.add_argument("--spread", action=argparse.BooleanOptionalAction, default=True,
+                    help="one queue per (host, language edition, section): every queue's "
+                         "first page before any queue's second, then pages in proportion to "
+                         "each queue's value; --no-spread: the pure priority order (default: "
+                         "spread)")
+    br.add_argument("--spread-strength", type=float, default=1.0, metavar="S",
+                    help="a queue that gave k pages ranks at value/(1+k)^S: 0 = by value "
+                         "after the first visit, 1 = shares in proportion to value, larger = "
+                         "closer to round-robin (1.0)")
+    br.add_argument("--spread-depth", type=int, default=1, metavar="N",
+                    help="path segments (after language and version) that name a section (1)")
     out = p.add_argument_group("output")
     out.add_argument("--warc-max-bytes", type=_size, default=100 * 1024 * 1024,
                      help="rotate WARC files at this size (100m)")

@@ -32,6 +32,7 @@ from stepcrawl.crawl.fetcher import (
     kept_types_from,
     make_session,
 )
+from stepcrawl.crawl.editions import Spread
 from stepcrawl.crawl.frontier import Frontier, HostScheduler, QueueItem
 from stepcrawl.crawl.links import parse_html
 from stepcrawl.crawl.robots import ROBOTS_MAX_BYTES, RobotsCache, RobotsPolicy, policy_from_response
@@ -119,6 +120,11 @@ class CrawlConfig:
     category_budgets: dict[str, int] = field(default_factory=dict)
     scorer_model: str | None = None
     sitemaps: bool = True  # follow robots.txt Sitemap: lines
+    # spread the crawl over (host, language edition, section) queues (frontier module doc);
+    # False = the pure priority order
+    spread: bool = True
+    spread_strength: float = 1.0
+    spread_depth: int = 1
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -135,6 +141,13 @@ class CrawlConfig:
             raise CrawlError(f"--warc-gzip-level must be 1..9, got {self.warc_gzip_level}")
         if self.max_retry_after < 0:
             raise CrawlError("--max-retry-after must be ≥ 0")
+        try:
+            Spread(self.spread_strength, self.spread_depth)
+        except ValueError as exc:
+            raise CrawlError(f"--spread-strength / --spread-depth: {exc}") from None
+
+    def spread_policy(self) -> Spread | None:
+        return Spread(self.spread_strength, self.spread_depth) if self.spread else None
 
 
 @dataclass
@@ -200,7 +213,9 @@ class Crawler:
             self.frontier.add(url, host_of(url), depth=0, priority=1.0,
                               category=url_category(url))
         self.frontier.commit()
-        self.sched = HostScheduler(cfg.per_host_connections, cfg.per_host_delay)
+        self.sched = HostScheduler(cfg.per_host_connections, cfg.per_host_delay,
+                                   cfg.spread_policy())
+        self.sched.restore(self.frontier.started_urls())  # resume: same queue ranks
         now = time.monotonic()
         for item in self.frontier.queued():
             self.sched.push(item, now)
@@ -242,7 +257,7 @@ class Crawler:
         self.cat_inflight[item.category] -= 1
         now = time.monotonic()
         for parked in self._parked.pop(item.category, []):
-            self.sched.push(parked, now)
+            self.sched.push(parked, now, returned=True)
 
     async def _private_reason(self, url: str) -> str | None:
         if self.cfg.allow_private:
@@ -474,6 +489,7 @@ class Crawler:
         name, offset = self.writer.write(self._page_record(item, res, meta))
         self.fetched += 1
         self.cat_fetched[category] += 1
+        self.sched.observe(item, score, time.monotonic())  # its section's value (spread)
         if res.kind == "html" and links:
             if score < self.cfg.min_expand_score:
                 notes.append("not_expanded:low_score")

@@ -24,6 +24,28 @@ host ordered by (−priority, insertion id), and a heap of *eligible* hosts (idl
 slot, politeness delay elapsed) ordered by their best URL. Popping takes the globally best URL
 among hosts that may be contacted now; ties break by insertion order, so a given seed list and
 config always yields the same order (with concurrency 1; with more, completion order varies).
+
+With a ``Spread`` (the crawler's default, ``--no-spread`` turns it off) each host's queue is
+split further, one heap per ``(host, language edition, section)`` key (``editions.py``), and a
+key's best URL ranks by
+
+    (visited already, −value / (1 + taken)^strength, taken, −priority, id)
+
+- *not yet visited first*: a key none of whose URLs has been handed out ranks above every
+  visited one, so a budget-limited crawl fetches one page of every section and language
+  edition it has discovered before a second page of any (Heritrix's queue rotation and
+  BUbiNG's per-key queues give the same "each queue its turn");
+- *value*: the head URL's priority, capped by the mean score of the key's fetched pages once
+  there are any (``observe``) — a section whose pages score low (a shop, a link farm) stops
+  drawing pages after its first, a good one keeps its share;
+- */ (1 + taken)^strength*: each page taken from a key lowers its next one, so sections
+  share the budget instead of the best one taking it all — with ``strength=1`` (default) in
+  proportion to their value, like a stride / fair-share scheduler; ``0``: by value alone
+  after the first visit; larger: closer to round-robin.
+
+Ranks are a pure function of the queued items, the per-key counts and the per-key scores, and
+those are rebuilt from the database on resume (``Frontier.started_urls``), so the order is
+deterministic across a stop and ``--resume``.
 """
 
 from __future__ import annotations
@@ -31,9 +53,11 @@ from __future__ import annotations
 import heapq
 import sqlite3
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
+
+from stepcrawl.crawl.editions import Spread
 
 STATES = (
     "queued",        # waiting to be fetched (also: being fetched right now, in memory)
@@ -181,6 +205,18 @@ class Frontier:
             rid, url, host, depth, prio, cat, attempts, redirects = row
             yield QueueItem(-prio, rid, url, host, depth, cat or "unknown", attempts, redirects)
 
+    def started_urls(self) -> Iterator[tuple[str, str, float | None]]:
+        """``(url, host, score)`` of the URLs the scheduler has handed out at least once:
+        every row that left ``queued`` (other than links recorded straight as
+        ``out_of_scope``/``invalid``), plus queued rows waiting for a retry; ``score`` is set
+        for fetched pages. The spread scheduler's per-queue counts and scores are rebuilt
+        from these on resume, so a resumed crawl ranks its queues as the uninterrupted one
+        would."""
+        yield from self.db.execute(
+            "SELECT url, host, CASE WHEN state='fetched' THEN score END FROM urls "
+            "WHERE state NOT IN ('queued','out_of_scope','invalid') "
+            "OR (state='queued' AND attempts>0) ORDER BY id")
+
     def count(self, state: str | None = None) -> int:
         if state is None:
             return self.db.execute("SELECT COUNT(*) FROM urls").fetchone()[0]
@@ -216,24 +252,199 @@ class Frontier:
         return n
 
 
+Rank = tuple  # what the scheduler orders URLs by (smaller = sooner); see the module doc
+
+
+class PriorityQueue:
+    """One host's queued URLs in pure priority order: rank ``(−priority, id)``."""
+
+    def __init__(self) -> None:
+        self._heap: list[QueueItem] = []
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    @property
+    def best(self) -> QueueItem:
+        return self._heap[0]
+
+    def rank(self) -> Rank:
+        head = self._heap[0]
+        return (head.neg_priority, head.id)
+
+    def push(self, item: QueueItem) -> None:
+        heapq.heappush(self._heap, item)
+
+    def pop(self) -> QueueItem:
+        return heapq.heappop(self._heap)
+
+
+@dataclass
+class SpreadStats:
+    """Per spread key ``(host, language, section)``: URLs handed out, and the sum and count
+    of the scores of its fetched pages. Shared by all hosts' ``SpreadQueue``s. Scores are
+    summed as integers (millionths): a float sum depends on the order of the additions, and
+    a resumed crawl adds them in another order than the crawl it continues."""
+
+    taken: dict[tuple, int] = field(default_factory=dict)
+    score_sum: dict[tuple, int] = field(default_factory=dict)
+    scored: dict[tuple, int] = field(default_factory=dict)
+
+    def add_score(self, key: tuple, score: float) -> None:
+        self.score_sum[key] = self.score_sum.get(key, 0) + round(score * 1_000_000)
+        self.scored[key] = self.scored.get(key, 0) + 1
+
+    def value(self, key: tuple, priority: float) -> float:
+        n = self.scored.get(key, 0)
+        return priority if n == 0 else min(priority, self.score_sum[key] / n / 1_000_000)
+
+
+class SpreadQueue:
+    """One host's queued URLs split by spread key; the host's next URL is the head of the key
+    with the best rank (module doc). The keys sit in a heap of ``(rank, key)`` entries; an
+    entry is current while it equals the key's rank, which changes only when the key's head
+    changes, a URL is handed out or given back, or a page of the key is scored — each of
+    which pushes a fresh entry — so stale entries are skipped."""
+
+    def __init__(self, host: str, spread: Spread, stats: SpreadStats) -> None:
+        self.host = host
+        self.spread = spread
+        self.stats = stats
+        self._heaps: dict[tuple, list[QueueItem]] = {}
+        self._keys: list[tuple[Rank, tuple]] = []
+        self._current: dict[tuple, Rank] = {}  # each non-empty key's rank, set by refresh()
+        self._size = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    def key(self, url: str) -> tuple:
+        return (self.host, *self.spread.key(url))
+
+    def _rank(self, key: tuple) -> Rank:
+        head = self._heaps[key][0]
+        taken = self.stats.taken.get(key, 0)
+        value = self.stats.value(key, head.priority)
+        return (taken > 0, -(value / (1 + taken) ** self.spread.strength), taken,
+                head.neg_priority, head.id)
+
+    def _top(self) -> tuple[Rank, tuple]:
+        while True:
+            rank, key = self._keys[0]
+            if self._current.get(key) == rank:
+                return rank, key
+            heapq.heappop(self._keys)
+
+    def refresh(self, key: tuple) -> None:
+        """The rank of ``key`` may have changed (its head or its stats did): enter it anew.
+        Every change goes through here, so ``_current`` is always up to date."""
+        if self._heaps.get(key):
+            rank = self._rank(key)
+            self._current[key] = rank
+            heapq.heappush(self._keys, (rank, key))
+        else:
+            self._current.pop(key, None)
+
+    @property
+    def best(self) -> QueueItem:
+        return self._heaps[self._top()[1]][0]
+
+    def rank(self) -> Rank:
+        return self._top()[0]
+
+    def push(self, item: QueueItem) -> None:
+        key = self.key(item.url)
+        heap = self._heaps.setdefault(key, [])
+        new_head = not heap or item < heap[0]
+        heapq.heappush(heap, item)
+        if new_head:
+            self.refresh(key)
+        self._size += 1
+
+    def pop(self) -> QueueItem:
+        _, key = self._top()
+        heapq.heappop(self._keys)
+        heap = self._heaps[key]
+        item = heapq.heappop(heap)
+        self._size -= 1
+        if item.attempts == 0:  # a retry was counted when it was first handed out
+            self.stats.taken[key] = self.stats.taken.get(key, 0) + 1
+        if not heap:
+            del self._heaps[key]
+        self.refresh(key)
+        return item
+
+    def give_back(self, item: QueueItem) -> None:
+        """``item`` was handed out but not used (the crawler parked it for a category
+        budget): it goes back without counting as taken."""
+        key = self.key(item.url)
+        if item.attempts == 0 and self.stats.taken.get(key, 0) > 0:
+            self.stats.taken[key] -= 1
+            self.refresh(key)
+        self.push(item)
+
+
 class HostScheduler:
     """Per-host priority queues with politeness (see module doc). Time is passed in, so the
-    scheduler is a pure data structure that tests can drive with a fake clock."""
+    scheduler is a pure data structure that tests can drive with a fake clock. With
+    ``spread`` each host's queue is a ``SpreadQueue`` (see the module doc); without, the pure
+    priority order of ``PriorityQueue``."""
 
-    def __init__(self, per_host_connections: int = 1, default_delay: float = 1.0):
+    def __init__(self, per_host_connections: int = 1, default_delay: float = 1.0,
+                 spread: Spread | None = None):
         self.per_host_connections = per_host_connections
         self.default_delay = default_delay
-        self.queues: dict[str, list[QueueItem]] = {}
+        self.spread = spread
+        # per spread key, over the whole crawl (restored on resume)
+        self.stats = SpreadStats()
+        self.queues: dict[str, PriorityQueue | SpreadQueue] = {}
         self.active: dict[str, int] = {}
         self.ready_at: dict[str, float] = {}
         self.delay: dict[str, float] = {}
-        self._ready: list[tuple[float, int, str]] = []
+        self._ready: list[tuple[Rank, str]] = []
         self._sleeping: list[tuple[float, str]] = []
         self._delayed: list[tuple[float, QueueItem]] = []
         self.size = 0  # queued items (not counting delayed retries)
 
     def __len__(self) -> int:
         return self.size + len(self._delayed)
+
+    @property
+    def taken(self) -> dict[tuple, int]:
+        """URLs handed out per spread key ``(host, language, section)``."""
+        return self.stats.taken
+
+    def restore(self, started: Iterable[tuple[str, str, float | None]]) -> None:
+        """Rebuild the per-key counts and scores from ``(url, host, score)`` of every URL
+        already handed out (``Frontier.started_urls``, on ``--resume``); call before pushing
+        the queued items."""
+        if self.spread is None:
+            return
+        st = self.stats
+        for url, host, score in started:
+            key = (host, *self.spread.key(url))
+            st.taken[key] = st.taken.get(key, 0) + 1
+            if score is not None:
+                st.add_score(key, score)
+
+    def observe(self, item: QueueItem, score: float, now: float) -> None:
+        """``item``'s page was fetched and scored ``score``: its key's value follows."""
+        if self.spread is None:
+            return
+        key = (item.host, *self.spread.key(item.url))
+        self.stats.add_score(key, score)
+        q = self.queues.get(item.host)
+        if isinstance(q, SpreadQueue) and q:
+            q.refresh(key)
+            self._consider(item.host, now)  # the host's best may have changed either way
+
+    def _queue(self, host: str) -> PriorityQueue | SpreadQueue:
+        q = self.queues.get(host)
+        if q is None:
+            q = (PriorityQueue() if self.spread is None
+                 else SpreadQueue(host, self.spread, self.stats))
+            self.queues[host] = q
+        return q
 
     def set_delay(self, host: str, delay: float) -> None:
         self.delay[host] = delay
@@ -251,17 +462,21 @@ class HostScheduler:
             return
         at = self.ready_at.get(host, 0.0)
         if at <= now:
-            best = q[0]
-            heapq.heappush(self._ready, (best.neg_priority, best.id, host))
+            heapq.heappush(self._ready, (q.rank(), host))
         else:
             heapq.heappush(self._sleeping, (at, host))
 
-    def push(self, item: QueueItem, now: float) -> None:
-        q = self.queues.setdefault(item.host, [])
-        was_best = q[0] if q else None
-        heapq.heappush(q, item)
+    def push(self, item: QueueItem, now: float, returned: bool = False) -> None:
+        """Queue ``item``; ``returned=True`` when it was popped but not used (parked by the
+        crawler's budget gate), so a spread queue does not count it as taken."""
+        q = self._queue(item.host)
+        was_best = q.rank() if q else None
+        if returned and isinstance(q, SpreadQueue):
+            q.give_back(item)
+        else:
+            q.push(item)
         self.size += 1
-        if was_best is None or item < was_best:
+        if was_best is None or q.rank() < was_best:
             self._consider(item.host, now)
 
     def hold(self, host: str, until: float) -> None:
@@ -278,21 +493,20 @@ class HostScheduler:
         while self._sleeping and self._sleeping[0][0] <= now:
             _, host = heapq.heappop(self._sleeping)
             if self._eligible(host, now):
-                best = self.queues[host][0]
-                heapq.heappush(self._ready, (best.neg_priority, best.id, host))
+                heapq.heappush(self._ready, (self.queues[host].rank(), host))
 
     def pop(self, now: float) -> QueueItem | None:
         """The best URL on a host that may be contacted now; marks the host busy."""
         self._wake(now)
         while self._ready:
-            neg, rid, host = heapq.heappop(self._ready)
+            rank, host = heapq.heappop(self._ready)
             q = self.queues.get(host)
-            if not q or q[0].id != rid:
+            if not q or q.rank() != rank:
                 continue  # stale entry: a fresher one was pushed when the host changed
             if not self._eligible(host, now):
                 self._consider(host, now)  # e.g. hold() moved it: park it until ready
                 continue
-            item = heapq.heappop(q)
+            item = q.pop()
             self.size -= 1
             self.active[host] = self.active.get(host, 0) + 1
             self._consider(host, now)  # more connections allowed on this host?

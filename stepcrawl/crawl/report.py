@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
+from collections import Counter
 from pathlib import Path
 
+from stepcrawl.crawl.editions import edition_of, section_label
 from stepcrawl.io import read_json, write_json
 
 SUMMARY_NAME = "_crawl_summary.json"
@@ -18,6 +21,36 @@ def _counts(db: sqlite3.Connection, column: str, where: str = "1", limit: int = 
         f"GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT {limit}"
     )
     return {str(k): n for k, n in rows}
+
+
+def _breadth(db: sqlite3.Connection, meta: dict, limit: int = 40) -> dict:
+    """Fetched pages per language edition and per section (``editions.edition_of`` on each
+    fetched URL, with the crawl's ``spread_depth``): how broadly the budget was spent. A
+    section is shown as ``/tutorial/``, prefixed by its host when the crawl fetched from
+    more than one."""
+    try:
+        depth = int(json.loads(meta.get("config") or "{}").get("spread_depth") or 1)
+    except (ValueError, TypeError, AttributeError):
+        depth = 1
+    editions = [edition_of(u, depth) for (u,) in db.execute(
+        "SELECT url FROM urls WHERE state='fetched' ORDER BY id")]
+    multi_host = len({e.host for e in editions}) > 1
+    langs = Counter(e.language for e in editions)
+    sections = Counter((e.host + section_label(e.section)) if multi_host
+                       else section_label(e.section) for e in editions)
+    queues = Counter(e.key for e in editions)
+
+    def top(c: Counter) -> dict:
+        return dict(sorted(c.items(), key=lambda kv: (-kv[1], kv[0]))[:limit])
+
+    return {
+        "fetched_by_language": top(langs),
+        "fetched_by_section": top(sections),
+        "languages_reached": len(langs),
+        "sections_reached": len(sections),
+        "queues_reached": len(queues),  # distinct (host, language, section)
+        "max_pages_one_queue": max(queues.values(), default=0),
+    }
 
 
 def _summary_from_db(db: sqlite3.Connection, out: Path, elapsed: float | None) -> dict:
@@ -50,6 +83,7 @@ def _summary_from_db(db: sqlite3.Connection, out: Path, elapsed: float | None) -
         "mean_score": db.execute(
             "SELECT ROUND(AVG(score), 4) FROM urls WHERE state='fetched'").fetchone()[0],
         "counters": counters,
+        **_breadth(db, meta),
     }
 
 
@@ -85,6 +119,14 @@ def format_summary(s: dict) -> str:
     block("fetched by category", s["fetched_by_category"])
     block("fetched by content type", s["fetched_by_content_type"])
     block("top hosts", s["fetched_by_host"])
+    if "fetched_by_language" in s:  # summaries written before breadth was recorded lack it
+        lines.append(f"breadth: {s['languages_reached']} language edition(s), "
+                     f"{s['sections_reached']} section(s), {s['queues_reached']} "
+                     f"(host, language, section) queue(s); at most "
+                     f"{s['max_pages_one_queue']} page(s) from one queue")
+        block("fetched by language edition ('-' = no language in the URL)",
+              s["fetched_by_language"])
+        block("fetched by section", s["fetched_by_section"])
     block("counters", s["counters"])
     return "\n".join(lines)
 
