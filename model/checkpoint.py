@@ -89,8 +89,10 @@ def _fsync_dir(path: Path) -> None:
 
 
 def save_checkpoint(run_dir: str | Path, step: int, model: nn.Module, optimizer: torch.optim.Optimizer,
-                    trainer_state: dict, info: DistInfo, keep: int = 3) -> Path:
-    """Collective: every rank calls it. Returns the final checkpoint folder."""
+                    trainer_state: dict, info: DistInfo, keep: int = 3, adapter=None) -> Path:
+    """Collective: every rank calls it. Returns the final checkpoint folder.  ``adapter``
+    (``model.parallel.state.ExpertStateAdapter``) presents expert-parallel shards as global
+    tensors so the checkpoint reshards to other layouts."""
     root = checkpoint_dir(run_dir)
     final = root / f"step_{step:08d}"
     tmp = root / f".tmp-step_{step:08d}"
@@ -100,6 +102,8 @@ def save_checkpoint(run_dir: str | Path, step: int, model: nn.Module, optimizer:
             shutil.rmtree(stale, ignore_errors=True)
     barrier()
     model_sd, optim_sd = get_state_dict(model, optimizer)
+    if adapter is not None:
+        model_sd, optim_sd = adapter.to_global(model_sd, optim_sd)
     with warnings.catch_warnings():  # single process: DCP warns that it runs without a group
         warnings.filterwarnings("ignore", message="torch.distributed is disabled")
         dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(tmp))
@@ -124,7 +128,7 @@ def save_checkpoint(run_dir: str | Path, step: int, model: nn.Module, optimizer:
 
 
 def load_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer,
-                    info: DistInfo) -> dict:
+                    info: DistInfo, adapter=None) -> dict:
     """Load model + optimizer (resharding as needed) and this rank's RNG; returns trainer_state."""
     path = Path(path)
     if not (path / "COMPLETE").is_file():
@@ -132,6 +136,8 @@ def load_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.O
     # The optimizer's state must already exist for every parameter (MuonAdamW.init_state), so
     # the skeleton DCP loads into has the same structure as what was saved.
     model_sd, optim_sd = get_state_dict(model, optimizer)
+    if adapter is not None:
+        model_sd, optim_sd = adapter.to_global(model_sd, optim_sd)
     state = {"model": model_sd, "optim": optim_sd}
     try:
         with warnings.catch_warnings():
@@ -139,6 +145,8 @@ def load_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.O
             dcp.load(state, checkpoint_id=str(path))
     except Exception as exc:  # DCP raises bare RuntimeErrors; say which checkpoint
         raise CheckpointError(f"{path}: cannot load into this model/optimizer: {exc}") from exc
+    if adapter is not None:
+        state["model"], state["optim"] = adapter.to_local(state["model"], state["optim"])
     set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
     rng_file = path / f"rng_rank{info.rank:05d}.pt"
     if rng_file.is_file():

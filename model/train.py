@@ -258,7 +258,7 @@ def count_params_meta(cfg) -> dict[str, int]:
     return counts
 
 
-def memory_plan(counts: dict[str, int], gpus: int, ep: int, pp: int, tp: int = 1) -> dict[str, float]:
+def memory_plan(counts: dict[str, int], gpus: int, ep: int, pp: int, tp: int = 1, cp: int = 1) -> dict[str, float]:
     """Bytes per GPU for parameters, gradients and optimizer state.
 
     Assumptions (printed with the table): bf16 parameters (2 B) and fp32 gradients (4 B) on
@@ -267,8 +267,11 @@ def memory_plan(counts: dict[str, int], gpus: int, ep: int, pp: int, tp: int = 1
     group. Dense parameters are split over PP x TP stages and replicated over DP = gpus/(PP*TP);
     routed experts are split over PP x EP and replicated over expert-DP = DP/EP.
     """
-    dp = gpus // (pp * tp)
-    edp = max(1, dp // ep)
+    dp = gpus // (pp * tp * cp)
+    # the optimizer is sharded over every rank holding the same parameters: DP x CP (dense),
+    # expert-DP x CP (experts; EP is carved out of DP)
+    edp = max(1, dp // ep) * cp
+    dp_opt = dp * cp
     expert = counts["expert"]
     dense = counts["total"] - expert
     muon_dense = counts["dense_matrix"]
@@ -277,10 +280,26 @@ def memory_plan(counts: dict[str, int], gpus: int, ep: int, pp: int, tp: int = 1
     p_exp = expert / (pp * tp * ep)
     params = (p_dense + p_exp) * 2
     grads = (p_dense + p_exp) * 4
-    opt_dense = (muon_dense / (pp * tp)) * (4 + 4) / dp + (adamw / (pp * tp)) * (4 + 8) / dp
+    opt_dense = (muon_dense / (pp * tp)) * (4 + 4) / dp_opt + (adamw / (pp * tp)) * (4 + 8) / dp_opt
     opt_exp = p_exp * (4 + 4) / edp
     return {"dp": dp, "edp": edp, "params": params, "grads": grads,
             "optimizer": opt_dense + opt_exp, "total": params + grads + opt_dense + opt_exp}
+
+
+def trainer_memory_plan(counts: dict[str, int], lay) -> dict[str, float]:
+    """Bytes per rank of *this* trainer's state (what ``train`` allocates, activations excluded):
+    fp32 parameters and gradients; dense parameters FSDP2-sharded over the ``dense`` mesh
+    (DP x CP) and split over PP stages; routed experts split over EP (and PP), replicated over
+    expert-DP x CP; optimizer state sharded like its parameter: Muon momentum 4 B per matrix
+    element, AdamW moments 8 B.  ``bench/parallel.py`` compares it with a measured run."""
+    expert = counts["expert"] / (lay.pp * lay.ep)
+    dense_shard = lay.pp * lay.dp * lay.cp
+    dense = (counts["total"] - counts["expert"]) / dense_shard
+    muon = counts["dense_matrix"] / dense_shard + expert
+    adamw = counts["adamw"] / dense_shard
+    params = (dense + expert) * 4
+    return {"params": params, "grads": params, "optimizer": muon * 4 + adamw * 8,
+            "total": 2 * params + muon * 4 + adamw * 8}
 
 
 def dry_run(args) -> int:
@@ -321,11 +340,11 @@ def dry_run(args) -> int:
               f"{'':>7} {stage_steps:>9}")
     print(f"total: {format_tokens(cur.total_tokens)} tokens, {total_steps:,} optimizer steps")
 
+    lay = parallel_layout_or_fail(args, args.gpus_total, cfg,
+                                  [p.seq_len for st in cur.stages for p in st.phases], dry_run=True)
     counts = count_params_meta(cfg)
-    gpus, ep, pp = args.gpus_total, args.ep, args.pp
-    if gpus % (pp * args.tp):
-        raise TrainError(f"--gpus-total {gpus} is not divisible by PP*TP = {pp * args.tp}")
-    mem = memory_plan(counts, gpus, ep, pp, args.tp)
+    gpus, ep, pp = lay.world, lay.ep, lay.pp
+    mem = memory_plan(counts, gpus, ep, pp, args.tp, lay.cp)
     print()
     print(f"model {cfg.name}: {_fmt_count(counts['total'])} parameters "
           f"(routed experts {_fmt_count(counts['expert'])}, other matrices {_fmt_count(counts['dense_matrix'])}, "
@@ -333,26 +352,34 @@ def dry_run(args) -> int:
     if "summary" in counts:
         print("model.summary.count_parameters: " + ", ".join(
             f"{k}={_fmt_count(v)}" for k, v in counts["summary"].items()))
-    print(f"cluster: {gpus} GPUs = PP{pp} x TP{args.tp} x DP{mem['dp']} (EP{ep} inside DP, expert-DP {mem['edp']})")
+    print(f"cluster: {gpus} GPUs = PP{pp} x TP{args.tp} x DP{mem['dp']} x CP{lay.cp} "
+          f"(EP{ep} inside DP, expert-DP {mem['edp'] // lay.cp})")
     print("assumptions: bf16 params, fp32 grads, fp32 master + Muon momentum (matrices) / AdamW "
           "m,v (1-D, embeddings, head) sharded ZeRO-1 over DP (experts over expert-DP); "
           "activations not included")
     print(f"per GPU: parameters {_fmt_bytes(mem['params'])}, gradients {_fmt_bytes(mem['grads'])}, "
           f"optimizer+master {_fmt_bytes(mem['optimizer'])}, total {_fmt_bytes(mem['total'])}")
+    if lay.tp == 1:
+        tm = trainer_memory_plan(counts, lay)
+        print(f"this trainer (fp32 params+grads, FSDP2 over DPxCP, experts over EP, unsharded "
+              f"Muon/AdamW state per shard): parameters {_fmt_bytes(tm['params'])}, gradients "
+              f"{_fmt_bytes(tm['grads'])}, optimizer {_fmt_bytes(tm['optimizer'])}, total "
+              f"{_fmt_bytes(tm['total'])} per rank")
     return 0
 
 
 # ---------------------------------------------------------------------------------------------
 # training
 # ---------------------------------------------------------------------------------------------
-def _sync_moe_buffers(model, names: tuple[str, ...]) -> None:
-    """All-reduce (sum) MoE load buffers so every rank updates the router bias identically."""
+def _sync_moe_buffers(model, names: tuple[str, ...], group=None) -> None:
+    """All-reduce (sum) MoE load buffers over the ranks that see different tokens of the same
+    layers (the layout's ``dense`` mesh) so every rank updates the router bias identically."""
     import torch.distributed as dist
     if not (dist.is_available() and dist.is_initialized()):
         return
     for n, b in model.named_buffers():
         if n.rsplit(".", 1)[-1] in names:
-            dist.all_reduce(b, op=dist.ReduceOp.SUM)
+            dist.all_reduce(b, op=dist.ReduceOp.SUM, group=group)
 
 
 def _grad_norm_and_clip(params: list[torch.Tensor], max_norm: float) -> float:
@@ -363,6 +390,24 @@ def _grad_norm_and_clip(params: list[torch.Tensor], max_norm: float) -> float:
     if hasattr(norm, "full_tensor"):
         norm = norm.full_tensor()
     return float(norm)
+
+
+def parallel_layout_or_fail(args, world: int, cfg, seq_lens: list[int], dry_run: bool = False):
+    """``--dp/--ep/--pp/--cp`` checked against the world size, the model and the curriculum's
+    sequence lengths: plain arithmetic, before any process group or parameter exists."""
+    from model.parallel.layout import LayoutError, resolve_layout, validate_layout
+    ep, pp = args.ep, args.pp
+    if dry_run:  # the report's layout unless told otherwise
+        ep, pp = ep or 8, pp or 8
+    try:
+        lay = resolve_layout(world, args.dp, ep, pp, args.cp, args.tp if dry_run else 1)
+        validate_layout(lay, cfg, seq_lens)
+    except LayoutError as exc:
+        raise TrainError(f"parallel layout: {exc}") from None
+    if not dry_run and (lay.pp > 1 or lay.cp > 1):
+        raise TrainError(f"parallel layout {lay.describe()}: pipeline and context parallelism are "
+                         f"not implemented in training yet (only in --dry-run's memory model)")
+    return lay
 
 
 def train(args) -> int:
@@ -388,7 +433,8 @@ def train(args) -> int:
     mtp_overrides = parse_mtp_depths(args.mtp_depths, cfg.n_mtp)  # fail now, not at the phase that uses it
     check_vocab(mixes, cur, cfg.vocab_size)
     world_env = int(os.environ.get("WORLD_SIZE", "1"))
-    phases = build_run_phases(cur, mixes, world_env, args.global_batch, args.stage)
+    layout = parallel_layout_or_fail(args, world_env, cfg, [p.seq_len for s in cur.stages for p in s.phases])
+    phases = build_run_phases(cur, mixes, layout.dp, args.global_batch, args.stage)
     run_dir = Path(args.out)
     if not args.resume and latest_checkpoint(run_dir) is not None:
         raise TrainError(f"{run_dir} already holds checkpoints: pass --resume to continue it, "
@@ -396,18 +442,21 @@ def train(args) -> int:
 
     info = init_distributed(args.device)
     try:
-        return _train_loop(args, cur, cfg, phases, mtp_overrides, run_dir, info)
+        return _train_loop(args, cur, cfg, phases, mtp_overrides, run_dir, info, layout)
     finally:
         shutdown()
 
 
 def _train_loop(args, cur, cfg, phases: list[RunPhase], mtp_overrides: dict[str, int],
-                run_dir: Path, info) -> int:
+                run_dir: Path, info, layout=None) -> int:
     from curricula.schedule import bias_update_rate_at, lr_at
     from model.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, save_checkpoint
     from model.distributed import all_reduce_sum, shard_model
     from model.monitor import Monitor
     from model.optim import build_optimizer, iter_params, set_lr
+    from model.parallel import ParallelLayout, build_mesh
+    from model.parallel.expert import apply_expert_parallel, clip_grad_norm, ep_load_balance, reduce_expert_grads
+    from model.parallel.state import ExpertStateAdapter
     from model.transformer import Step35Model
     from stepcrawl.io import atomic_open
     from trainer_bridge.loader import CurriculumLoader
@@ -418,8 +467,13 @@ def _train_loop(args, cur, cfg, phases: list[RunPhase], mtp_overrides: dict[str,
     if dev.type == "cpu":
         torch.set_num_threads(max(1, args.threads or torch.get_num_threads()))
 
-    loader = CurriculumLoader([p.plan for p in phases], seed=args.seed, rank=info.rank,
-                              world=info.world, micro_batch_tokens=args.micro_batch_tokens)
+    layout = layout or ParallelLayout(dp=info.world)
+    pm = build_mesh(layout, dev.type, info.rank)
+    n_dense = layout.dp * layout.cp        # ranks averaging the dense gradients (FSDP2 mesh)
+    dense_group = pm.group("dense")
+    # the loader's world is the data-parallel mesh: EP ranks read different sequences
+    loader = CurriculumLoader([p.plan for p in phases], seed=args.seed, rank=pm.dp_rank,
+                              world=layout.dp, micro_batch_tokens=args.micro_batch_tokens)
     total_steps = loader.total_steps
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -431,10 +485,19 @@ def _train_loop(args, cur, cfg, phases: list[RunPhase], mtp_overrides: dict[str,
     if args.activation_checkpointing:
         model.set_activation_checkpointing(True)
     model.set_balance_scope(args.ep_balance)
-    model = shard_model(model, info, mixed_precision=False)
+    # expert parallelism first (slices the expert banks), then FSDP2 on the dense mesh
+    disp = apply_expert_parallel(model, pm.group("ep"), layout.ep, pm.ep_rank)
+    expert_ids: set[int] = set()
+    if disp is not None:
+        from model.parallel.expert import expert_parameters
+        expert_ids = {id(p) for _, p in expert_parameters(model)}
+    expert_set = {p for p in model.parameters() if id(p) in expert_ids}
+    model = shard_model(model, info, mixed_precision=False, mesh=pm.sub("dense"),
+                        ignored_params=expert_set)
     model.train()
     opt = build_optimizer(model, lr=0.0, weight_decay=args.weight_decay, ns_steps=args.ns_steps)
 
+    adapter = ExpertStateAdapter(pm.sub("ep"), disp.local) if disp is not None else None
     mtp_depths = cfg.mtp_active_depths  # depths trained so far (restored on resume)
     monitor = Monitor(run_dir, enabled=info.is_main, total_steps=min(total_steps, args.max_steps or total_steps),
                       tensorboard=not args.no_tensorboard, progress=not args.no_progress)
@@ -448,7 +511,7 @@ def _train_loop(args, cur, cfg, phases: list[RunPhase], mtp_overrides: dict[str,
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)
                 try:
-                    st = load_checkpoint(ck, model, opt, info)
+                    st = load_checkpoint(ck, model, opt, info, adapter=adapter)
                 except CheckpointError as exc:
                     raise TrainError(f"{exc}\n(was the run started with another --model/--set?)") from None
             if st.get("curriculum") != cur.name:
@@ -474,9 +537,12 @@ def _train_loop(args, cur, cfg, phases: list[RunPhase], mtp_overrides: dict[str,
     def checkpoint() -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            save_checkpoint(run_dir, step, model, opt, trainer_state(), info, keep=args.keep)
+            save_checkpoint(run_dir, step, model, opt, trainer_state(), info, keep=args.keep,
+                            adapter=adapter)
 
     params = list(iter_params(opt))
+    dense_params = [p for p in params if id(p) not in expert_ids]
+    expert_params = [p for p in params if id(p) in expert_ids]
     max_steps = args.max_steps or total_steps
     applied_phase = -1
     last_saved = step
@@ -510,9 +576,10 @@ def _train_loop(args, cur, cfg, phases: list[RunPhase], mtp_overrides: dict[str,
         set_lr(opt, lr)
 
         # Loss normalisation: the mean over every loss token of the *global* batch, whatever the
-        # world size and micro-batching (FSDP averages gradients over ranks, hence * world).
+        # world size and micro-batching (FSDP averages gradients over its mesh, hence * n_dense).
         local_tokens = sum(mb.n_loss_tokens for mb in sb.micro_batches)
-        n_global = int(all_reduce_sum(torch.tensor([local_tokens], dtype=torch.float64, device=dev)).item())
+        n_global = int(all_reduce_sum(torch.tensor([local_tokens], dtype=torch.float64, device=dev),
+                                      dense_group).item())
         denom = max(n_global, 1)
         # lm, mtp, aux, total: summed on the device (NCCL reduces device tensors only; no host
         # sync per micro-batch), read back once after the all-reduce
@@ -533,18 +600,22 @@ def _train_loop(args, cur, cfg, phases: list[RunPhase], mtp_overrides: dict[str,
             loss = out.loss * w
             if out.aux_loss is not None and model.ep_loss_coef:
                 loss = loss + (v - w) * model.ep_loss_coef * out.aux_loss
-            (loss * info.world).backward()
+            (loss * n_dense).backward()
             sums[0] += out.lm_loss.detach().double() * w
             if out.mtp_loss is not None:
                 sums[1] += out.mtp_loss.detach().double() * w
             if out.aux_loss is not None:
-                sums[2] += out.aux_loss.detach().double() / (len(sb.micro_batches) * info.world)
+                sums[2] += out.aux_loss.detach().double() / (len(sb.micro_batches) * n_dense)
             sums[3] += out.loss.detach().double() * w
-        lm_sum, mtp_sum, aux_sum, total_sum = all_reduce_sum(sums).tolist()
-        gnorm = _grad_norm_and_clip(params, args.clip)
+        lm_sum, mtp_sum, aux_sum, total_sum = all_reduce_sum(sums, dense_group).tolist()
+        if disp is not None:
+            reduce_expert_grads(expert_params, pm.group("replica"), n_dense)
+            gnorm = clip_grad_norm(dense_params, expert_params, args.clip, pm.group("ep"))
+        else:
+            gnorm = _grad_norm_and_clip(params, args.clip)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        _sync_moe_buffers(model, ("bias_load",))
+        _sync_moe_buffers(model, ("bias_load",), dense_group)
         rate = 0.0 if sched.router_frozen else bias_update_rate_at(sched, sb.step_in_phase, n_steps)
         model.update_router_bias(rate)
         model.reset_balance_window()
@@ -552,7 +623,7 @@ def _train_loop(args, cur, cfg, phases: list[RunPhase], mtp_overrides: dict[str,
 
         routing = None
         if step % args.routing_every == 0 or step == max_steps:
-            _sync_moe_buffers(model, ("stat_load", "stat_norm"))
+            _sync_moe_buffers(model, ("stat_load", "stat_norm"), dense_group)
             routing = model.routing_stats(reset=True)
         rec = {
             "step": step, "loss": lm_sum, "total_loss": total_sum,
@@ -565,6 +636,7 @@ def _train_loop(args, cur, cfg, phases: list[RunPhase], mtp_overrides: dict[str,
             "mtp_depths": model.mtp_active_depths,
             "rope_theta_full": float(sched.rope_theta_full), "router_frozen": bool(sched.router_frozen),
             "bias_update_rate": rate,
+            **ep_load_balance(disp, pm.group("dp")),
         }
         monitor.log(rec, routing)
         if not math.isfinite(rec["loss"]):
@@ -649,8 +721,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     p.add_argument("--dry-run", action="store_true", help="print the plan and memory per GPU; no model, no data")
     p.add_argument("--gpus-total", type=int, default=4096, help="cluster size for --dry-run")
-    p.add_argument("--ep", type=int, default=8, help="expert parallel degree assumed by --dry-run")
-    p.add_argument("--pp", type=int, default=8, help="pipeline parallel degree assumed by --dry-run")
+    p.add_argument("--dp", type=int, default=None,
+                   help="data-parallel degree, EP included (default: world / (pp·cp))")
+    p.add_argument("--ep", type=int, default=None,
+                   help="expert-parallel degree, carved out of --dp (default 1; --dry-run: 8)")
+    p.add_argument("--pp", type=int, default=None,
+                   help="pipeline-parallel stages (default 1; --dry-run: 8)")
+    p.add_argument("--cp", type=int, default=None, help="context-parallel degree (default 1)")
     p.add_argument("--tp", type=int, default=1, help="tensor parallel degree assumed by --dry-run")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
