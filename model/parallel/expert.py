@@ -48,7 +48,9 @@ class ExpertParallelDispatch:
     def __init__(self, group, ep: int, n_experts: int) -> None:
         if n_experts % ep:
             raise ValueError(f"{n_experts} experts not divisible by ep {ep}")
-        self.group, self.ep, self.n_experts = group, ep, n_experts
+        # functional collectives need an explicit group (None = the default one)
+        self.group = group if group is not None else dist.group.WORLD
+        self.ep, self.n_experts = ep, n_experts
         self.local = n_experts // ep
         # (token, expert) rows this rank computed since the last ``take_received()`` — the
         # load of this EP rank (activation-checkpoint recomputation counts twice on every rank
