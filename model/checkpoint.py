@@ -139,6 +139,9 @@ def load_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.O
     if adapter is not None:
         model_sd, optim_sd = adapter.to_global(model_sd, optim_sd)
     state = {"model": model_sd, "optim": optim_sd}
+    # this run's param groups (parameter FQN lists, Muon splits): a checkpoint from another
+    # parallel layout (e.g. one pipeline stage per rank) holds another rank's lists
+    groups = [dict(g) for g in optim_sd.get("param_groups", [])]
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="torch.distributed is disabled")
@@ -147,6 +150,8 @@ def load_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.O
         raise CheckpointError(f"{path}: cannot load into this model/optimizer: {exc}") from exc
     if adapter is not None:
         state["model"], state["optim"] = adapter.to_local(state["model"], state["optim"])
+    if groups:
+        state["optim"]["param_groups"] = groups
     set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
     rng_file = path / f"rng_rank{info.rank:05d}.pt"
     if rng_file.is_file():

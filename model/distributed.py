@@ -80,6 +80,8 @@ def transformer_blocks(model: nn.Module) -> list[nn.Module]:
     for name, mod in model.named_children():
         if isinstance(mod, nn.ModuleList) and name in ("layers", "blocks"):
             blocks.extend(mod)
+        elif isinstance(mod, nn.ModuleDict) and name in ("layers", "blocks"):  # a pipeline stage
+            blocks.extend(mod.values())
     return blocks
 
 
@@ -115,8 +117,8 @@ def shard_model(model: nn.Module, info: DistInfo, mixed_precision: bool = False,
     norm, LM head). On one process this is a no-op.  ``mesh``: the FSDP mesh (default: all
     ranks; under a parallel layout the ``dense`` sub-mesh of ``model.parallel``);
     ``ignored_params``: parameters FSDP2 must leave alone (expert-parallel expert banks)."""
-    if not info.distributed:
-        return model
+    if not info.distributed or (mesh is not None and mesh.size() == 1):
+        return model  # nothing to shard over (e.g. a pipeline stage without data parallelism)
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 

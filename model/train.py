@@ -404,9 +404,9 @@ def parallel_layout_or_fail(args, world: int, cfg, seq_lens: list[int], dry_run:
         validate_layout(lay, cfg, seq_lens)
     except LayoutError as exc:
         raise TrainError(f"parallel layout: {exc}") from None
-    if not dry_run and (lay.pp > 1 or lay.cp > 1):
-        raise TrainError(f"parallel layout {lay.describe()}: pipeline and context parallelism are "
-                         f"not implemented in training yet (only in --dry-run's memory model)")
+    if not dry_run and lay.cp > 1:
+        raise TrainError(f"parallel layout {lay.describe()}: context parallelism is not "
+                         f"implemented in training yet (only in --dry-run's memory model)")
     return lay
 
 
@@ -456,6 +456,7 @@ def _train_loop(args, cur, cfg, phases: list[RunPhase], mtp_overrides: dict[str,
     from model.optim import build_optimizer, iter_params, set_lr
     from model.parallel import ParallelLayout, build_mesh
     from model.parallel.expert import apply_expert_parallel, clip_grad_norm, ep_load_balance, reduce_expert_grads
+    from model.parallel.pipeline import apply_pipeline
     from model.parallel.state import ExpertStateAdapter
     from model.transformer import Step35Model
     from stepcrawl.io import atomic_open
@@ -485,8 +486,14 @@ def _train_loop(args, cur, cfg, phases: list[RunPhase], mtp_overrides: dict[str,
     if args.activation_checkpointing:
         model.set_activation_checkpointing(True)
     model.set_balance_scope(args.ep_balance)
-    # expert parallelism first (slices the expert banks), then FSDP2 on the dense mesh
+    model.balance_group = dense_group
+    # expert parallelism first (slices the expert banks), then the pipeline stage, then FSDP2
+    # on the dense mesh
     disp = apply_expert_parallel(model, pm.group("ep"), layout.ep, pm.ep_rank)
+    pipe = None
+    if layout.pp > 1:
+        pipe = apply_pipeline(model, pm.group("pp"), layout.pp, pm.pp_rank, dev)
+        model = pipe.model
     expert_ids: set[int] = set()
     if disp is not None:
         from model.parallel.expert import expert_parameters
@@ -584,7 +591,15 @@ def _train_loop(args, cur, cfg, phases: list[RunPhase], mtp_overrides: dict[str,
         # lm, mtp, aux, total: summed on the device (NCCL reduces device tensors only; no host
         # sync per micro-batch), read back once after the all-reduce
         sums = torch.zeros(4, dtype=torch.float64, device=dev)
-        for i, mb in enumerate(sb.micro_batches):
+        if pipe is not None:
+            # 1F1B over the loader's micro-batches; the stages weigh each micro-batch like the
+            # loop below and report their parts of the sums (LM/MTP on the last stage, the
+            # balance loss of its layers on every stage)
+            model.set_step(n_global, sb.global_tokens, n_dense, float(sched.mtp_weight))
+            pipe.step([mb.to(dev) for mb in sb.micro_batches])
+            sums = model.step_sums.to(dev)
+            sums[2] /= len(sb.micro_batches)
+        for i, mb in enumerate(sb.micro_batches if pipe is None else []):
             mb = mb.to(dev)
             if hasattr(model, "set_requires_gradient_sync"):
                 model.set_requires_gradient_sync(i == len(sb.micro_batches) - 1)
@@ -607,10 +622,14 @@ def _train_loop(args, cur, cfg, phases: list[RunPhase], mtp_overrides: dict[str,
             if out.aux_loss is not None:
                 sums[2] += out.aux_loss.detach().double() / (len(sb.micro_batches) * n_dense)
             sums[3] += out.loss.detach().double() * w
-        lm_sum, mtp_sum, aux_sum, total_sum = all_reduce_sum(sums, dense_group).tolist()
+        # pipelined: every stage holds part of the sums, so over all ranks
+        lm_sum, mtp_sum, aux_sum, total_sum = all_reduce_sum(sums, dense_group if pipe is None else None).tolist()
         if disp is not None:
             reduce_expert_grads(expert_params, pm.group("replica"), n_dense)
-            gnorm = clip_grad_norm(dense_params, expert_params, args.clip, pm.group("ep"))
+        if disp is not None or pipe is not None:
+            gnorm = clip_grad_norm(dense_params, expert_params, args.clip,
+                                   pm.group("ep") if disp is not None else None,
+                                   pm.group("pp") if pipe is not None else None)
         else:
             gnorm = _grad_norm_and_clip(params, args.clip)
         opt.step()

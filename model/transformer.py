@@ -83,6 +83,7 @@ class Step35Model(nn.Module):
         self.mtp_active_depths = cfg.mtp_active_depths
         self.ep_loss_coef = cfg.ep_loss_coef
         self.balance_scope = "micro"  # set_balance_scope("global"): global-batch EP balance loss
+        self.balance_group = None  # process group of the global balance counts (None = default)
         self.activation_checkpointing = False
         self.chunked_window = True  # SDPA path: O(T·W) chunked sliding window (False: dense mask)
         self.init_weights()
@@ -201,7 +202,9 @@ class Step35Model(nn.Module):
             return torch.stack([info.aux_loss for _, info in routed]).sum()
         counts = torch.stack([info.counts for _, info in routed])  # [L, E] int64, this rank
         if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.all_reduce(counts)  # in place on the fresh stacked copy
+            # over balance_group: the ranks running the same layers on other tokens (None = all;
+            # model/parallel sets the layout's data x context mesh)
+            torch.distributed.all_reduce(counts, group=self.balance_group)  # in place, fresh copy
         total = []
         with torch.no_grad():
             fs = []

@@ -239,3 +239,28 @@ def test_ep2_matches_one_process_and_resumes_across_layouts(setup, tmp_path):
     # EP-rank load metric on the EP steps (1..6 of ep2, 9..12 of one6), none on 1-process steps
     assert all("ep/max_over_mean" in r and r["ep/max_over_mean"] >= 1.0 for r in b[:6] + c[8:])
     assert not any("ep/max_over_mean" in r for r in a)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_pp2_matches_one_process_and_resumes_in_one(setup, tmp_path):
+    """--pp 2 (1F1B, torch.distributed.pipelining; stage 0 = embedding + block 0, stage 1 =
+    block 1 + norm + LM head + MTP) over the same 12 steps: micro-batches 2 sequences, the
+    schedule rebuilt when the batch ramps (2 → 4 micro-batches) and when seq_len switches; the
+    balance loss of stage 0's MoE layer reaches the loss through the activation gradient.  The
+    pipelined checkpoint (each stage saves its own layers under their whole-model names) then
+    resumes in one process (pp2 → pp1)."""
+    common = ["--checkpoint-every", "0", "--ep-balance", "micro", "--micro-batch-tokens", "64"]
+    one = tmp_path / "one"
+    assert main(_args(setup, one, *common)) == 0
+    pp2 = tmp_path / "pp2"
+    _torchrun(2, _args(setup, pp2, *common, "--pp", "2", "--max-steps", "10"))
+    assert main(_args(setup, pp2, *common, "--resume")) == 0
+    a, b = _metrics(one), _metrics(pp2)
+    assert [r["step"] for r in b] == list(range(1, 13))
+    assert [r["grad_accum"] for r in b] == [2] * 4 + [4] * 4 + [4] * 4
+    for x, y in zip(a, b):
+        for k in ("loss", "mtp_loss", "total_loss"):
+            assert y[k] == pytest.approx(x[k], rel=2e-5, abs=1e-6), (x["step"], k, x[k], y[k])
+        assert y["aux_loss"] == pytest.approx(x["aux_loss"], rel=1e-4)
+        assert y["grad_norm"] == pytest.approx(x["grad_norm"], rel=1e-4)

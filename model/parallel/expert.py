@@ -134,24 +134,27 @@ def reduce_expert_grads(params: list[torch.Tensor], replica_group, divide: float
 
 @torch.no_grad()
 def clip_grad_norm(dense: list[torch.Tensor], experts: list[torch.Tensor], max_norm: float,
-                   ep_group) -> float:
+                   ep_group, pp_group=None) -> float:
     """Global gradient norm over FSDP2 (DTensor) dense gradients and EP-local expert gradients
-    (disjoint shards over the ``ep`` group, identical over replicas), then clip like
-    ``torch.nn.utils.clip_grad_norm_``.  Returns the norm before clipping."""
+    (disjoint shards over the ``ep`` group, identical over replicas), summed over pipeline
+    stages (``pp_group``), then clip like ``torch.nn.utils.clip_grad_norm_``.  Returns the norm
+    before clipping."""
     dg = [p.grad for p in dense if p.grad is not None]
     eg = [p.grad for p in experts if p.grad is not None]
-    sq = torch.zeros((), dtype=torch.float64)
+    device = (dg or eg)[0].device if (dg or eg) else torch.device("cpu")
+    sq = torch.zeros((), dtype=torch.float64, device=device)
     if dg:
         n = torch.nn.utils.get_total_norm(dg, 2.0)
         if hasattr(n, "full_tensor"):
             n = n.full_tensor()
-        sq = sq + n.double().cpu() ** 2
+        sq = sq + n.double() ** 2
     if eg:
         e = torch.stack([g.double().pow(2).sum() for g in eg]).sum()
         if ep_group is not None:
-            e = e.to(eg[0].device)
             dist.all_reduce(e, group=ep_group)
-        sq = sq + e.cpu()
+        sq = sq + e
+    if pp_group is not None:
+        dist.all_reduce(sq, group=pp_group)
     total = float(sq.sqrt())
     if max_norm > 0:
         coef = min(max_norm / (total + 1e-6), 1.0)
