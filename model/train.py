@@ -286,20 +286,24 @@ def memory_plan(counts: dict[str, int], gpus: int, ep: int, pp: int, tp: int = 1
             "optimizer": opt_dense + opt_exp, "total": params + grads + opt_dense + opt_exp}
 
 
-def trainer_memory_plan(counts: dict[str, int], lay) -> dict[str, float]:
+def trainer_memory_plan(counts: dict[str, int], lay, no_grad: int = 0) -> dict[str, float]:
     """Bytes per rank of *this* trainer's state (what ``train`` allocates, activations excluded):
     fp32 parameters and gradients; dense parameters FSDP2-sharded over the ``dense`` mesh
     (DP x CP) and split over PP stages; routed experts split over EP (and PP), replicated over
-    expert-DP x CP; optimizer state sharded like its parameter: Muon momentum 4 B per matrix
-    element, AdamW moments 8 B.  ``bench/parallel.py`` compares it with a measured run."""
-    expert = counts["expert"] / (lay.pp * lay.ep)
+    expert-DP x CP (without EP, FSDP2 shards them like the rest); optimizer state sharded like
+    its parameter: Muon momentum 4 B per matrix element, AdamW moments 8 B.  ``no_grad``:
+    dense parameters that get no gradient (inactive MTP depths).  An average over pipeline
+    stages (the first holds the embedding, the last the head and MTP).  ``bench/parallel.py``
+    compares it with a measured run."""
     dense_shard = lay.pp * lay.dp * lay.cp
+    expert = counts["expert"] / (lay.pp * lay.ep) if lay.ep > 1 else counts["expert"] / dense_shard
     dense = (counts["total"] - counts["expert"]) / dense_shard
     muon = counts["dense_matrix"] / dense_shard + expert
     adamw = counts["adamw"] / dense_shard
     params = (dense + expert) * 4
-    return {"params": params, "grads": params, "optimizer": muon * 4 + adamw * 8,
-            "total": 2 * params + muon * 4 + adamw * 8}
+    grads = params - no_grad / dense_shard * 4
+    opt = muon * 4 + adamw * 8
+    return {"params": params, "grads": grads, "optimizer": opt, "total": params + grads + opt}
 
 
 def dry_run(args) -> int:
@@ -380,6 +384,20 @@ def _sync_moe_buffers(model, names: tuple[str, ...], group=None) -> None:
     for n, b in model.named_buffers():
         if n.rsplit(".", 1)[-1] in names:
             dist.all_reduce(b, op=dist.ReduceOp.SUM, group=group)
+
+
+def state_bytes(params: list[torch.Tensor], opt) -> dict[str, int]:
+    """Bytes this rank holds for parameters, gradients and optimizer state (local shards of
+    DTensors), for ``--memory-report`` (compared with ``trainer_memory_plan`` in bench/)."""
+    def local(t):
+        t = t.to_local() if hasattr(t, "to_local") else t
+        return t.numel() * t.element_size()
+    out = {"params": sum(local(p) for p in params),
+           "grads": sum(local(p.grad) for p in params if p.grad is not None),
+           "optimizer": sum(local(v) for st in opt.state.values() for v in st.values()
+                            if isinstance(v, torch.Tensor) and v.ndim > 0)}
+    out["total"] = sum(out.values())
+    return out
 
 
 def _grad_norm_and_clip(params: list[torch.Tensor], max_norm: float) -> float:
@@ -633,6 +651,8 @@ def _train_loop(args, cur, cfg, phases: list[RunPhase], mtp_overrides: dict[str,
         else:
             gnorm = _grad_norm_and_clip(params, args.clip)
         opt.step()
+        if args.memory_report:
+            mem_seen = state_bytes(params, opt)
         opt.zero_grad(set_to_none=True)
         _sync_moe_buffers(model, ("bias_load",), dense_group)
         rate = 0.0 if sched.router_frozen else bias_update_rate_at(sched, sb.step_in_phase, n_steps)
@@ -667,6 +687,12 @@ def _train_loop(args, cur, cfg, phases: list[RunPhase], mtp_overrides: dict[str,
     if step != last_saved:
         checkpoint()
     monitor.close()
+    if args.memory_report and step > 0:
+        import resource
+        rep_ = dict(mem_seen, rank=info.rank, world=info.world, layout=dataclasses.asdict(layout),
+                    peak_rss=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+        with atomic_open(run_dir / f"memory_rank{info.rank:05d}.json", "w", encoding="utf-8") as fh:
+            fh.write(json.dumps(rep_) + "\n")
     if info.is_main:
         _print_summary(run_dir)
         log.info("done: step %d of %d, checkpoint in %s", step, total_steps, run_dir / "checkpoints")
@@ -765,6 +791,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--activation-checkpointing", action="store_true")
     p.add_argument("--no-amp", action="store_true", help="no bf16 autocast on CUDA")
     p.add_argument("--no-tensorboard", action="store_true")
+    p.add_argument("--memory-report", action="store_true",
+                   help="write RUN_DIR/memory_rankN.json: parameter/gradient/optimizer bytes and peak RSS per rank")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
