@@ -306,6 +306,30 @@ def trainer_memory_plan(counts: dict[str, int], lay, no_grad: int = 0) -> dict[s
     return {"params": params, "grads": grads, "optimizer": opt, "total": params + grads + opt}
 
 
+def _print_phase_estimates(cur, cfg, counts, lay, args, mtp_over, state_bytes_per_gpu: float) -> None:
+    """Per phase: micro-batching, activation memory and step time (model/parallel/estimate.py)."""
+    from curricula.schedule import batch_segments
+    from model.parallel.estimate import phase_estimate
+
+    print(f"per phase, per GPU (estimates; --micro-batch-tokens {args.micro_batch_tokens}, full "
+          f"activation checkpointing, 1F1B, {args.gpu_tflops:g} TFLOP/s bf16 peak at MFU "
+          f"{args.mfu:g}; activations = saved block inputs + one block's recompute + last-stage fp32 logits):")
+    hdr = (f"  {'stage/phase':26} {'seq':>7} {'batch':>6} {'mb x n':>9} {'tok/rank':>9} "
+           f"{'ckpt':>10} {'recompute':>10} {'logits':>10} {'+state':>10} {'s/step':>8} {'tokens/s':>10}")
+    print(hdr)
+    for st in cur.stages:
+        for ph in st.phases:
+            segs = batch_segments(ph)
+            gb = max((g.batch for g in segs), default=1)
+            depths = mtp_depths_for(st.name, ph, mtp_over, cfg.mtp_active_depths) if ph.schedule.mtp_weight else 0
+            e = phase_estimate(cfg, counts, lay, ph.seq_len, gb, args.micro_batch_tokens, depths,
+                               args.gpu_tflops * 1e12, args.mfu)
+            print(f"  {st.name + '/' + ph.name:26} {ph.seq_len:>7} {gb:>6} {f'{e.micro_batch}x{e.n_micro}':>9} "
+                  f"{e.tokens_per_rank:>9} {_fmt_bytes(e.checkpointed):>10} {_fmt_bytes(e.working):>10} "
+                  f"{_fmt_bytes(e.logits):>10} {_fmt_bytes(e.activations + state_bytes_per_gpu):>10} "
+                  f"{e.step_seconds:>8.2f} {_fmt_count(e.tokens_per_s):>10}")
+
+
 def dry_run(args) -> int:
     from curricula import format_tokens
     from curricula.schedule import batch_segments, phase_steps
@@ -363,6 +387,7 @@ def dry_run(args) -> int:
           "activations not included")
     print(f"per GPU: parameters {_fmt_bytes(mem['params'])}, gradients {_fmt_bytes(mem['grads'])}, "
           f"optimizer+master {_fmt_bytes(mem['optimizer'])}, total {_fmt_bytes(mem['total'])}")
+    _print_phase_estimates(cur, cfg, counts, lay, args, mtp_over, mem["total"])
     if lay.tp == 1:
         tm = trainer_memory_plan(counts, lay)
         print(f"this trainer (fp32 params+grads, FSDP2 over DPxCP, experts over EP, unsharded "
@@ -774,6 +799,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pipeline-parallel stages (default 1; --dry-run: 8)")
     p.add_argument("--cp", type=int, default=None, help="context-parallel degree (default 1)")
     p.add_argument("--tp", type=int, default=1, help="tensor parallel degree assumed by --dry-run")
+    p.add_argument("--gpu-tflops", type=float, default=989.0,
+                   help="--dry-run: bf16 dense peak per GPU in TFLOP/s (H800/H100 SXM: 989)")
+    p.add_argument("--mfu", type=float, default=0.4, help="--dry-run: assumed model-FLOPs utilisation")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0 = torch default)")

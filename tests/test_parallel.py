@@ -264,3 +264,23 @@ def test_pp2_matches_one_process_and_resumes_in_one(setup, tmp_path):
             assert y[k] == pytest.approx(x[k], rel=2e-5, abs=1e-6), (x["step"], k, x[k], y[k])
         assert y["aux_loss"] == pytest.approx(x["aux_loss"], rel=1e-4)
         assert y["grad_norm"] == pytest.approx(x["grad_norm"], rel=1e-4)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_dp2_x_ep2_on_four_processes_resumes_as_dp4(setup, tmp_path):
+    """--dp 4 --ep 2 (two expert-DP replicas of two EP ranks: expert grads summed over the
+    replicas) == 1 process, and its checkpoint resumes under plain --dp 4 (FSDP2 over 4 ranks,
+    every expert on every rank) mid-phase, continuing the same curve.  One sequence per forward
+    on both sides."""
+    common = ["--checkpoint-every", "0", "--ep-balance", "micro", "--micro-batch-tokens", "32"]
+    one = tmp_path / "one"
+    assert main(_args(setup, one, *common)) == 0
+    run = tmp_path / "dpep"
+    _torchrun(4, _args(setup, run, *common, "--dp", "4", "--ep", "2", "--max-steps", "6"), timeout=600)
+    _torchrun(4, _args(setup, run, *common, "--dp", "4", "--resume"), timeout=600)
+    a, b = _metrics(one), _metrics(run)
+    assert [r["step"] for r in b] == list(range(1, 13))
+    for x, y in zip(a, b):
+        assert y["loss"] == pytest.approx(x["loss"], rel=2e-5, abs=1e-6), (x["step"], x["loss"], y["loss"])
+    assert all("ep/max_over_mean" in r for r in b[:6]) and not any("ep/max_over_mean" in r for r in b[6:])
