@@ -447,9 +447,9 @@ def parallel_layout_or_fail(args, world: int, cfg, seq_lens: list[int], dry_run:
         validate_layout(lay, cfg, seq_lens)
     except LayoutError as exc:
         raise TrainError(f"parallel layout: {exc}") from None
-    if not dry_run and lay.cp > 1:
-        raise TrainError(f"parallel layout {lay.describe()}: context parallelism is not "
-                         f"implemented in training yet (only in --dry-run's memory model)")
+    if not dry_run and lay.cp > 1 and lay.pp > 1:
+        raise TrainError(f"parallel layout {lay.describe()}: context parallelism together with "
+                         f"pipeline stages is not implemented in training (only in --dry-run)")
     return lay
 
 
@@ -499,6 +499,7 @@ def _train_loop(args, cur, cfg, phases: list[RunPhase], mtp_overrides: dict[str,
     from model.optim import build_optimizer, iter_params, set_lr
     from model.parallel import ParallelLayout, build_mesh
     from model.parallel.expert import apply_expert_parallel, clip_grad_norm, ep_load_balance, reduce_expert_grads
+    from model.parallel.context import apply_context_parallel
     from model.parallel.pipeline import apply_pipeline
     from model.parallel.state import ExpertStateAdapter
     from model.transformer import Step35Model
@@ -533,6 +534,7 @@ def _train_loop(args, cur, cfg, phases: list[RunPhase], mtp_overrides: dict[str,
     # expert parallelism first (slices the expert banks), then the pipeline stage, then FSDP2
     # on the dense mesh
     disp = apply_expert_parallel(model, pm.group("ep"), layout.ep, pm.ep_rank)
+    cpx = apply_context_parallel(model, pm.group("cp"), layout.cp, pm.cp_rank)
     pipe = None
     if layout.pp > 1:
         pipe = apply_pipeline(model, pm.group("pp"), layout.pp, pm.pp_rank, dev)
@@ -627,7 +629,10 @@ def _train_loop(args, cur, cfg, phases: list[RunPhase], mtp_overrides: dict[str,
 
         # Loss normalisation: the mean over every loss token of the *global* batch, whatever the
         # world size and micro-batching (FSDP averages gradients over its mesh, hence * n_dense).
-        local_tokens = sum(mb.n_loss_tokens for mb in sb.micro_batches)
+        # context parallel: this rank's chunk of every sequence holds only some loss tokens
+        mb_loss = [int((cpx.local(mb.labels) != -100).sum()) if cpx else mb.n_loss_tokens
+                   for mb in sb.micro_batches]
+        local_tokens = sum(mb_loss)
         n_global = int(all_reduce_sum(torch.tensor([local_tokens], dtype=torch.float64, device=dev),
                                       dense_group).item())
         denom = max(n_global, 1)
@@ -650,11 +655,11 @@ def _train_loop(args, cur, cfg, phases: list[RunPhase], mtp_overrides: dict[str,
             with ctx:
                 out = model(mb.input_ids, labels=mb.labels, document_ids=mb.document_ids,
                             position_ids=mb.position_ids, mtp_weight=float(sched.mtp_weight))
-            w = mb.n_loss_tokens / denom
+            w = mb_loss[i] / denom
             # LM/MTP terms are weighted by this micro-batch's share of the global *loss* tokens;
             # the balance term by its share of the global *routed* tokens (every token is
             # routed, loss or not), so the sum over micro-batches and ranks is the global mean.
-            v = mb.input_ids.numel() / max(sb.global_tokens, 1)
+            v = mb.input_ids.numel() / layout.cp / max(sb.global_tokens, 1)
             loss = out.loss * w
             if out.aux_loss is not None and model.ep_loss_coef:
                 loss = loss + (v - w) * model.ep_loss_coef * out.aux_loss

@@ -86,6 +86,8 @@ class Step35Model(nn.Module):
         self.balance_group = None  # process group of the global balance counts (None = default)
         self.activation_checkpointing = False
         self.chunked_window = True  # SDPA path: O(T·W) chunked sliding window (False: dense mask)
+        # model/parallel/context.py: called with whole sequences, the forward keeps one chunk
+        self.context_parallel = None
         self.init_weights()
 
     # ------------------------------------------------------------------------------------
@@ -240,7 +242,15 @@ class Step35Model(nn.Module):
         if backend == "flex" and device.type != "cuda" and self.training and torch.is_grad_enabled():
             raise RuntimeError("attn_backend='flex' has no backward off CUDA (torch 2.13): train on CPU "
                                "with attn_backend='sdpa' or 'auto'; flex runs here for inference only")
-        masks = build_masks(backend, B, T, self.cfg.window, document_ids, device, self.chunked_window)
+        cp = self.context_parallel
+        full_ids, full_labels, full_docs = input_ids, labels, document_ids
+        local = cp.local if cp is not None else (lambda x: x)
+        if cp is not None:  # whole-sequence masks against this rank's chunk of queries
+            backend = "sdpa" if backend == "flex" else backend
+            masks = cp.build_masks(B, T, self.cfg.window, document_ids, device)
+            input_ids, labels, position_ids = local(input_ids), local(labels), local(position_ids)
+        else:
+            masks = build_masks(backend, B, T, self.cfg.window, document_ids, device, self.chunked_window)
         rope = RopeCache(position_ids)
 
         h = self.embed(input_ids)
@@ -262,11 +272,11 @@ class Step35Model(nn.Module):
             if mtp_weight and n_active:
                 h_prev = h
                 for k in range(1, n_active + 1):
-                    emb = self.embed(shift_left(input_ids, k, 0))
+                    emb = self.embed(local(shift_left(full_ids, k, 0)))
                     head = self.mtp[k - 1]
                     h_prev, h_out = head(h_prev, emb, rope, masks, backend)
                     mtp_logits = self.lm_head(h_out)
-                    mtp_losses.append(self._ce(mtp_logits, mtp_targets(labels, k, document_ids)))
+                    mtp_losses.append(self._ce(mtp_logits, local(mtp_targets(full_labels, k, full_docs))))
                 w = torch.tensor(self.cfg.mtp_loss_weights[:n_active], device=device)
                 mtp_loss = (torch.stack(mtp_losses) * w).sum() / w.sum()
                 loss = loss + mtp_weight * mtp_loss

@@ -82,7 +82,7 @@ def _args(root: Path, out: Path, *extra: str) -> list[str]:
     ("3", ["--ep", "3"], "4 experts per MoE layer, not divisible by 3"),
     ("4", ["--dp", "2", "--ep", "2"], "= 2 ranks, but the world size is 4"),
     ("3", ["--cp", "3"], "--cp 3: does not divide the curriculum's seq_len 32"),
-    ("2", ["--pp", "2"], "not implemented in training yet"),
+    ("4", ["--pp", "2", "--cp", "2"], "together with pipeline stages is not implemented"),
 ])
 def test_train_rejects_bad_layouts_before_any_process_group(setup, tmp_path, monkeypatch, capsys,
                                                             world, flags, match):
@@ -284,3 +284,41 @@ def test_dp2_x_ep2_on_four_processes_resumes_as_dp4(setup, tmp_path):
     for x, y in zip(a, b):
         assert y["loss"] == pytest.approx(x["loss"], rel=2e-5, abs=1e-6), (x["step"], x["loss"], y["loss"])
     assert all("ep/max_over_mean" in r for r in b[:6]) and not any("ep/max_over_mean" in r for r in b[6:])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_cp2_matches_one_process(setup, tmp_path):
+    """--cp 2: each rank holds half of every sequence (K/V all-gathered, masks of the chunk's
+    queries against the whole sequence: causal, window, documents; positions from the whole
+    sequence).  One micro-batch per step on both sides and the global balance loss, so the
+    EP-group loss is exact too.  MTP is off here: its loss is a mean over each forward's MTP
+    targets weighted by the LM-token share (the trainer's existing rule), which is not additive
+    over chunks — see docs/TRAINING.md."""
+    common = ["--checkpoint-every", "0", "--micro-batch-tokens", "256", "--mtp-depths", "0"]
+    one = tmp_path / "one"
+    assert main(_args(setup, one, *common)) == 0
+    cp2 = tmp_path / "cp2"
+    _torchrun(2, _args(setup, cp2, *common, "--cp", "2"))
+    a, b = _metrics(one), _metrics(cp2)
+    assert [r["step"] for r in b] == list(range(1, 13)) and b[-1]["seq_len"] == 64
+    for x, y in zip(a, b):
+        assert y["loss"] == pytest.approx(x["loss"], rel=2e-5, abs=1e-6), (x["step"], x["loss"], y["loss"])
+        assert y["grad_norm"] == pytest.approx(x["grad_norm"], rel=1e-4)
+    for x, y in zip(a[:8], b[:8]):   # trained router: the balance loss is in the loss, global f
+        assert y["aux_loss"] == pytest.approx(x["aux_loss"], rel=1e-5)
+
+
+def test_context_parallel_masks_match_the_reference_mask():
+    """The chunk masks are the rows of the whole-sequence mask (causal ∧ window ∧ document)."""
+    from model.attention import reference_mask
+    from model.config import FULL, SWA
+    from model.parallel.context import ContextParallel
+
+    docs = torch.tensor([[0] * 5 + [1] * 9 + [2] * 2, [0] * 16])
+    for rank in range(4):
+        cp = ContextParallel(None, 4, rank)
+        m = cp.build_masks(2, 16, 3, docs, "cpu")
+        rows = slice(rank * 4, rank * 4 + 4)
+        assert torch.equal(m[FULL].mask[:, 0], reference_mask(16, None, docs)[:, rows])
+        assert torch.equal(m[SWA].mask[:, 0], reference_mask(16, 3, docs)[:, rows])
