@@ -316,9 +316,18 @@ def test_context_parallel_masks_match_the_reference_mask():
     from model.parallel.context import ContextParallel
 
     docs = torch.tensor([[0] * 5 + [1] * 9 + [2] * 2, [0] * 16])
-    for rank in range(4):
-        cp = ContextParallel(None, 4, rank)
-        m = cp.build_masks(2, 16, 3, docs, "cpu")
-        rows = slice(rank * 4, rank * 4 + 4)
-        assert torch.equal(m[FULL].mask[:, 0], reference_mask(16, None, docs)[:, rows])
-        assert torch.equal(m[SWA].mask[:, 0], reference_mask(16, 3, docs)[:, rows])
+    for window in (3, 9):
+        for rank in range(4):
+            cp = ContextParallel(None, 4, rank)
+            m = cp.build_masks(2, 16, window, docs, "cpu")
+            rows = slice(rank * 4, rank * 4 + 4)
+            assert torch.equal(m[FULL].mask[:, 0], reference_mask(16, None, docs)[:, rows])
+            ref = reference_mask(16, window, docs)[:, rows]
+            if window - 1 <= 4:   # halo of W-1 keys from the previous rank (negative = padding)
+                h = window - 1
+                padded = torch.cat([torch.zeros(2, 4, 16, dtype=torch.bool), ref], dim=2)
+                ref = padded[:, :, 16 + rank * 4 - h: 16 + rank * 4 + 4]
+                assert m[SWA].halo == h
+            else:                 # window wider than a chunk: all keys
+                assert m[SWA].halo == 0
+            assert torch.equal(m[SWA].mask[:, 0], ref), (window, rank)

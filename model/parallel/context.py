@@ -8,15 +8,18 @@ targets, whose ``t + k`` may lie in the next chunk — and then keeps its own ch
 norms, MoE, LM head, the losses) then runs on the chunk.
 
 Attention: keys and values are all-gathered over the CP group (:class:`_GatherSeq`) and every
-layer uses an explicit boolean mask of the chunk's queries against all ``T`` keys — causal ∧
-same document (∧ window on SWA layers), built from the whole sequence's ``document_ids``, so
-document boundaries and positions stay exact across the split.  Both layer kinds gather all
-keys here: a sliding-window layer would need only the ``W - 1`` keys before the chunk (a
-neighbour exchange); that optimisation is not implemented.  The SDPA path is used (flex's
-BlockMask would need the chunk offset in its mask function).
+full-attention layer uses an explicit boolean mask of the chunk's queries against all ``T``
+keys — causal ∧ same document, built from the whole sequence's ``document_ids``, so document
+boundaries and positions stay exact across the split.  Sliding-window layers need only the
+``W - 1`` keys before the chunk: they receive them from the previous CP rank
+(:class:`_Halo`, one send/recv pair per layer and direction) and mask ``[T_local, W-1+T_local]``
+(causal ∧ window ∧ document); when a chunk is shorter than ``W - 1`` they fall back to the
+all-gather.  The SDPA path is used (flex's BlockMask would need the chunk offset in its mask
+function).
 
-Hand-written: the gather's autograd (``all_gather`` forward, ``all_reduce`` + slice backward),
-because gloo has no reduce-scatter for the functional all-gather's backward.
+Hand-written: the autograd of both exchanges (``all_gather`` forward / ``all_reduce`` + slice
+backward, because gloo has no reduce-scatter for the functional all-gather's backward; the halo
+send/recv and its reverse), a few lines each.
 """
 
 from __future__ import annotations
@@ -44,15 +47,53 @@ class _GatherSeq(torch.autograd.Function):
         return g.narrow(2, ctx.rank * ctx.n, ctx.n), None, None, None
 
 
+class _Halo(torch.autograd.Function):
+    """The ``h`` rows before this rank's chunk, from the previous CP rank (zeros on rank 0):
+    ``[B, H, T_local, D]`` → ``[B, H, h + T_local, D]``.  Backward sends the halo's gradient
+    back to the rank it came from."""
+
+    @staticmethod
+    def forward(ctx, x, group, rank, size, h):
+        ctx.group, ctx.rank, ctx.size, ctx.h = group, rank, size, h
+        x = x.contiguous()
+        halo = x.new_zeros(x.shape[0], x.shape[1], h, x.shape[3])
+        ops = []
+        if rank + 1 < size:
+            ops.append(dist.P2POp(dist.isend, x[:, :, -h:].contiguous(), dist.get_global_rank(group, rank + 1), group))
+        if rank > 0:
+            ops.append(dist.P2POp(dist.irecv, halo, dist.get_global_rank(group, rank - 1), group))
+        for w in dist.batch_isend_irecv(ops) if ops else []:
+            w.wait()
+        return torch.cat([halo, x], dim=2)
+
+    @staticmethod
+    def backward(ctx, g):
+        h, rank, size, group = ctx.h, ctx.rank, ctx.size, ctx.group
+        g_halo, g_x = g[:, :, :h].contiguous(), g[:, :, h:].clone()
+        tail = torch.zeros_like(g_x[:, :, -h:]).contiguous()
+        ops = []
+        if rank > 0:
+            ops.append(dist.P2POp(dist.isend, g_halo, dist.get_global_rank(group, rank - 1), group))
+        if rank + 1 < size:
+            ops.append(dist.P2POp(dist.irecv, tail, dist.get_global_rank(group, rank + 1), group))
+        for w in dist.batch_isend_irecv(ops) if ops else []:
+            w.wait()
+        if rank + 1 < size:
+            g_x[:, :, -h:] += tail
+        return g_x, None, None, None, None
+
+
 class ContextParallelMask(DenseMask):
     """A dense ``[B, 1, T_local, T]`` mask whose attention first gathers K/V (``attend`` calls
     ``gather_kv`` when the mask has one)."""
 
-    def __init__(self, mask: torch.Tensor, cp: "ContextParallel") -> None:
+    def __init__(self, mask: torch.Tensor, cp: "ContextParallel", halo: int = 0) -> None:
         super().__init__(mask)
-        self.cp = cp
+        self.cp, self.halo = cp, halo
 
     def gather_kv(self, k, v):
+        if self.halo:   # sliding window: only the W-1 keys before the chunk are needed
+            return self.cp.neighbour(k, self.halo), self.cp.neighbour(v, self.halo)
         return self.cp.gather(k), self.cp.gather(v)
 
 
@@ -70,6 +111,9 @@ class ContextParallel:
     def gather(self, x: torch.Tensor) -> torch.Tensor:
         return _GatherSeq.apply(x, self.group, self.rank, self.cp)
 
+    def neighbour(self, x: torch.Tensor, h: int) -> torch.Tensor:
+        return _Halo.apply(x, self.group, self.rank, self.cp, h)
+
     def build_masks(self, B: int, T: int, window: int, document_ids: torch.Tensor | None,
                     device) -> dict:
         from model.config import FULL, SWA
@@ -80,8 +124,17 @@ class ContextParallel:
         if document_ids is not None:
             docs_q = self.local(document_ids)
             causal = causal & (docs_q[:, :, None] == document_ids[:, None, :])
-        win = causal & (i - j < window)[None]
-        return {FULL: ContextParallelMask(causal[:, None], self), SWA: ContextParallelMask(win[:, None], self)}
+        full = ContextParallelMask(causal[:, None], self)
+        h = window - 1
+        if h == 0 or h > n:   # window wider than a chunk: gather everything (rare; correct)
+            return {FULL: full, SWA: ContextParallelMask((causal & (i - j < window)[None])[:, None], self)}
+        # keys: the h positions before the chunk (from the previous rank; < 0 on rank 0) + the chunk
+        jh = torch.arange(self.rank * n - h, (self.rank + 1) * n, device=device)[None, :]
+        win = ((jh <= i) & (i - jh < window) & (jh >= 0))[None].expand(B, -1, -1)
+        if document_ids is not None:
+            docs_k = document_ids[:, jh[0].clamp(min=0)]
+            win = win & (self.local(document_ids)[:, :, None] == docs_k[:, None, :])
+        return {FULL: full, SWA: ContextParallelMask(win[:, None], self, halo=h)}
 
 
 def apply_context_parallel(model, group, cp: int, rank: int) -> ContextParallel | None:
