@@ -1,4 +1,5 @@
-"""Pipeline parallelism with ``torch.distributed.pipelining`` (1F1B).
+"""Pipeline parallelism with ``torch.distributed.pipelining`` (1F1B; GPipe when a step has
+fewer micro-batches than stages).
 
 The built model is cut into stages outside the model definition: stage ``s`` keeps the blocks
 ``stage_layers(n_layers, pp)[s]`` (a ``ModuleDict`` keyed by the global layer index, so every
@@ -159,7 +160,7 @@ class Pipeline:
 
     def _schedule(self, key: tuple, n_micro: int, mb_shape: tuple[int, int]):
         if key not in self._cache:
-            from torch.distributed.pipelining import PipelineStage, Schedule1F1B
+            from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
             m = self.model
             # explicit shapes: PipelineStage's own shape inference would run this stage's forward
             # on uninitialised inputs, which records their routing into the MoE load buffers
@@ -170,8 +171,10 @@ class Pipeline:
             outputs = (torch.empty((), device="meta"),) if m.last else act
             stage = PipelineStage(m, m.stage, m.n_stages, self.device, input_args=inputs,
                                   output_args=outputs, group=self.group)
-            self._cache[key] = Schedule1F1B(stage, n_micro, loss_fn=lambda out, _target: out,
-                                            scale_grads=False)
+            # 1F1B needs at least as many micro-batches as stages; with fewer, every forward
+            # runs before the first backward anyway, which is GPipe
+            kind = Schedule1F1B if n_micro >= m.n_stages else ScheduleGPipe
+            self._cache[key] = kind(stage, n_micro, loss_fn=lambda out, _target: out, scale_grads=False)
         return self._cache[key]
 
     def step(self, micro_batches: list) -> None:
