@@ -425,6 +425,13 @@ def state_bytes(params: list[torch.Tensor], opt) -> dict[str, int]:
     return out
 
 
+def _count_mtp_targets(mb, k: int, cpx) -> int:
+    """Non-ignored targets of MTP depth ``k`` in a micro-batch (this CP rank's chunk)."""
+    from model.mtp import mtp_targets
+    t = mtp_targets(mb.labels, k, mb.document_ids)
+    return int(((cpx.local(t) if cpx else t) != -100).sum())
+
+
 def _grad_norm_and_clip(params: list[torch.Tensor], max_norm: float) -> float:
     grads = [p for p in params if p.grad is not None]
     if not grads:
@@ -632,10 +639,19 @@ def _train_loop(args, cur, cfg, phases: list[RunPhase], mtp_overrides: dict[str,
         # context parallel: this rank's chunk of every sequence holds only some loss tokens
         mb_loss = [int((cpx.local(mb.labels) != -100).sum()) if cpx else mb.n_loss_tokens
                    for mb in sb.micro_batches]
-        local_tokens = sum(mb_loss)
-        n_global = int(all_reduce_sum(torch.tensor([local_tokens], dtype=torch.float64, device=dev),
-                                      dense_group).item())
+        # MTP depth k: a mean over its own targets (fewer than the LM's: document ends, the
+        # sequence end), each micro-batch weighted by its share of the global count, so the
+        # MTP loss too is the same whatever the micro-batches, DP split or CP chunks
+        n_mtp_active = min(model.mtp_active_depths, cfg.n_mtp) if sched.mtp_weight else 0
+        mb_mtp = [[_count_mtp_targets(mb, k, cpx) for k in range(1, n_mtp_active + 1)]
+                  for mb in sb.micro_batches]
+        counts = torch.tensor([sum(mb_loss)] + [sum(c[k] for c in mb_mtp) for k in range(n_mtp_active)],
+                              dtype=torch.float64, device=dev)
+        counts = all_reduce_sum(counts, dense_group).tolist()
+        n_global, mtp_global = int(counts[0]), [max(int(c), 1) for c in counts[1:]]
         denom = max(n_global, 1)
+        mtp_w = torch.tensor(cfg.mtp_loss_weights[:n_mtp_active], dtype=torch.float64)
+        mtp_w = (mtp_w / mtp_w.sum()).tolist() if n_mtp_active else []
         # lm, mtp, aux, total: summed on the device (NCCL reduces device tensors only; no host
         # sync per micro-batch), read back once after the all-reduce
         sums = torch.zeros(4, dtype=torch.float64, device=dev)
@@ -643,7 +659,7 @@ def _train_loop(args, cur, cfg, phases: list[RunPhase], mtp_overrides: dict[str,
             # 1F1B over the loader's micro-batches; the stages weigh each micro-batch like the
             # loop below and report their parts of the sums (LM/MTP on the last stage, the
             # balance loss of its layers on every stage)
-            model.set_step(n_global, sb.global_tokens, n_dense, float(sched.mtp_weight))
+            model.set_step(n_global, sb.global_tokens, n_dense, float(sched.mtp_weight), mtp_global)
             pipe.step([mb.to(dev) for mb in sb.micro_batches])
             sums = model.step_sums.to(dev)
             sums[2] /= len(sb.micro_batches)
@@ -660,16 +676,21 @@ def _train_loop(args, cur, cfg, phases: list[RunPhase], mtp_overrides: dict[str,
             # the balance term by its share of the global *routed* tokens (every token is
             # routed, loss or not), so the sum over micro-batches and ranks is the global mean.
             v = mb.input_ids.numel() / layout.cp / max(sb.global_tokens, 1)
-            loss = out.loss * w
+            loss = out.lm_loss * w
+            mtp_part = None
+            if out.mtp_loss is not None:
+                mtp_part = sum(out.mtp_losses[k] * (mtp_w[k] * mb_mtp[i][k] / mtp_global[k])
+                               for k in range(n_mtp_active))
+                loss = loss + float(sched.mtp_weight) * mtp_part
             if out.aux_loss is not None and model.ep_loss_coef:
-                loss = loss + (v - w) * model.ep_loss_coef * out.aux_loss
+                loss = loss + v * model.ep_loss_coef * out.aux_loss
             (loss * n_dense).backward()
             sums[0] += out.lm_loss.detach().double() * w
-            if out.mtp_loss is not None:
-                sums[1] += out.mtp_loss.detach().double() * w
+            if mtp_part is not None:
+                sums[1] += mtp_part.detach().double()
             if out.aux_loss is not None:
                 sums[2] += out.aux_loss.detach().double() / (len(sb.micro_batches) * n_dense)
-            sums[3] += out.loss.detach().double() * w
+            sums[3] += loss.detach().double()
         # pipelined: every stage holds part of the sums, so over all ranks
         lm_sum, mtp_sum, aux_sum, total_sum = all_reduce_sum(sums, dense_group if pipe is None else None).tolist()
         if disp is not None:

@@ -291,11 +291,10 @@ def test_dp2_x_ep2_on_four_processes_resumes_as_dp4(setup, tmp_path):
 def test_cp2_matches_one_process(setup, tmp_path):
     """--cp 2: each rank holds half of every sequence (K/V all-gathered, masks of the chunk's
     queries against the whole sequence: causal, window, documents; positions from the whole
-    sequence).  One micro-batch per step on both sides and the global balance loss, so the
-    EP-group loss is exact too.  MTP is off here: its loss is a mean over each forward's MTP
-    targets weighted by the LM-token share (the trainer's existing rule), which is not additive
-    over chunks — see docs/TRAINING.md."""
-    common = ["--checkpoint-every", "0", "--micro-batch-tokens", "256", "--mtp-depths", "0"]
+    sequence; MTP inputs and targets shifted across the chunk boundary).  One micro-batch per
+    step on both sides and the global balance loss, so the EP-group loss is exact too; each MTP
+    depth's loss is weighted by the rank's share of that depth's global targets."""
+    common = ["--checkpoint-every", "0", "--micro-batch-tokens", "256"]
     one = tmp_path / "one"
     assert main(_args(setup, one, *common)) == 0
     cp2 = tmp_path / "cp2"
@@ -303,7 +302,8 @@ def test_cp2_matches_one_process(setup, tmp_path):
     a, b = _metrics(one), _metrics(cp2)
     assert [r["step"] for r in b] == list(range(1, 13)) and b[-1]["seq_len"] == 64
     for x, y in zip(a, b):
-        assert y["loss"] == pytest.approx(x["loss"], rel=2e-5, abs=1e-6), (x["step"], x["loss"], y["loss"])
+        for k in ("loss", "mtp_loss"):
+            assert y[k] == pytest.approx(x[k], rel=2e-5, abs=1e-6), (x["step"], k, x[k], y[k])
         assert y["grad_norm"] == pytest.approx(x["grad_norm"], rel=1e-4)
     for x, y in zip(a[:8], b[:8]):   # trained router: the balance loss is in the loss, global f
         assert y["aux_loss"] == pytest.approx(x["aux_loss"], rel=1e-5)

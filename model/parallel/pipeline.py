@@ -92,8 +92,11 @@ class PipelineStageModel(Step35Model):
                 "out_norm_max_over_median": max((s.get("out_norm_max_over_median", 0.0) for s in per), default=0.0),
                 "out_norm_min_over_median": min((s.get("out_norm_min_over_median", 1.0) for s in per), default=1.0)}
 
-    def set_step(self, denom: int, global_tokens: int, grad_scale: float, mtp_weight: float) -> None:
+    def set_step(self, denom: int, global_tokens: int, grad_scale: float, mtp_weight: float,
+                 mtp_counts: list[int] = ()) -> None:
+        """The step's global loss-token counts (LM, and per active MTP depth) and scales."""
         self.denom, self.global_tokens, self.grad_scale = max(denom, 1), max(global_tokens, 1), grad_scale
+        self.mtp_counts = list(mtp_counts)
         self.mtp_weight = float(mtp_weight)
         self.n_mtp_inputs = min(self.mtp_active_depths, self.cfg.n_mtp) if self.mtp_weight else 0
         self.step_sums = torch.zeros(4, dtype=torch.float64)
@@ -126,26 +129,27 @@ class PipelineStageModel(Step35Model):
         sums = self.step_sums
         if aux is not None:
             sums[2] += float(aux.detach()) / self.grad_scale   # ÷ n_micro·dense by the trainer
-            sums[3] += w * coef * float(aux.detach())
+            sums[3] += v * coef * float(aux.detach())
         if not self.last:
             if aux is not None and coef:
                 h = AuxLossGrad.apply(h, aux, coef * v * self.grad_scale)
             return (h, *extra)
         logits = self.lm_head(self.norm(h))
         lm = self._ce(logits, labels)
-        loss = lm
+        total = lm * w
         sums[0] += w * float(lm.detach())
         if self.n_mtp_inputs:
-            losses, h_prev = [], h
+            # each depth: mean over its targets, weighted by this micro-batch's share of them
+            h_prev, mtp = h, 0.0
+            wts = self.cfg.mtp_loss_weights[: self.n_mtp_inputs]
             for k in range(1, self.n_mtp_inputs + 1):
                 h_prev, h_out = self.mtp[k - 1](h_prev, extra[k - 1], rope, masks, backend)
-                losses.append(self._ce(self.lm_head(h_out), mtp_targets(labels, k, document_ids)))
-            wts = torch.tensor(self.cfg.mtp_loss_weights[: self.n_mtp_inputs], device=device)
-            mtp = (torch.stack(losses) * wts).sum() / wts.sum()
-            loss = loss + self.mtp_weight * mtp
-            sums[1] += w * float(mtp.detach())
-        sums[3] += w * float((loss.detach()))
-        total = loss * w
+                tgt = mtp_targets(labels, k, document_ids)
+                share = float((tgt != -100).sum()) / max(self.mtp_counts[k - 1], 1)
+                mtp = mtp + self._ce(self.lm_head(h_out), tgt) * (wts[k - 1] / sum(wts) * share)
+            total = total + self.mtp_weight * mtp
+            sums[1] += float(mtp.detach())
+        sums[3] += float(total.detach())
         if aux is not None and coef:
             total = total + coef * v * aux
         return total * self.grad_scale
