@@ -164,12 +164,12 @@ def clip_grad_norm(dense: list[torch.Tensor], experts: list[torch.Tensor], max_n
     return total
 
 
-def ep_load_balance(disp: ExpertParallelDispatch | None, group) -> dict[str, float]:
+def ep_load_balance(disp: ExpertParallelDispatch | None, group, device=None) -> dict[str, float]:
     """Tokens (token·expert rows) computed per EP rank since the last call: max/mean over the
     ranks of ``group`` (the whole data-parallel mesh), i.e. how balanced the EP ranks were."""
     if disp is None:
         return {}
-    n = torch.tensor([float(disp.take_received())], dtype=torch.float64)
+    n = torch.tensor([float(disp.take_received())], dtype=torch.float64, device=device)  # NCCL: on device
     size = dist.get_world_size(group)
     allv = [torch.zeros_like(n) for _ in range(size)]
     dist.all_gather(allv, n, group=group)
