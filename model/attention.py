@@ -199,6 +199,9 @@ def _expand_kv(q, k, v):
 
 
 def attend(q, k, v, mask, backend: str) -> torch.Tensor:
+    gather = getattr(mask, "gather_kv", None)
+    if gather is not None:  # context parallelism: this chunk's queries see every chunk's keys
+        k, v = gather(k, v)
     if backend == "flex":
         return _flex(q, k, v, mask)
     if backend == "sdpa":

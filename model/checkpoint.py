@@ -159,8 +159,10 @@ def _fsync_dir(path: Path) -> None:
 
 
 def save_checkpoint(run_dir: str | Path, step: int, model: nn.Module, optimizer: torch.optim.Optimizer,
-                    trainer_state: dict, info: DistInfo, keep: int = 3) -> Path:
-    """Collective: every rank calls it. Returns the final checkpoint folder."""
+                    trainer_state: dict, info: DistInfo, keep: int = 3, adapter=None) -> Path:
+    """Collective: every rank calls it. Returns the final checkpoint folder.  ``adapter``
+    (``model.parallel.state.ExpertStateAdapter``) presents expert-parallel shards as global
+    tensors so the checkpoint reshards to other layouts."""
     root = checkpoint_dir(run_dir)
     final = root / f"step_{step:08d}"
     tmp = root / f".tmp-step_{step:08d}"
@@ -170,6 +172,8 @@ def save_checkpoint(run_dir: str | Path, step: int, model: nn.Module, optimizer:
             shutil.rmtree(stale, ignore_errors=True)
     barrier()
     model_sd, optim_sd = get_state_dict(model, optimizer)
+    if adapter is not None:
+        model_sd, optim_sd = adapter.to_global(model_sd, optim_sd)
     with warnings.catch_warnings():  # single process: DCP warns that it runs without a group
         warnings.filterwarnings("ignore", message="torch.distributed is disabled")
         dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(tmp))
@@ -204,7 +208,7 @@ def _dcp_reason(exc: BaseException) -> str:
 
 
 def load_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer,
-                    info: DistInfo) -> dict:
+                    info: DistInfo, adapter=None) -> dict:
     """Load model + optimizer (resharding as needed) and this rank's RNG; returns trainer_state."""
     path = Path(path)
     if not (path / "COMPLETE").is_file():
@@ -217,13 +221,22 @@ def load_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.O
     # The optimizer's state must already exist for every parameter (MuonAdamW.init_state), so
     # the skeleton DCP loads into has the same structure as what was saved.
     model_sd, optim_sd = get_state_dict(model, optimizer)
+    if adapter is not None:
+        model_sd, optim_sd = adapter.to_global(model_sd, optim_sd)
     state = {"model": model_sd, "optim": optim_sd}
+    # this run's param groups (parameter FQN lists, Muon splits): a checkpoint from another
+    # parallel layout (e.g. one pipeline stage per rank) holds another rank's lists
+    groups = [dict(g) for g in optim_sd.get("param_groups", [])]
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="torch.distributed is disabled")
             dcp.load(state, checkpoint_id=str(path))
     except (Exception, CheckpointException) as exc:  # DCP's CheckpointException is a BaseException
         raise CheckpointError(f"{path}: cannot load into this model/optimizer: {_dcp_reason(exc)}") from exc
+    if adapter is not None:
+        state["model"], state["optim"] = adapter.to_local(state["model"], state["optim"])
+    if groups:
+        state["optim"]["param_groups"] = groups
     set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
     rng_file = path / f"rng_rank{info.rank:05d}.pt"
     if rng_file.is_file():
@@ -232,7 +245,7 @@ def load_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.O
 
 
 def load_latest_intact(run_dir: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer,
-                       info: DistInfo) -> tuple[Path | None, dict | None, list[tuple[Path, str]]]:
+                       info: DistInfo, adapter=None) -> tuple[Path | None, dict | None, list[tuple[Path, str]]]:
     """Load the newest checkpoint of ``run_dir`` that verifies against its checksums.
 
     Returns ``(path, trainer_state, skipped)``: ``skipped`` lists the newer checkpoints passed
@@ -250,7 +263,7 @@ def load_latest_intact(run_dir: str | Path, model: nn.Module, optimizer: torch.o
             skipped.append((ck, str(exc)))
             continue
         try:
-            return ck, load_checkpoint(ck, model, optimizer, info), skipped
+            return ck, load_checkpoint(ck, model, optimizer, info, adapter=adapter), skipped
         except CorruptCheckpointError as exc:  # raised before any tensor was loaded
             skipped.append((ck, str(exc)))
     return None, None, skipped

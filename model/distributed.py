@@ -6,9 +6,10 @@ run is a single process and nothing is initialised. Backend: NCCL on CUDA, gloo 
 2-process test runs gloo on CPU).
 
 Parallelism here is data parallel + FSDP2 (``torch.distributed.fsdp.fully_shard``, one unit per
-transformer block plus the root) with optional activation checkpointing per block. Expert and
-pipeline parallelism (EP8/PP8 in the report) are *not* implemented; ``--dry-run`` does the
-memory arithmetic for them so cluster plans can be checked (see docs/TRAINING.md).
+transformer block plus the root) with optional activation checkpointing per block.  The
+parallel layout (``--dp/--ep/--pp/--cp``), its ``DeviceMesh`` and expert parallelism live in
+``model/parallel/``; FSDP2 then runs on the layout's ``dense`` sub-mesh with the expert banks
+ignored (see docs/TRAINING.md).
 """
 
 from __future__ import annotations
@@ -67,9 +68,9 @@ def shutdown() -> None:
         dist.destroy_process_group()
 
 
-def all_reduce_sum(x: torch.Tensor) -> torch.Tensor:
+def all_reduce_sum(x: torch.Tensor, group=None) -> torch.Tensor:
     if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(x, op=dist.ReduceOp.SUM)
+        dist.all_reduce(x, op=dist.ReduceOp.SUM, group=group)
     return x
 
 
@@ -79,6 +80,8 @@ def transformer_blocks(model: nn.Module) -> list[nn.Module]:
     for name, mod in model.named_children():
         if isinstance(mod, nn.ModuleList) and name in ("layers", "blocks"):
             blocks.extend(mod)
+        elif isinstance(mod, nn.ModuleDict) and name in ("layers", "blocks"):  # a pipeline stage
+            blocks.extend(mod.values())
     return blocks
 
 
@@ -108,16 +111,22 @@ def apply_activation_checkpointing(model: nn.Module) -> int:
     return len(blocks)
 
 
-def shard_model(model: nn.Module, info: DistInfo, mixed_precision: bool = False) -> nn.Module:
+def shard_model(model: nn.Module, info: DistInfo, mixed_precision: bool = False, mesh=None,
+                ignored_params: set | None = None) -> nn.Module:
     """FSDP2: ``fully_shard`` every block and every MTP head, then the root (embedding, final
-    norm, LM head). On one process this is a no-op."""
-    if not info.distributed:
-        return model
+    norm, LM head). On one process this is a no-op.  ``mesh``: the FSDP mesh (default: all
+    ranks; under a parallel layout the ``dense`` sub-mesh of ``model.parallel``);
+    ``ignored_params``: parameters FSDP2 must leave alone (expert-parallel expert banks)."""
+    if not info.distributed or (mesh is not None and mesh.size() == 1):
+        return model  # nothing to shard over (e.g. a pipeline stage without data parallelism)
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
-    mesh = init_device_mesh(info.device.type, (info.world,))
+    if mesh is None:
+        mesh = init_device_mesh(info.device.type, (info.world,))
     kw = {"mesh": mesh}
+    if ignored_params:
+        kw["ignored_params"] = set(ignored_params)
     if mixed_precision:
         kw["mp_policy"] = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
     for block in transformer_blocks(model) + mtp_heads(model):

@@ -154,6 +154,9 @@ class MoE(nn.Module):
         # model.to(bfloat16) leaves it alone and counts stay exact.
         self.register_buffer("balance_counts", torch.zeros(E, dtype=torch.int64), persistent=False)
         self.frozen = False
+        # hook for expert parallelism (model/parallel/expert.py): called as
+        # expert_dispatch(experts, x_sorted, counts) instead of experts(x_sorted, counts)
+        self.expert_dispatch = None
 
     def _apply(self, fn, recurse=True):
         """Keep the balancing buffers fp32 through ``model.to(bfloat16)``: a bf16 bias would
@@ -207,7 +210,10 @@ class MoE(nn.Module):
         # dispatch: sort the N·K (token, expert) pairs by expert, run grouped matmuls, scatter back
         order = flat.argsort(stable=True)
         token = order // K
-        out = self.experts(xf[token], counts)
+        if self.expert_dispatch is None:
+            out = self.experts(xf[token], counts)
+        else:
+            out = self.expert_dispatch(self.experts, xf[token], counts)
         with torch.no_grad():
             norm_sum = torch.zeros(E, device=x.device, dtype=torch.float32).index_add_(
                 0, flat[order], out.detach().float().norm(dim=-1))

@@ -268,7 +268,7 @@ def count_params_meta(cfg) -> dict[str, int]:
     return counts
 
 
-def memory_plan(counts: dict[str, int], gpus: int, ep: int, pp: int, tp: int = 1) -> dict[str, float]:
+def memory_plan(counts: dict[str, int], gpus: int, ep: int, pp: int, tp: int = 1, cp: int = 1) -> dict[str, float]:
     """Bytes per GPU for parameters, gradients and optimizer state.
 
     Assumptions (printed with the table): bf16 parameters (2 B) and fp32 gradients (4 B) on
@@ -277,8 +277,11 @@ def memory_plan(counts: dict[str, int], gpus: int, ep: int, pp: int, tp: int = 1
     group. Dense parameters are split over PP x TP stages and replicated over DP = gpus/(PP*TP);
     routed experts are split over PP x EP and replicated over expert-DP = DP/EP.
     """
-    dp = gpus // (pp * tp)
-    edp = max(1, dp // ep)
+    dp = gpus // (pp * tp * cp)
+    # the optimizer is sharded over every rank holding the same parameters: DP x CP (dense),
+    # expert-DP x CP (experts; EP is carved out of DP)
+    edp = max(1, dp // ep) * cp
+    dp_opt = dp * cp
     expert = counts["expert"]
     dense = counts["total"] - expert
     muon_dense = counts["dense_matrix"]
@@ -287,10 +290,54 @@ def memory_plan(counts: dict[str, int], gpus: int, ep: int, pp: int, tp: int = 1
     p_exp = expert / (pp * tp * ep)
     params = (p_dense + p_exp) * 2
     grads = (p_dense + p_exp) * 4
-    opt_dense = (muon_dense / (pp * tp)) * (4 + 4) / dp + (adamw / (pp * tp)) * (4 + 8) / dp
+    opt_dense = (muon_dense / (pp * tp)) * (4 + 4) / dp_opt + (adamw / (pp * tp)) * (4 + 8) / dp_opt
     opt_exp = p_exp * (4 + 4) / edp
     return {"dp": dp, "edp": edp, "params": params, "grads": grads,
             "optimizer": opt_dense + opt_exp, "total": params + grads + opt_dense + opt_exp}
+
+
+def trainer_memory_plan(counts: dict[str, int], lay, no_grad: int = 0) -> dict[str, float]:
+    """Bytes per rank of *this* trainer's state (what ``train`` allocates, activations excluded):
+    fp32 parameters and gradients; dense parameters FSDP2-sharded over the ``dense`` mesh
+    (DP x CP) and split over PP stages; routed experts split over EP (and PP), replicated over
+    expert-DP x CP (without EP, FSDP2 shards them like the rest); optimizer state sharded like
+    its parameter: Muon momentum 4 B per matrix element, AdamW moments 8 B.  ``no_grad``:
+    dense parameters that get no gradient (inactive MTP depths).  An average over pipeline
+    stages (the first holds the embedding, the last the head and MTP).  ``bench/parallel.py``
+    compares it with a measured run."""
+    dense_shard = lay.pp * lay.dp * lay.cp
+    expert = counts["expert"] / (lay.pp * lay.ep) if lay.ep > 1 else counts["expert"] / dense_shard
+    dense = (counts["total"] - counts["expert"]) / dense_shard
+    muon = counts["dense_matrix"] / dense_shard + expert
+    adamw = counts["adamw"] / dense_shard
+    params = (dense + expert) * 4
+    grads = params - no_grad / dense_shard * 4
+    opt = muon * 4 + adamw * 8
+    return {"params": params, "grads": grads, "optimizer": opt, "total": params + grads + opt}
+
+
+def _print_phase_estimates(cur, cfg, counts, lay, args, mtp_over, state_bytes_per_gpu: float) -> None:
+    """Per phase: micro-batching, activation memory and step time (model/parallel/estimate.py)."""
+    from curricula.schedule import batch_segments
+    from model.parallel.estimate import phase_estimate
+
+    print(f"per phase, per GPU (estimates; --micro-batch-tokens {args.micro_batch_tokens}, full "
+          f"activation checkpointing, 1F1B, {args.gpu_tflops:g} TFLOP/s bf16 peak at MFU "
+          f"{args.mfu:g}; activations = saved block inputs + one block's recompute + last-stage fp32 logits):")
+    hdr = (f"  {'stage/phase':26} {'seq':>7} {'batch':>6} {'mb x n':>9} {'tok/rank':>9} "
+           f"{'ckpt':>10} {'recompute':>10} {'logits':>10} {'+state':>10} {'s/step':>8} {'tokens/s':>10}")
+    print(hdr)
+    for st in cur.stages:
+        for ph in st.phases:
+            segs = batch_segments(ph)
+            gb = max((g.batch for g in segs), default=1)
+            depths = mtp_depths_for(st.name, ph, mtp_over, cfg.mtp_active_depths) if ph.schedule.mtp_weight else 0
+            e = phase_estimate(cfg, counts, lay, ph.seq_len, gb, args.micro_batch_tokens, depths,
+                               args.gpu_tflops * 1e12, args.mfu)
+            print(f"  {st.name + '/' + ph.name:26} {ph.seq_len:>7} {gb:>6} {f'{e.micro_batch}x{e.n_micro}':>9} "
+                  f"{e.tokens_per_rank:>9} {_fmt_bytes(e.checkpointed):>10} {_fmt_bytes(e.working):>10} "
+                  f"{_fmt_bytes(e.logits):>10} {_fmt_bytes(e.activations + state_bytes_per_gpu):>10} "
+                  f"{e.step_seconds:>8.2f} {_fmt_count(e.tokens_per_s):>10}")
 
 
 def dry_run(args) -> int:
@@ -331,11 +378,11 @@ def dry_run(args) -> int:
               f"{'':>7} {stage_steps:>9}")
     print(f"total: {format_tokens(cur.total_tokens)} tokens, {total_steps:,} optimizer steps")
 
+    lay = parallel_layout_or_fail(args, args.gpus_total, cfg,
+                                  [p.seq_len for st in cur.stages for p in st.phases], dry_run=True)
     counts = count_params_meta(cfg)
-    gpus, ep, pp = args.gpus_total, args.ep, args.pp
-    if gpus % (pp * args.tp):
-        raise TrainError(f"--gpus-total {gpus} is not divisible by PP*TP = {pp * args.tp}")
-    mem = memory_plan(counts, gpus, ep, pp, args.tp)
+    gpus, ep, pp = lay.world, lay.ep, lay.pp
+    mem = memory_plan(counts, gpus, ep, pp, args.tp, lay.cp)
     print()
     print(f"model {cfg.name}: {_fmt_count(counts['total'])} parameters "
           f"(routed experts {_fmt_count(counts['expert'])}, other matrices {_fmt_count(counts['dense_matrix'])}, "
@@ -343,26 +390,56 @@ def dry_run(args) -> int:
     if "summary" in counts:
         print("model.summary.count_parameters: " + ", ".join(
             f"{k}={_fmt_count(v)}" for k, v in counts["summary"].items()))
-    print(f"cluster: {gpus} GPUs = PP{pp} x TP{args.tp} x DP{mem['dp']} (EP{ep} inside DP, expert-DP {mem['edp']})")
+    print(f"cluster: {gpus} GPUs = PP{pp} x TP{args.tp} x DP{mem['dp']} x CP{lay.cp} "
+          f"(EP{ep} inside DP, expert-DP {mem['edp'] // lay.cp})")
     print("assumptions: bf16 params, fp32 grads, fp32 master + Muon momentum (matrices) / AdamW "
           "m,v (1-D, embeddings, head) sharded ZeRO-1 over DP (experts over expert-DP); "
           "activations not included")
     print(f"per GPU: parameters {_fmt_bytes(mem['params'])}, gradients {_fmt_bytes(mem['grads'])}, "
           f"optimizer+master {_fmt_bytes(mem['optimizer'])}, total {_fmt_bytes(mem['total'])}")
+    _print_phase_estimates(cur, cfg, counts, lay, args, mtp_over, mem["total"])
+    if lay.tp == 1:
+        tm = trainer_memory_plan(counts, lay)
+        print(f"this trainer (fp32 params+grads, FSDP2 over DPxCP, experts over EP, unsharded "
+              f"Muon/AdamW state per shard): parameters {_fmt_bytes(tm['params'])}, gradients "
+              f"{_fmt_bytes(tm['grads'])}, optimizer {_fmt_bytes(tm['optimizer'])}, total "
+              f"{_fmt_bytes(tm['total'])} per rank")
     return 0
 
 
 # ---------------------------------------------------------------------------------------------
 # training
 # ---------------------------------------------------------------------------------------------
-def _sync_moe_buffers(model, names: tuple[str, ...]) -> None:
-    """All-reduce (sum) MoE load buffers so every rank updates the router bias identically."""
+def _sync_moe_buffers(model, names: tuple[str, ...], group=None) -> None:
+    """All-reduce (sum) MoE load buffers over the ranks that see different tokens of the same
+    layers (the layout's ``dense`` mesh) so every rank updates the router bias identically."""
     import torch.distributed as dist
     if not (dist.is_available() and dist.is_initialized()):
         return
     for n, b in model.named_buffers():
         if n.rsplit(".", 1)[-1] in names:
-            dist.all_reduce(b, op=dist.ReduceOp.SUM)
+            dist.all_reduce(b, op=dist.ReduceOp.SUM, group=group)
+
+
+def state_bytes(params: list[torch.Tensor], opt) -> dict[str, int]:
+    """Bytes this rank holds for parameters, gradients and optimizer state (local shards of
+    DTensors), for ``--memory-report`` (compared with ``trainer_memory_plan`` in bench/)."""
+    def local(t):
+        t = t.to_local() if hasattr(t, "to_local") else t
+        return t.numel() * t.element_size()
+    out = {"params": sum(local(p) for p in params),
+           "grads": sum(local(p.grad) for p in params if p.grad is not None),
+           "optimizer": sum(local(v) for st in opt.state.values() for v in st.values()
+                            if isinstance(v, torch.Tensor) and v.ndim > 0)}
+    out["total"] = sum(out.values())
+    return out
+
+
+def _count_mtp_targets(mb, k: int, cpx) -> int:
+    """Non-ignored targets of MTP depth ``k`` in a micro-batch (this CP rank's chunk)."""
+    from model.mtp import mtp_targets
+    t = mtp_targets(mb.labels, k, mb.document_ids)
+    return int(((cpx.local(t) if cpx else t) != -100).sum())
 
 
 def _grad_norm_and_clip(params: list[torch.Tensor], max_norm: float) -> float:
@@ -373,6 +450,24 @@ def _grad_norm_and_clip(params: list[torch.Tensor], max_norm: float) -> float:
     if hasattr(norm, "full_tensor"):
         norm = norm.full_tensor()
     return float(norm)
+
+
+def parallel_layout_or_fail(args, world: int, cfg, seq_lens: list[int], dry_run: bool = False):
+    """``--dp/--ep/--pp/--cp`` checked against the world size, the model and the curriculum's
+    sequence lengths: plain arithmetic, before any process group or parameter exists."""
+    from model.parallel.layout import LayoutError, resolve_layout, validate_layout
+    ep, pp = args.ep, args.pp
+    if dry_run:  # the report's layout unless told otherwise
+        ep, pp = ep or 8, pp or 8
+    try:
+        lay = resolve_layout(world, args.dp, ep, pp, args.cp, args.tp if dry_run else 1)
+        validate_layout(lay, cfg, seq_lens)
+    except LayoutError as exc:
+        raise TrainError(f"parallel layout: {exc}") from None
+    if not dry_run and lay.cp > 1 and lay.pp > 1:
+        raise TrainError(f"parallel layout {lay.describe()}: context parallelism together with "
+                         f"pipeline stages is not implemented in training (only in --dry-run)")
+    return lay
 
 
 def train(args) -> int:
@@ -398,7 +493,8 @@ def train(args) -> int:
     mtp_overrides = parse_mtp_depths(args.mtp_depths, cfg.n_mtp)  # fail now, not at the phase that uses it
     check_vocab(mixes, cur, cfg.vocab_size)
     world_env = int(os.environ.get("WORLD_SIZE", "1"))
-    phases = build_run_phases(cur, mixes, world_env, args.global_batch, args.stage)
+    layout = parallel_layout_or_fail(args, world_env, cfg, [p.seq_len for s in cur.stages for p in s.phases])
+    phases = build_run_phases(cur, mixes, layout.dp, args.global_batch, args.stage)
     run_dir = Path(args.out)
     if not args.resume and latest_checkpoint(run_dir) is not None:
         raise TrainError(f"{run_dir} already holds checkpoints: pass --resume to continue it, "
@@ -406,18 +502,23 @@ def train(args) -> int:
 
     info = init_distributed(args.device)
     try:
-        return _train_loop(args, cur, cfg, phases, mtp_overrides, run_dir, info)
+        return _train_loop(args, cur, cfg, phases, mtp_overrides, run_dir, info, layout)
     finally:
         shutdown()
 
 
 def _train_loop(args, cur, cfg, phases: list[RunPhase], mtp_overrides: dict[str, int],
-                run_dir: Path, info) -> int:
+                run_dir: Path, info, layout=None) -> int:
     from curricula.schedule import bias_update_rate_at, lr_at
     from model.checkpoint import CheckpointError, load_latest_intact, save_checkpoint
     from model.distributed import all_reduce_sum, shard_model
     from model.monitor import Monitor
     from model.optim import build_optimizer, iter_params, set_lr
+    from model.parallel import ParallelLayout, build_mesh
+    from model.parallel.expert import apply_expert_parallel, clip_grad_norm, ep_load_balance, reduce_expert_grads
+    from model.parallel.context import apply_context_parallel
+    from model.parallel.pipeline import apply_pipeline
+    from model.parallel.state import ExpertStateAdapter
     from model.transformer import Step35Model
     from stepcrawl.io import atomic_open
     from trainer_bridge.loader import CurriculumLoader
@@ -428,8 +529,13 @@ def _train_loop(args, cur, cfg, phases: list[RunPhase], mtp_overrides: dict[str,
     if dev.type == "cpu":
         torch.set_num_threads(max(1, args.threads or torch.get_num_threads()))
 
-    loader = CurriculumLoader([p.plan for p in phases], seed=args.seed, rank=info.rank,
-                              world=info.world, micro_batch_tokens=args.micro_batch_tokens)
+    layout = layout or ParallelLayout(dp=info.world)
+    pm = build_mesh(layout, dev.type, info.rank)
+    n_dense = layout.dp * layout.cp        # ranks averaging the dense gradients (FSDP2 mesh)
+    dense_group = pm.group("dense")
+    # the loader's world is the data-parallel mesh: EP ranks read different sequences
+    loader = CurriculumLoader([p.plan for p in phases], seed=args.seed, rank=pm.dp_rank,
+                              world=layout.dp, micro_batch_tokens=args.micro_batch_tokens)
     total_steps = loader.total_steps
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -446,10 +552,26 @@ def _train_loop(args, cur, cfg, phases: list[RunPhase], mtp_overrides: dict[str,
     if args.activation_checkpointing:
         model.set_activation_checkpointing(True)
     model.set_balance_scope(args.ep_balance)
-    model = shard_model(model, info, mixed_precision=False)
+    model.balance_group = dense_group
+    # expert parallelism first (slices the expert banks), then the pipeline stage, then FSDP2
+    # on the dense mesh
+    disp = apply_expert_parallel(model, pm.group("ep"), layout.ep, pm.ep_rank)
+    cpx = apply_context_parallel(model, pm.group("cp"), layout.cp, pm.cp_rank)
+    pipe = None
+    if layout.pp > 1:
+        pipe = apply_pipeline(model, pm.group("pp"), layout.pp, pm.pp_rank, dev)
+        model = pipe.model
+    expert_ids: set[int] = set()
+    if disp is not None:
+        from model.parallel.expert import expert_parameters
+        expert_ids = {id(p) for _, p in expert_parameters(model)}
+    expert_set = {p for p in model.parameters() if id(p) in expert_ids}
+    model = shard_model(model, info, mixed_precision=False, mesh=pm.sub("dense"),
+                        ignored_params=expert_set)
     model.train()
     opt = build_optimizer(model, lr=0.0, weight_decay=args.weight_decay, ns_steps=args.ns_steps)
 
+    adapter = ExpertStateAdapter(pm.sub("ep"), disp.local) if disp is not None else None
     mtp_depths = cfg.mtp_active_depths  # depths trained so far (restored on resume)
     monitor = Monitor(run_dir, enabled=info.is_main, total_steps=min(total_steps, args.max_steps or total_steps),
                       tensorboard=not args.no_tensorboard, progress=not args.no_progress)
@@ -458,7 +580,7 @@ def _train_loop(args, cur, cfg, phases: list[RunPhase], mtp_overrides: dict[str,
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             try:
-                ck, st, skipped = load_latest_intact(run_dir, model, opt, info)
+                ck, st, skipped = load_latest_intact(run_dir, model, opt, info, adapter=adapter)
             except CheckpointError as exc:
                 raise TrainError(f"{exc} (was the run started with another --model/--set?)") from None
         for bad, why in skipped:
@@ -495,9 +617,12 @@ def _train_loop(args, cur, cfg, phases: list[RunPhase], mtp_overrides: dict[str,
     def checkpoint() -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            save_checkpoint(run_dir, step, model, opt, trainer_state(), info, keep=args.keep)
+            save_checkpoint(run_dir, step, model, opt, trainer_state(), info, keep=args.keep,
+                            adapter=adapter)
 
     params = list(iter_params(opt))
+    dense_params = [p for p in params if id(p) not in expert_ids]
+    expert_params = [p for p in params if id(p) in expert_ids]
     max_steps = args.max_steps or total_steps
     applied_phase = -1
     last_saved = step
@@ -531,14 +656,35 @@ def _train_loop(args, cur, cfg, phases: list[RunPhase], mtp_overrides: dict[str,
         set_lr(opt, lr)
 
         # Loss normalisation: the mean over every loss token of the *global* batch, whatever the
-        # world size and micro-batching (FSDP averages gradients over ranks, hence * world).
-        local_tokens = sum(mb.n_loss_tokens for mb in sb.micro_batches)
-        n_global = int(all_reduce_sum(torch.tensor([local_tokens], dtype=torch.float64, device=dev)).item())
+        # world size and micro-batching (FSDP averages gradients over its mesh, hence * n_dense).
+        # context parallel: this rank's chunk of every sequence holds only some loss tokens
+        mb_loss = [int((cpx.local(mb.labels) != -100).sum()) if cpx else mb.n_loss_tokens
+                   for mb in sb.micro_batches]
+        # MTP depth k: a mean over its own targets (fewer than the LM's: document ends, the
+        # sequence end), each micro-batch weighted by its share of the global count, so the
+        # MTP loss too is the same whatever the micro-batches, DP split or CP chunks
+        n_mtp_active = min(model.mtp_active_depths, cfg.n_mtp) if sched.mtp_weight else 0
+        mb_mtp = [[_count_mtp_targets(mb, k, cpx) for k in range(1, n_mtp_active + 1)]
+                  for mb in sb.micro_batches]
+        counts = torch.tensor([sum(mb_loss)] + [sum(c[k] for c in mb_mtp) for k in range(n_mtp_active)],
+                              dtype=torch.float64, device=dev)
+        counts = all_reduce_sum(counts, dense_group).tolist()
+        n_global, mtp_global = int(counts[0]), [max(int(c), 1) for c in counts[1:]]
         denom = max(n_global, 1)
+        mtp_w = torch.tensor(cfg.mtp_loss_weights[:n_mtp_active], dtype=torch.float64)
+        mtp_w = (mtp_w / mtp_w.sum()).tolist() if n_mtp_active else []
         # lm, mtp, aux, total: summed on the device (NCCL reduces device tensors only; no host
         # sync per micro-batch), read back once after the all-reduce
         sums = torch.zeros(4, dtype=torch.float64, device=dev)
-        for i, mb in enumerate(sb.micro_batches):
+        if pipe is not None:
+            # 1F1B over the loader's micro-batches; the stages weigh each micro-batch like the
+            # loop below and report their parts of the sums (LM/MTP on the last stage, the
+            # balance loss of its layers on every stage)
+            model.set_step(n_global, sb.global_tokens, n_dense, float(sched.mtp_weight), mtp_global)
+            pipe.step([mb.to(dev) for mb in sb.micro_batches])
+            sums = model.step_sums.to(dev)
+            sums[2] /= len(sb.micro_batches)
+        for i, mb in enumerate(sb.micro_batches if pipe is None else []):
             mb = mb.to(dev)
             if hasattr(model, "set_requires_gradient_sync"):
                 model.set_requires_gradient_sync(i == len(sb.micro_batches) - 1)
@@ -546,26 +692,41 @@ def _train_loop(args, cur, cfg, phases: list[RunPhase], mtp_overrides: dict[str,
             with ctx:
                 out = model(mb.input_ids, labels=mb.labels, document_ids=mb.document_ids,
                             position_ids=mb.position_ids, mtp_weight=float(sched.mtp_weight))
-            w = mb.n_loss_tokens / denom
+            w = mb_loss[i] / denom
             # LM/MTP terms are weighted by this micro-batch's share of the global *loss* tokens;
             # the balance term by its share of the global *routed* tokens (every token is
             # routed, loss or not), so the sum over micro-batches and ranks is the global mean.
-            v = mb.input_ids.numel() / max(sb.global_tokens, 1)
-            loss = out.loss * w
-            if out.aux_loss is not None and model.ep_loss_coef:
-                loss = loss + (v - w) * model.ep_loss_coef * out.aux_loss
-            (loss * info.world).backward()
-            sums[0] += out.lm_loss.detach().double() * w
+            v = mb.input_ids.numel() / layout.cp / max(sb.global_tokens, 1)
+            loss = out.lm_loss * w
+            mtp_part = None
             if out.mtp_loss is not None:
-                sums[1] += out.mtp_loss.detach().double() * w
+                mtp_part = sum(out.mtp_losses[k] * (mtp_w[k] * mb_mtp[i][k] / mtp_global[k])
+                               for k in range(n_mtp_active))
+                loss = loss + float(sched.mtp_weight) * mtp_part
+            if out.aux_loss is not None and model.ep_loss_coef:
+                loss = loss + v * model.ep_loss_coef * out.aux_loss
+            (loss * n_dense).backward()
+            sums[0] += out.lm_loss.detach().double() * w
+            if mtp_part is not None:
+                sums[1] += mtp_part.detach().double()
             if out.aux_loss is not None:
-                sums[2] += out.aux_loss.detach().double() / (len(sb.micro_batches) * info.world)
-            sums[3] += out.loss.detach().double() * w
-        lm_sum, mtp_sum, aux_sum, total_sum = all_reduce_sum(sums).tolist()
-        gnorm = _grad_norm_and_clip(params, args.clip)
+                sums[2] += out.aux_loss.detach().double() / (len(sb.micro_batches) * n_dense)
+            sums[3] += loss.detach().double()
+        # pipelined: every stage holds part of the sums, so over all ranks
+        lm_sum, mtp_sum, aux_sum, total_sum = all_reduce_sum(sums, dense_group if pipe is None else None).tolist()
+        if disp is not None:
+            reduce_expert_grads(expert_params, pm.group("replica"), n_dense)
+        if disp is not None or pipe is not None:
+            gnorm = clip_grad_norm(dense_params, expert_params, args.clip,
+                                   pm.group("ep") if disp is not None else None,
+                                   pm.group("pp") if pipe is not None else None)
+        else:
+            gnorm = _grad_norm_and_clip(params, args.clip)
         opt.step()
+        if args.memory_report:
+            mem_seen = state_bytes(params, opt)
         opt.zero_grad(set_to_none=True)
-        _sync_moe_buffers(model, ("bias_load",))
+        _sync_moe_buffers(model, ("bias_load",), dense_group)
         rate = 0.0 if sched.router_frozen else bias_update_rate_at(sched, sb.step_in_phase, n_steps)
         model.update_router_bias(rate)
         model.reset_balance_window()
@@ -573,7 +734,7 @@ def _train_loop(args, cur, cfg, phases: list[RunPhase], mtp_overrides: dict[str,
 
         routing = None
         if step % args.routing_every == 0 or step == max_steps:
-            _sync_moe_buffers(model, ("stat_load", "stat_norm"))
+            _sync_moe_buffers(model, ("stat_load", "stat_norm"), dense_group)
             routing = model.routing_stats(reset=True)
         rec = {
             "step": step, "loss": lm_sum, "total_loss": total_sum,
@@ -586,6 +747,7 @@ def _train_loop(args, cur, cfg, phases: list[RunPhase], mtp_overrides: dict[str,
             "mtp_depths": model.mtp_active_depths,
             "rope_theta_full": float(sched.rope_theta_full), "router_frozen": bool(sched.router_frozen),
             "bias_update_rate": rate,
+            **ep_load_balance(disp, pm.group("dp"), dev),
         }
         monitor.log(rec, routing)
         if not math.isfinite(rec["loss"]):
@@ -597,6 +759,12 @@ def _train_loop(args, cur, cfg, phases: list[RunPhase], mtp_overrides: dict[str,
     if step != last_saved:
         checkpoint()
     monitor.close()
+    if args.memory_report and step > 0:
+        import resource
+        rep_ = dict(mem_seen, rank=info.rank, world=info.world, layout=dataclasses.asdict(layout),
+                    peak_rss=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+        with atomic_open(run_dir / f"memory_rank{info.rank:05d}.json", "w", encoding="utf-8") as fh:
+            fh.write(json.dumps(rep_) + "\n")
     if info.is_main:
         _print_summary(run_dir)
         log.info("done: step %d of %d, checkpoint in %s", step, total_steps, run_dir / "checkpoints")
@@ -677,9 +845,17 @@ def build_parser() -> argparse.ArgumentParser:
                         "fresh. Ignored by --resume once --out has a checkpoint")
     p.add_argument("--dry-run", action="store_true", help="print the plan and memory per GPU; no model, no data")
     p.add_argument("--gpus-total", type=int, default=4096, help="cluster size for --dry-run")
-    p.add_argument("--ep", type=int, default=8, help="expert parallel degree assumed by --dry-run")
-    p.add_argument("--pp", type=int, default=8, help="pipeline parallel degree assumed by --dry-run")
+    p.add_argument("--dp", type=int, default=None,
+                   help="data-parallel degree, EP included (default: world / (pp·cp))")
+    p.add_argument("--ep", type=int, default=None,
+                   help="expert-parallel degree, carved out of --dp (default 1; --dry-run: 8)")
+    p.add_argument("--pp", type=int, default=None,
+                   help="pipeline-parallel stages (default 1; --dry-run: 8)")
+    p.add_argument("--cp", type=int, default=None, help="context-parallel degree (default 1)")
     p.add_argument("--tp", type=int, default=1, help="tensor parallel degree assumed by --dry-run")
+    p.add_argument("--gpu-tflops", type=float, default=989.0,
+                   help="--dry-run: bf16 dense peak per GPU in TFLOP/s (H800/H100 SXM: 989)")
+    p.add_argument("--mfu", type=float, default=0.4, help="--dry-run: assumed model-FLOPs utilisation")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0 = torch default)")
@@ -697,6 +873,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--activation-checkpointing", action="store_true")
     p.add_argument("--no-amp", action="store_true", help="no bf16 autocast on CUDA")
     p.add_argument("--no-tensorboard", action="store_true")
+    p.add_argument("--memory-report", action="store_true",
+                   help="write RUN_DIR/memory_rankN.json: parameter/gradient/optimizer bytes and peak RSS per rank")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("-v", "--verbose", action="store_true")
     return p

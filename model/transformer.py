@@ -85,8 +85,11 @@ class Step35Model(nn.Module):
         self.mtp_active_depths = cfg.mtp_active_depths
         self.ep_loss_coef = cfg.ep_loss_coef
         self.balance_scope = "micro"  # set_balance_scope("global"): global-batch EP balance loss
+        self.balance_group = None  # process group of the global balance counts (None = default)
         self.activation_checkpointing = False
         self.chunked_window = True  # SDPA path: O(T·W) chunked sliding window (False: dense mask)
+        # model/parallel/context.py: called with whole sequences, the forward keeps one chunk
+        self.context_parallel = None
         self.init_weights()
 
     # ------------------------------------------------------------------------------------
@@ -217,7 +220,9 @@ class Step35Model(nn.Module):
             return torch.stack([info.aux_loss for _, info in routed]).sum()
         counts = torch.stack([info.counts for _, info in routed])  # [L, E] int64, this rank
         if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.all_reduce(counts)  # in place on the fresh stacked copy
+            # over balance_group: the ranks running the same layers on other tokens (None = all;
+            # model/parallel sets the layout's data x context mesh)
+            torch.distributed.all_reduce(counts, group=self.balance_group)  # in place, fresh copy
         total = []
         with torch.no_grad():
             fs = []
@@ -253,7 +258,15 @@ class Step35Model(nn.Module):
         if backend == "flex" and device.type != "cuda" and self.training and torch.is_grad_enabled():
             raise RuntimeError("attn_backend='flex' has no backward off CUDA (torch 2.13): train on CPU "
                                "with attn_backend='sdpa' or 'auto'; flex runs here for inference only")
-        masks = build_masks(backend, B, T, self.cfg.window, document_ids, device, self.chunked_window)
+        cp = self.context_parallel
+        full_ids, full_labels, full_docs = input_ids, labels, document_ids
+        local = cp.local if cp is not None else (lambda x: x)
+        if cp is not None:  # whole-sequence masks against this rank's chunk of queries
+            backend = "sdpa" if backend == "flex" else backend
+            masks = cp.build_masks(B, T, self.cfg.window, document_ids, device)
+            input_ids, labels, position_ids = local(input_ids), local(labels), local(position_ids)
+        else:
+            masks = build_masks(backend, B, T, self.cfg.window, document_ids, device, self.chunked_window)
         rope = RopeCache(position_ids)
 
         h = self.embed(input_ids)
@@ -275,11 +288,11 @@ class Step35Model(nn.Module):
             if mtp_weight and n_active:
                 h_prev = h
                 for k in range(1, n_active + 1):
-                    emb = self.embed(shift_left(input_ids, k, 0))
+                    emb = self.embed(local(shift_left(full_ids, k, 0)))
                     h_prev, h_out, mtp_logits = self.mtp[k - 1](h_prev, emb, rope, masks, backend)
                     if mtp_logits is None:  # mtp_share_lm_head
                         mtp_logits = self.lm_head(h_out)
-                    mtp_losses.append(self._ce(mtp_logits, mtp_targets(labels, k, document_ids)))
+                    mtp_losses.append(self._ce(mtp_logits, local(mtp_targets(full_labels, k, full_docs))))
                 w = torch.tensor(self.cfg.mtp_loss_weights[:n_active], device=device)
                 mtp_loss = (torch.stack(mtp_losses) * w).sum() / w.sum()
                 loss = loss + mtp_weight * mtp_loss
