@@ -97,6 +97,11 @@ def test_local_decisions_are_defensible(truth_set, tmp_path):
     assert report["verified_pairs"] <= report["candidate_pairs"]
     # the chains are the case a plain union-find gets wrong: some keep several members
     assert report["components_keeping_several"] >= 1
+    # the per-cluster report: one row per keeper, accounting for every near drop
+    clusters = pq.read_table(tmp_path / "out" / "_near_clusters.parquet").to_pylist()
+    assert sum(c["n_dropped"] for c in clusters) == n_near
+    assert {c["keeper"] for c in clusters} == {cluster_of[d] for d, r in dropped.items() if r == "dup:near"}
+    assert min(c["min_jaccard"] for c in clusters) == report["min_keeper_jaccard"]
 
 
 def test_beam_decides_as_the_local_executor(truth_set, tmp_path):

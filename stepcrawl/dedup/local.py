@@ -29,13 +29,14 @@ from stepcrawl.dedup.survivor import survivor_key
 from stepcrawl.dedup.unionfind import UnionFind
 from stepcrawl.dedup.verify import adjacency, greedy_cover, verified_bucket_pairs
 from stepcrawl.document import Document
-from stepcrawl.io import ShardWriter, read_documents
+from stepcrawl.io import ShardWriter, read_documents, write_parquet
 from stepcrawl.manifest import MANIFEST_NAME, Accounting, StageManifest, config_hash, manifest_hash
 
 log = logging.getLogger(__name__)
 
 STAGE = "dedup"
 DROP_URL, DROP_EXACT, DROP_NEAR = "dup:url", "dup:exact", "dup:near"
+NEAR_REPORT = "_near_clusters.parquet"  # per kept document: near-duplicates dropped against it ("_": not a document file)
 
 
 @dataclass
@@ -47,6 +48,8 @@ class DedupPlan:
     drop: list[str | None]  # drop reason per position, None = kept
     cluster: list[str | None]  # dup_cluster per position (survivor id), None = no duplicates
     extra: dict = field(default_factory=dict)
+    # one row per kept document that near-duplicates were dropped against (NEAR_REPORT file)
+    near_clusters: list[dict] = field(default_factory=list)
 
 
 def _iter_input(docs_or_path, errors: list[str] | None = None) -> tuple[callable, str | None]:
@@ -96,13 +99,17 @@ def _verified_edges(live: np.ndarray, sigs: np.ndarray, ids: list[str], cfg: Ded
     return edges
 
 
-def _resolve_near(edges: dict[tuple[int, int], float], rank: list[tuple], drop: list[str | None], uf: UnionFind, report: dict) -> None:
-    """Greedy cover per component of the verified graph (stepcrawl.dedup.verify)."""
+def _resolve_near(edges: dict[tuple[int, int], float], rank: list[tuple], drop: list[str | None], uf: UnionFind,
+                  report: dict, ids: list[str]) -> list[dict]:
+    """Greedy cover per component of the verified graph (stepcrawl.dedup.verify); returns the
+    per-cluster report: keeper id, documents dropped against it, their lowest and mean
+    estimated Jaccard with it."""
     graph = UnionFind()
     for a, b in edges:
         graph.union(a, b)
     adj = adjacency(edges)
     lowest = None
+    per_keeper: dict[int, list[float]] = {}
     for members in graph.components():
         report["components"] += 1
         cover = greedy_cover(sorted(members, key=rank.__getitem__), adj)
@@ -113,7 +120,10 @@ def _resolve_near(edges: dict[tuple[int, int], float], rank: list[tuple], drop: 
             uf.union(keeper, dropped)
             j = edges[(min(dropped, keeper), max(dropped, keeper))]
             lowest = j if lowest is None else min(lowest, j)
+            per_keeper.setdefault(keeper, []).append(j)
     report["min_keeper_jaccard"] = None if lowest is None else round(lowest, 4)
+    return [{"keeper": ids[k], "n_dropped": len(js), "min_jaccard": round(min(js), 4), "mean_jaccard": round(sum(js) / len(js), 4)}
+            for k, js in sorted(per_keeper.items(), key=lambda kv: ids[kv[0]])]
 
 
 def plan_dedup(docs: Iterable[Document], cfg: DedupConfig, progress: bool = True) -> DedupPlan:
@@ -164,6 +174,7 @@ def plan_dedup(docs: Iterable[Document], cfg: DedupConfig, progress: bool = True
     if cfg.exact:
         resolve(grouped(exact_keys), DROP_EXACT)
     no_shingles = 0
+    near_clusters: list[dict] = []
     near_report = {"candidate_pairs": 0, "verified_pairs": 0, "components": 0, "components_keeping_several": 0,
                    "min_keeper_jaccard": None}
     if cfg.near and n:
@@ -173,7 +184,7 @@ def plan_dedup(docs: Iterable[Document], cfg: DedupConfig, progress: bool = True
         live = np.flatnonzero(~empty & np.array([d is None for d in drop]))
         if len(live) > 1:
             edges = _verified_edges(live, sigs, ids, cfg, near_report)
-            _resolve_near(edges, rank, drop, uf, near_report)
+            near_clusters = _resolve_near(edges, rank, drop, uf, near_report, ids)
     # dup_cluster: the id of the one kept member of each union-find component.
     cluster: list[str | None] = [None] * n
     sizes: Counter = Counter()
@@ -199,11 +210,11 @@ def plan_dedup(docs: Iterable[Document], cfg: DedupConfig, progress: bool = True
         },
         "near": near_report,
     }
-    return DedupPlan(n=n, ids=ids, drop=drop, cluster=cluster, extra=extra)
+    return DedupPlan(n=n, ids=ids, drop=drop, cluster=cluster, extra=extra, near_clusters=near_clusters)
 
 
 def _clear_outputs(out_dir: Path) -> None:
-    for pattern in ("part-*.parquet", "rejected/part-*.parquet", MANIFEST_NAME):
+    for pattern in ("part-*.parquet", "rejected/part-*.parquet", NEAR_REPORT, MANIFEST_NAME):
         for f in out_dir.glob(pattern):
             f.unlink()
 
@@ -263,6 +274,10 @@ def run_dedup(
     if seen != plan.n:
         raise RuntimeError(f"dedup: input changed between passes ({plan.n} then {seen} documents)")
     files = writer.close() + (rejected.close() if rejected is not None else [])
+    if plan.near_clusters:
+        import pyarrow as pa
+
+        write_parquet(out / NEAR_REPORT, pa.Table.from_pylist(plan.near_clusters))
     manifest = StageManifest.from_shards(
         STAGE, conf, chash, input_hash, acc, folder=out, files=files, started=started,
         extra={**plan.extra, **({"n_malformed": len(bad), "errors": bad[:20]} if bad else {})},
