@@ -230,7 +230,7 @@ class ConnectedComponents(beam.PTransform):
         check = (
             last_changes
             | "LastRoundChanges" >> beam.Flatten()
-            | "SumLastRound" >> beam.CombineGlobally(sum)
+            | "SumLastRound" >> beam.CombineGlobally(sum).without_defaults()  # no default side input: none = 0
             | "ConvergenceCheck" >> beam.FlatMap(_fail_if_changed, self.max_rounds)
         )
         labels = current | "StarLabels" >> beam.FlatMap(lambda e: [(e[0], e[1]), (e[1], e[1])])

@@ -185,7 +185,9 @@ class WriteManifest(beam.DoFn):
         by_kind: dict[str, list] = {"steps": [], "stats": [], "files": [], "errors": [], "n_units": [], "rejected": []}
         for kind, value in element[1]:
             by_kind[kind].append(value)
-        (stats,), (n_units,) = by_kind["stats"], by_kind["n_units"]  # global combines: exactly one each
+        # global combines without defaults: one value each, none for an empty input
+        stats = by_kind["stats"][0] if by_kind["stats"] else _StatsFn().extract_output(_StatsFn().create_accumulator())
+        n_units = by_kind["n_units"][0] if by_kind["n_units"] else 0
         files, errors = by_kind["files"], by_kind["errors"]
         steps = dict(by_kind["steps"])
         # Every step that ran gets a funnel entry, even one that saw no document: extract and
@@ -220,7 +222,10 @@ def build_pipeline(p: beam.Pipeline, input_path: str, output: str, cfg, *, keep_
     warcs = p | "MatchWarc" >> bio.MatchWarc(input_path)  # matched once: read, and counted as units
     # the local executor's per-record payload cap, so both count the same bytes in
     read = warcs | "ReadWarc" >> bio.ReadWarcFiles(max_payload=max(cfg.extract.max_bytes, cfg.extract.max_html_bytes) + 1)
-    n_units = warcs | "CountFiles" >> beam.combiners.Count.Globally()
+    # Global combines without defaults: a default is injected through a side input, which on
+    # the DaskRunner is a nested computation of everything above it; WriteManifest supplies
+    # the empty values instead.
+    n_units = warcs | "CountFiles" >> beam.CombineGlobally(beam.combiners.CountCombineFn()).without_defaults()
     ext = tagged_outputs(read.records, "Extract", ExtractDoFn(cfg.extract), DROPPED, "events", main="docs")
     dropped = [ext[DROPPED]]
     events = [ext.events]
@@ -255,7 +260,7 @@ def build_pipeline(p: beam.Pipeline, input_path: str, output: str, cfg, *, keep_
             | "WriteRejected" >> bio.WriteDocuments(FileSystems.join(output.rstrip("/"), "rejected"), rejected=True)
         )
     steps = tuple(events) | "AllEvents" >> beam.Flatten() | "StepAccounting" >> beam.CombinePerKey(AccountingFn())
-    stats = docs | "OutputStats" >> beam.CombineGlobally(_StatsFn())
+    stats = docs | "OutputStats" >> beam.CombineGlobally(_StatsFn()).without_defaults()
     # The manifest's inputs are gathered into one element by a GroupByKey rather than read as
     # side inputs: on the DaskRunner every side input is a separate, nested computation of
     # the whole graph above it (five of them recomputed the pipeline five times).
