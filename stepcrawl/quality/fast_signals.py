@@ -32,7 +32,9 @@ from __future__ import annotations
 import functools
 import re
 import unicodedata
+from collections import Counter
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any, Callable
 
 GOPHER_STOP_WORDS = ("the", "be", "to", "of", "and", "that", "have", "with")
@@ -261,11 +263,31 @@ def verdicts_and_values(text: str, tok: ChunkTokenizer, f: FastFilters, values: 
 # Each returns the failing rule's name (datatrove's string) or None; same order as datatrove.
 
 
-def _gopher_quality(text, words, _lines_nl, _tok, q, cache) -> str | None:
+@functools.lru_cache(maxsize=1)
+def _punctuation_set() -> frozenset[str]:
     from datatrove.utils.text import PUNCTUATION_SET
 
+    return frozenset(PUNCTUATION_SET)
+
+
+@functools.lru_cache(maxsize=200_000)
+def _word_props(w: str) -> tuple[bool, bool]:
+    """(has a non-punctuation char — Gopher's "non-symbol word", has a letter)."""
+    punct = _punctuation_set()
+    return any(ch not in punct for ch in w), any(c.isalpha() for c in w)
+
+
+def _props(words, cache):
+    props = cache.get("props")
+    if props is None:
+        props = cache["props"] = [_word_props(w) for w in words]
+    return props
+
+
+def _gopher_quality(text, words, _lines_nl, _tok, q, cache) -> str | None:
     n_words = len(words)
-    non_symbol = [w for w in words if any(ch not in PUNCTUATION_SET for ch in w)]
+    props = _props(words, cache)
+    non_symbol = [w for w, p in zip(words, props) if p[0]]
     cache["non_symbol"] = non_symbol
     n_ns = len(non_symbol)
     if q.min_doc_words and n_ns < q.min_doc_words:
@@ -289,29 +311,55 @@ def _gopher_quality(text, words, _lines_nl, _tok, q, cache) -> str | None:
         return "gopher_too_many_bullets"
     if q.max_ellipsis_lines_ratio and sum(s.rstrip().endswith(("...", "…")) for s in lines) / len(lines) > q.max_ellipsis_lines_ratio:
         return "gopher_too_many_end_ellipsis"
-    if q.max_non_alpha_words_ratio and sum(any(c.isalpha() for c in w) for w in words) / n_words < q.max_non_alpha_words_ratio:
+    if q.max_non_alpha_words_ratio and sum(p[1] for p in props) / n_words < q.max_non_alpha_words_ratio:
         return "gopher_below_alpha_threshold"
     if q.min_stop_words and len(q.stop_words.intersection(words)) < q.min_stop_words:
         return "gopher_enough_stop_words"
     return None
 
 
-def _top_dup(words, n, cache) -> int:
-    from datatrove.pipeline.filters.gopher_repetition_filter import find_top_duplicate, get_n_grams
-
+def _top_dup(words, n, cache) -> int | None:
+    """datatrove's ``find_top_duplicate(get_n_grams(words, n))`` (None: no n-gram), counting
+    tuples instead of joined strings: words hold no spaces, so two n-grams are equal exactly when
+    their " "-joined strings are; Counter keeps first-seen order, so ``max`` picks the same top
+    n-gram as ``most_common(1)`` on a tie."""
     key = ("top", n)
     if key not in cache:
-        grams = get_n_grams(words, n)
-        cache[key] = find_top_duplicate(grams) if grams else None
+        if len(words) < n:
+            cache[key] = None
+        else:
+            counts = Counter(zip(*(words[i:] for i in range(n))))
+            gram, k = max(counts.items(), key=itemgetter(1))
+            cache[key] = (sum(map(len, gram)) + n - 1) * k
     return cache[key]
 
 
 def _all_dup(words, n, cache) -> int:
-    from datatrove.pipeline.filters.gopher_repetition_filter import find_all_duplicate
-
+    """datatrove's ``find_all_duplicate(words, n)``, same loop, but each n-gram is a slice of the
+    words concatenated once (datatrove joins a list slice per position; joining without a
+    separator is its definition, so "ab"+"c" and "a"+"bc" collide in both)."""
     key = ("all", n)
     if key not in cache:
-        cache[key] = find_all_duplicate(words, n)
+        joined = cache.get("joined")
+        if joined is None:
+            joined = cache["joined"] = "".join(words)
+            offs = [0]
+            for w in words:
+                offs.append(offs[-1] + len(w))
+            cache["offs"] = offs
+        offs = cache["offs"]
+        n_words = len(words)
+        unique: set[str] = set()
+        repeated, idx = 0, 0
+        while idx < n_words - n + 1:
+            gram = joined[offs[idx]:offs[idx + n]]
+            if gram in unique:
+                repeated += len(gram)
+                idx += n
+            else:
+                unique.add(gram)
+                idx += 1
+        cache[key] = repeated
     return cache[key]
 
 
@@ -401,15 +449,15 @@ def _c4(text, _words, _lines_nl, tok, c, _cache) -> str | None:
 def _values(text, words, lines, cache) -> dict[str, float]:
     """Same keys and numbers as :func:`stepcrawl.quality.signals.signal_values`."""
     from datatrove.pipeline.filters.gopher_repetition_filter import find_duplicates
-    from datatrove.utils.text import PUNCTUATION_SET
 
     from stepcrawl.quality.signals import STOP_WORDS, TERMINAL
 
     n_chars = max(1, len(text))
     n_words = max(1, len(words))
+    props = _props(words, cache)
     content = cache.get("non_symbol")
     if content is None:
-        content = [w for w in words if any(ch not in PUNCTUATION_SET for ch in w)]
+        content = [w for w, p in zip(words, props) if p[0]]
     n_lines = max(1, len(lines))
     paragraphs = [p for p in text.strip().split("\n\n") if p.strip()]
     dup_lines, dup_line_chars = find_duplicates(lines)
@@ -420,7 +468,7 @@ def _values(text, words, lines, cache) -> dict[str, float]:
         "ellipsis_word_ratio": (text.count("...") + text.count("…")) / n_words,
         "bullet_lines_ratio": sum(ln.lstrip().startswith(("•", "-")) for ln in lines) / n_lines,
         "ellipsis_lines_ratio": sum(ln.rstrip().endswith(("...", "…")) for ln in lines) / n_lines,
-        "alpha_words_ratio": sum(any(c.isalpha() for c in w) for w in words) / n_words,
+        "alpha_words_ratio": sum(p[1] for p in props) / n_words,
         "stop_words": float(len(set(STOP_WORDS) & set(w.lower() for w in words))),
         "dup_line_frac": dup_lines / n_lines,
         "dup_line_char_frac": dup_line_chars / n_chars,
