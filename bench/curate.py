@@ -117,7 +117,7 @@ def run_curate(warc_dir: Path, out: Path, extractor: str = "trafilatura", signal
     if out.exists():
         shutil.rmtree(out)
     cfg = CurateConfig(extract=ExtractConfig(extractor=extractor), signals=signals, dedup=False, min_tier="Medium")
-    return curate([warc_dir], out, cfg, progress=False).docs_out
+    return curate([warc_dir], out, cfg, progress=False).accounting.docs_out
 
 
 def _load(name: str):

