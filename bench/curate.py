@@ -68,7 +68,11 @@ def write_warc(path: Path, pages: list[tuple[str, bytes]]) -> None:
         w = WARCWriter(fh, gzip=True)
         for url, body in pages:
             http = StatusAndHeaders("200 OK", [("Content-Type", "text/html; charset=utf-8")], protocol="HTTP/1.1")
-            w.write_record(w.create_warc_record(url, "response", payload=io.BytesIO(body), length=len(body), http_headers=http))
+            # Common Crawl's WARCs carry the sniffed payload type; without it datatrove's WarcReader
+            # asks libmagic, which calls XHTML pages (<?xml …>, e.g. the Debian Handbook) text/xml
+            # and skips them
+            w.write_record(w.create_warc_record(url, "response", payload=io.BytesIO(body), length=len(body), http_headers=http,
+                                                warc_headers_dict={"WARC-Identified-Payload-Type": "text/html"}))
 
 
 def cpu_seconds() -> float:
