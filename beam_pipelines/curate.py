@@ -297,7 +297,8 @@ def config_from_args(args: argparse.Namespace):
         quality_model=args.quality_model,
         tiers=tiers,
         min_tier=args.min_tier,
-        extract=ExtractConfig(max_html_bytes=args.max_html_bytes),
+        extract=ExtractConfig(max_html_bytes=args.max_html_bytes, extractor=args.extractor, math=not args.no_math),
+        signals=args.signals,
         dedup=not args.no_dedup,
         decontam_sets=list(args.decontam or []),
         decontam_mode=args.decontam_mode,
@@ -329,6 +330,10 @@ def _curate_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[s
     ap.add_argument("--tiers", help="TierConfig YAML")
     ap.add_argument("--min_tier", "--min-tier", default="Medium", choices=TIERS)
     ap.add_argument("--max_html_bytes", "--max-html-bytes", type=int, default=2_000_000)
+    ap.add_argument("--extractor", default="trafilatura", choices=["trafilatura", "resiliparse"],
+                    help="HTML main-content extractor (as stepcrawl curate --extractor)")
+    ap.add_argument("--no_math", "--no-math", action="store_true", help="skip the math-preserving pre-pass")
+    ap.add_argument("--signals", default="fast", choices=["fast", "datatrove"], help="quality signals mode (as stepcrawl curate --signals)")
     ap.add_argument("--no_dedup", "--no-dedup", action="store_true")
     ap.add_argument("--decontam", action="append", metavar="EVAL_SET", help="eval set (repeatable; name=path allowed)")
     ap.add_argument("--decontam_mode", "--decontam-mode", default="drop", choices=["drop", "flag"])

@@ -1,22 +1,20 @@
-"""Extract + quality filters: stepcrawl vs an equivalent datatrove pipeline, same WARC input.
-
-One run, side by side, single process (documents/second/core):
+"""stepcrawl curate vs the same datatrove pipeline, quality signals vs datatrove's filters,
+resiliparse vs trafilatura, math extraction vs plain — one run, side by side, one process.
 
 - ``datatrove``: ``WarcReader → Trafilatura → GopherRepetition → GopherQuality → C4Quality →
-  FineWebQuality`` run by its ``LocalPipelineExecutor`` (1 task). Its filters stop at the first
-  failure, so a dropped page costs it less.
-- ``stepcrawl extract+filters``: ``iter_warc_records → extract_record → QualitySignalsStep(values=False)``
-  — the same extractor library and the same four datatrove ``filter()`` calls, but on *every*
-  page (all verdicts are stored, none short-circuits); the filters tokenize with
-  ``stepcrawl.quality.signals.ZonedSpaCyTokenizer`` (same output as datatrove's, cheaper).
-- ``stepcrawl full annotate``: also fastText language ID, the stored signal values and tiers
-  (what ``curate`` runs per document; no datatrove equivalent).
+  FineWebQuality → ParquetWriter`` run by its ``LocalPipelineExecutor`` (1 task). Its filters stop
+  at the first failure, so a dropped page costs it less. (No ``LanguageFilter``: its fastText model
+  is a download; leaving it out only makes the datatrove side cheaper.)
+- ``stepcrawl curate`` (the local executor, ``dedup=False`` like datatrove's pipeline): default
+  (trafilatura + fast signals), ``--extractor resiliparse``, ``--signals datatrove``; it also runs
+  langid, stores all four verdicts + 21 signal values for every page, tiers, and writes Parquet.
+- quality signals alone on the same extracted texts (bench/signals_agreement.py);
+- extractors and the math pre-pass (bench/extract_agreement.py).
 
-Input: Python docs + Debian Reference pages when those Debian packages are installed
-(python3.11-doc, debian-reference-*), else the pages in tests/data repeated. Plus a MinHash
-section from the dedup helper's ``bench/minhash.py`` when present.
+Input: real multilingual documentation pages from Debian packages (bench/pages.py), else the
+pages in tests/fixtures/curate/html repeated. Plus a MinHash section from bench/minhash.py.
 
-Usage: ``.venv/bin/python bench/curate.py [--pages 240] [--md docs/benchmarks/curate.md]``
+Usage: ``.venv/bin/python bench/curate.py [--pages 400] [--md docs/benchmarks/curate.md]``
 """
 
 from __future__ import annotations
@@ -45,6 +43,10 @@ SOURCES = [Path("/usr/share/doc/python3.11/html/library"), Path("/usr/share/doc/
 
 
 def collect_pages(n: int) -> tuple[list[tuple[str, bytes]], str]:
+    pages = _load("pages").collect(n)
+    if pages:
+        return [(url, body) for _, url, body in pages], ("Debian Handbook (26 languages), Debian Reference (11), Python 3.11 "
+                                                         "and SciPy docs, round-robin (Debian doc packages; bench/pages.py)")
     files = [f for d in SOURCES if d.is_dir() for f in sorted(d.glob("*.html"))]
     origin = "Python 3.11 docs + Debian Reference (Debian packages)"
     if not files:
@@ -66,7 +68,11 @@ def write_warc(path: Path, pages: list[tuple[str, bytes]]) -> None:
         w = WARCWriter(fh, gzip=True)
         for url, body in pages:
             http = StatusAndHeaders("200 OK", [("Content-Type", "text/html; charset=utf-8")], protocol="HTTP/1.1")
-            w.write_record(w.create_warc_record(url, "response", payload=io.BytesIO(body), length=len(body), http_headers=http))
+            # Common Crawl's WARCs carry the sniffed payload type; without it datatrove's WarcReader
+            # asks libmagic, which calls XHTML pages (<?xml …>, e.g. the Debian Handbook) text/xml
+            # and skips them
+            w.write_record(w.create_warc_record(url, "response", payload=io.BytesIO(body), length=len(body), http_headers=http,
+                                                warc_headers_dict={"WARC-Identified-Payload-Type": "text/html"}))
 
 
 def cpu_seconds() -> float:
@@ -83,46 +89,46 @@ def timed(fn, *args) -> tuple[float, float, int]:
     return time.perf_counter() - w, cpu_seconds() - c, n
 
 
-def run_datatrove(warc_dir: Path, logs: Path) -> int:
+def run_datatrove(warc_dir: Path, logs: Path, out: Path) -> int:
     from datatrove.executor import LocalPipelineExecutor
     from datatrove.pipeline.extractors import Trafilatura
     from datatrove.pipeline.filters import C4QualityFilter, FineWebQualityFilter, GopherQualityFilter, GopherRepetitionFilter
     from datatrove.pipeline.readers import WarcReader
+    from datatrove.pipeline.writers import ParquetWriter
 
     kept = []
 
-    def sink(data, rank=0, world_size=1):
+    def count(data, rank=0, world_size=1):
         for doc in data:
             kept.append(doc.id)
             yield doc
 
     pipeline = [WarcReader(str(warc_dir), glob_pattern="*.warc.gz"), Trafilatura(favour_precision=True, timeout=10.0),
-                GopherRepetitionFilter(), GopherQualityFilter(), C4QualityFilter(), FineWebQualityFilter(), sink]
+                GopherRepetitionFilter(), GopherQualityFilter(), C4QualityFilter(), FineWebQualityFilter(), count,
+                ParquetWriter(str(out))]
     LocalPipelineExecutor(pipeline=pipeline, tasks=1, workers=1, logging_dir=str(logs), skip_completed=False).run()
     return len(kept)
 
 
-def run_stepcrawl(warc: Path, full: bool, quality_model: str | None) -> int:
-    from stepcrawl.curate import CurateConfig, annotate_steps, filter_steps
-    from stepcrawl.extract import ExtractConfig, extract_record, iter_warc_records
-    from stepcrawl.quality import QualitySignalsStep
-    from stepcrawl.quality.signals import FILTER_NAMES
-    from stepcrawl.steps import Drop, apply_steps
+def run_curate(warc_dir: Path, out: Path, extractor: str = "trafilatura", signals: str = "fast") -> int:
+    """The whole local ``stepcrawl curate`` (extract → langid → signals → tier → Parquet, no dedup:
+    datatrove's pipeline has none); returns the documents kept."""
+    import shutil
 
-    if full:
-        cfg = CurateConfig(quality_model=quality_model, min_tier="Low")
-        steps = annotate_steps(cfg) + filter_steps(cfg)
-    else:
-        steps = [QualitySignalsStep(values=False)]
-    ecfg = ExtractConfig()
-    n = 0
-    for raw in iter_warc_records(warc):
-        doc = extract_record(raw, ecfg)
-        if isinstance(doc, Drop):
-            continue
-        result = apply_steps(doc, steps)
-        n += not isinstance(result, Drop) and all(result.quality[f] == 1.0 for f in FILTER_NAMES)
-    return n
+    from stepcrawl.curate import CurateConfig, curate
+    from stepcrawl.extract import ExtractConfig
+
+    if out.exists():
+        shutil.rmtree(out)
+    cfg = CurateConfig(extract=ExtractConfig(extractor=extractor), signals=signals, dedup=False, min_tier="Medium")
+    return curate([warc_dir], out, cfg, progress=False).accounting.docs_out
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "bench" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def minhash_section(n_docs: int) -> str | None:
@@ -137,7 +143,9 @@ def minhash_section(n_docs: int) -> str | None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--pages", type=int, default=240)
+    ap.add_argument("--pages", type=int, default=400)
+    ap.add_argument("--extract-pages", type=int, default=300, help="pages for the extractor agreement rows")
+    ap.add_argument("--math-pages", type=int, default=100, help="SciPy MathJax pages for the math rows")
     ap.add_argument("--minhash-docs", type=int, default=1000)
     ap.add_argument("--md", help="also write the tables to this Markdown file")
     args = ap.parse_args()
@@ -145,8 +153,6 @@ def main() -> None:
     from loguru import logger  # datatrove logs every step's stats through loguru
 
     logger.remove()
-    from stepcrawl.quality import train_quality
-
     pages, origin = collect_pages(args.pages)
     mb = sum(len(b) for _, b in pages) / 1e6
     with tempfile.TemporaryDirectory() as tmp:
@@ -154,28 +160,50 @@ def main() -> None:
         (tmp / "warc").mkdir()
         warc = tmp / "warc" / "bench.warc.gz"
         write_warc(warc, pages)
-        model = str(tmp / "quality.bin")
-        train_quality(ROOT / "samples/quality/positive.jsonl", ROOT / "samples/quality/negative.jsonl", model)
-        # warm both sides (imports, spaCy blank pipeline, model loads) on a few pages
+        # warm both sides (imports, spaCy pipelines, fastText) on a few pages
         warm = tmp / "warm"
         warm.mkdir()
-        write_warc(warm / "w.warc.gz", pages[:3])
-        run_datatrove(warm, tmp / "logs-warm")
-        run_stepcrawl(warm / "w.warc.gz", True, model)
+        write_warc(warm / "w.warc.gz", pages[:5])
+        run_datatrove(warm, tmp / "logs-warm", tmp / "dt-warm")
+        for ex in ("trafilatura", "resiliparse"):
+            run_curate(warm, tmp / "sc-warm", ex)
+        run_curate(warm, tmp / "sc-warm", signals="datatrove")
         rows = [
-            ("datatrove WarcReader→Trafilatura→Gopher/C4/FineWeb", *timed(run_datatrove, tmp / "warc", tmp / "logs")),
-            ("stepcrawl extract + same 4 datatrove filters (all run)", *timed(run_stepcrawl, warc, False, None)),
-            ("stepcrawl full annotate (+langid, signal values, fastText, tier)", *timed(run_stepcrawl, warc, True, model)),
+            ("datatrove WarcReader→Trafilatura→Gopher/C4/FineWeb→ParquetWriter", *timed(run_datatrove, tmp / "warc", tmp / "logs", tmp / "dt-out")),
+            ("stepcrawl curate, default (trafilatura, fast signals; + langid, 21 signal values, tiers)", *timed(run_curate, tmp / "warc", tmp / "sc1")),
+            ("stepcrawl curate --extractor resiliparse (fast path)", *timed(run_curate, tmp / "warc", tmp / "sc2", "resiliparse")),
+            ("stepcrawl curate --signals datatrove (exact datatrove filters)", *timed(run_curate, tmp / "warc", tmp / "sc3", "trafilatura", "datatrove")),
         ]
+        from stepcrawl.manifest import StageManifest
+
+        stage_times = StageManifest.read(tmp / "sc1" / "web").extra.get("stage_times_s", {})
     base = len(pages) / rows[0][2]
     lines = [f"Input: {len(pages)} HTML pages, {mb:.1f} MB ({origin}), one gzipped WARC; one process "
              "(datatrove's extractor sandbox adds a child process: CPU time counts both).", "",
-             "| pipeline | pages | wall s | CPU s | docs/s/core (CPU) | MB/s/core | × datatrove (CPU) | × datatrove (wall) | docs passing all 4 filters |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "| pipeline | pages | wall s | CPU s | pages/s/core (CPU) | × datatrove (CPU) | × datatrove (wall) | docs kept |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     base_wall = rows[0][1]
     for name, wall, cpu, k in rows:
         rate = len(pages) / cpu
-        lines.append(f"| {name} | {len(pages)} | {wall:.2f} | {cpu:.2f} | {rate:.1f} | {mb / cpu:.2f} | {rate / base:.2f} | {base_wall / wall:.2f} | {k} |")
+        lines.append(f"| {name} | {len(pages)} | {wall:.2f} | {cpu:.2f} | {rate:.1f} | {rate / base:.2f} | {base_wall / wall:.2f} | {k} |")
+    total = sum(stage_times.values()) or 1.0
+    lines += ["", "Default curate row, per-stage wall time from its manifest (`stepcrawl stats`): "
+              + ", ".join(f"{k} {v:.2f} s ({100 * v / total:.0f}%)" for k, v in stage_times.items())]
+    # quality signals alone, on the same pages' extracted text
+    sig = _load("signals_agreement")
+    docs = sig.extracted_docs(args.pages)
+    dt, dt_cpu = sig.datatrove_verdicts(docs)
+    fast, fast_cpu = sig.step_verdicts(docs, "fast")
+    fast_nv, fast_nv_cpu = sig.step_verdicts(docs, "fast", values=False)
+    per, _, diffs = sig.agreement(dt, fast, docs)
+    lines += ["", "Quality signals alone (same extracted texts; every filter on every page on both sides):", "",
+              "| signals | CPU s | docs/s | × datatrove | verdict agreement per filter |", "| --- | ---: | ---: | ---: | --- |",
+              f"| datatrove's 4 filters (stock spaCy tokenizer) | {dt_cpu:.2f} | {len(docs) / dt_cpu:.0f} | 1.00 | (reference) |",
+              f"| stepcrawl fast, 4 verdicts + 21 values | {fast_cpu:.2f} | {len(docs) / fast_cpu:.0f} | {dt_cpu / fast_cpu:.2f} | "
+              + ", ".join(f"{f} {100 * per[f]:.2f}%" for f in sig.FILTERS) + " |",
+              f"| stepcrawl fast, 4 verdicts only | {fast_nv_cpu:.2f} | {len(docs) / fast_nv_cpu:.0f} | {dt_cpu / fast_nv_cpu:.2f} | same verdicts |"]
+    ext = _load("extract_agreement")
+    lines += ["", "Extractors and math (bench/extract_agreement.py):", "", ext.table(ext.run(args.extract_pages, args.math_pages))]
     table = "\n".join(lines)
     print(table)
     mh = minhash_section(args.minhash_docs)
@@ -185,35 +213,12 @@ def main() -> None:
         from stepcrawl.io import atomic_open
 
         with atomic_open(args.md, "w", encoding="utf-8") as fh:
-            fh.write("# Curate benchmark: extract + quality filters vs datatrove\n\n"
+            fh.write("# Curate benchmark: stepcrawl curate vs datatrove, signals, extractors, math\n\n"
                      f"Command: `.venv/bin/python bench/curate.py --pages {args.pages} --md {args.md}`  \n"
                      f"Machine: {platform.machine()}, Python {platform.python_version()}, shared 2-core box "
                      "(compare ratios within one run, not seconds across runs).\n\n"
                      f"{table}\n\n"
-                     "Reading the table:\n\n"
-                     "* **docs/s/core** divides by CPU seconds of the process *and its children*: datatrove runs "
-                     "trafilatura in a forked sandbox process (for its per-page timeout), so its wall time overlaps "
-                     "two processes and its wall-clock rate is not a per-core rate; the wall column is given too.\n"
-                     "* Same extractor library and the same four datatrove `filter()` calls with datatrove's default "
-                     "thresholds on both sides; “docs passing all 4 filters” is the cross-check that both sides "
-                     "extract and judge the same text (a difference of a page or two comes from datatrove's "
-                     "`deduplicate=True` trafilatura option).\n"
-                     "* Where the CPU goes: extraction costs the same on both sides (same trafilatura settings; "
-                     "we skip htmldate's metadata pass and datatrove's sandbox IPC, datatrove skips nothing else). "
-                     "stepcrawl runs **all four filters on every page** because it stores every verdict (and, in "
-                     "the full row, every signal value) so that tiers can be re-thresholded later without "
-                     "re-extracting, where datatrove stops at the first failing filter. We still spend less CPU "
-                     "on filtering because the filters get our `ZonedSpaCyTokenizer` (stepcrawl/quality/signals.py) "
-                     "as their datatrove `WordTokenizer`: same tokens and verdicts as datatrove's spaCy tokenizer, "
-                     "but without a spaCy memory zone per call (datatrove's C4 filter tokenizes every line "
-                     "separately, and each zone rebuilds the lexemes of common words and drops spaCy's "
-                     "tokenizer cache); memory stays bounded by a permanent-vocabulary budget and renewed zones.\n"
-                     "* Both sides are warmed on the same three pages first; our tokenizer keeps the "
-                     "vocabulary it built there (that is the point of it), datatrove's per-call zones keep "
-                     "nothing. The full row runs after the extract+filters row in the same process, so its "
-                     "vocabulary is warmer still.\n"
-                     "* History: before the tokenizer change (same command, same input) the extract+filters row "
-                     "measured 0.94× datatrove and the full row 0.91×.\n")
+                     "Reading notes: see docs/BENCHMARKS.md (curate section).\n")
             if mh:
                 fh.write(f"\n## MinHash signing (from bench/minhash.py)\n\n{mh}\n")
 

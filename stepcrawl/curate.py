@@ -65,6 +65,9 @@ class CurateConfig:
     tiers: TierConfig = field(default_factory=TierConfig)
     min_tier: str = "Medium"
     extract: ExtractConfig = field(default_factory=ExtractConfig)
+    # quality signals: "fast" (one tokenization, same verdicts as datatrove on ≥ 99 % of pages per
+    # filter, measured in docs/BENCHMARKS.md) or "datatrove" (datatrove's own filter() calls)
+    signals: str = "fast"
     dedup: bool = True
     decontam_sets: list[str] = field(default_factory=list)  # eval set files (JSONL/Parquet/txt)
     decontam_mode: str = "drop"
@@ -85,15 +88,16 @@ class CurateConfig:
     def filter_part(self) -> dict[str, Any]:
         """The part of the config the per-document steps depend on (their units' hash)."""
         d = self.to_dict()
-        return {k: d.get(k) for k in ("langs", "lang_threshold", "langid_model", "quality_model_sha256", "tiers", "min_tier", "extract", "source")}
+        return {k: d.get(k) for k in ("langs", "lang_threshold", "langid_model", "quality_model_sha256", "tiers", "min_tier", "extract", "signals", "source")}
 
 
 def annotate_steps(cfg: CurateConfig) -> list[DocumentStep]:
     """langid → datatrove signals → fastText quality (annotations; drops only by language)."""
     from stepcrawl.langid import LangIdStep
-    from stepcrawl.quality import QualityClassifierStep, QualitySignalsStep
+    from stepcrawl.quality import QualityClassifierStep, QualitySignalsStep, SignalsConfig
 
-    steps: list[DocumentStep] = [LangIdStep(langs=cfg.langs, threshold=cfg.lang_threshold, model_path=cfg.langid_model), QualitySignalsStep()]
+    steps: list[DocumentStep] = [LangIdStep(langs=cfg.langs, threshold=cfg.lang_threshold, model_path=cfg.langid_model),
+                                 QualitySignalsStep(SignalsConfig(mode=cfg.signals))]
     if cfg.quality_model:
         steps.append(QualityClassifierStep(cfg.quality_model))
     return steps
@@ -189,21 +193,62 @@ class StepPlan:
         return config_hash({"stage": self.stage, **self.config})
 
 
-def _iter_unit_docs(unit: Unit, plan: StepPlan, accs: dict[str, Accounting], on_drop, errors: list[dict]) -> Iterator[Document]:
+# The per-stage time breakdown (manifest ``extra.stage_times_s``, printed by ``stepcrawl stats``):
+# step names → the stage they are reported under.
+STAGE_OF_STEP = {"langid": "langid", "quality_signals": "signals", "quality_classifier": "classifier", "tier": "tier",
+                 "decontam": "decontam"}
+
+
+class _TimedStep:
+    """A step that adds its wall time per call to ``times[stage]`` (a perf_counter pair per
+    document: negligible next to any step's own cost)."""
+
+    def __init__(self, step: DocumentStep, times: Counter):
+        self.step, self.times = step, times
+        self.stage = STAGE_OF_STEP.get(step.name, step.name)
+
+    def __call__(self, doc: Document):
+        t = time.perf_counter()
+        try:
+            return self.step(doc)
+        finally:
+            self.times[self.stage] += time.perf_counter() - t
+
+
+def _timed_reader(records: Iterator, times: Counter, key: str) -> Iterator:
+    """``records`` with the time spent producing each item added to ``times[key]``."""
+    it = iter(records)
+    while True:
+        t = time.perf_counter()
+        try:
+            item = next(it)
+        except StopIteration:
+            times[key] += time.perf_counter() - t
+            return
+        times[key] += time.perf_counter() - t
+        yield item
+
+
+def _iter_unit_docs(unit: Unit, plan: StepPlan, accs: dict[str, Accounting], on_drop, errors: list[dict],
+                    times: Counter | None = None) -> Iterator[Document]:
+    times = times if times is not None else Counter()
     if unit.kind == "warc":
         acc = accs.setdefault("extract", Accounting())
         cfg = plan.extract or ExtractConfig()
         # damaged spans come out as records with drop_reason warc:damaged (counted like any
         # drop) and reading resynchronises after them; each span is listed in ``errors``
-        for raw in iter_warc_records(unit.path, warc_name=Path(unit.path).name, start=unit.start, end=unit.end,
-                                     max_payload=max(cfg.max_bytes, cfg.max_html_bytes) + 1):
+        records = iter_warc_records(unit.path, warc_name=Path(unit.path).name, start=unit.start, end=unit.end,
+                                    max_payload=max(cfg.max_bytes, cfg.max_html_bytes) + 1)
+        for raw in _timed_reader(records, times, "read"):
             if raw.drop_reason == DAMAGED:
                 err = damage_error(raw, unit.path)
                 log.error("%s", err["error"])
                 print(f"error: {err['error']}", file=sys.stderr)
                 errors.append(err)
             acc.seen(len(raw.payload))
+            t = time.perf_counter()
             result = extract_record(raw, cfg)
+            times["extract"] += time.perf_counter() - t
             if isinstance(result, Drop):
                 acc.dropped(result.reason, len(raw.payload))
                 if on_drop is not None:
@@ -222,7 +267,7 @@ def _iter_unit_docs(unit: Unit, plan: StepPlan, accs: dict[str, Accounting], on_
             errors.append({"file": unit.path, "error": str(err)})
             log.error("%s", err)
 
-        for doc in read_documents(unit.path, on_error=bad):
+        for doc in _timed_reader(read_documents(unit.path, on_error=bad), times, "read"):
             acc.seen(doc.n_chars)
             acc.kept(doc.n_chars)
             yield doc
@@ -254,18 +299,23 @@ def run_unit(unit: Unit, plan: StepPlan, out_dir: str, rejected_dir: str | None,
     on_drop = (lambda d, r: rej_writer.write(d, r)) if rej_writer is not None else None
     accs: dict[str, Accounting] = {}
     errors: list[dict] = []
-    docs: Iterable[Document] = _iter_unit_docs(unit, plan, accs, on_drop, errors)
+    times: Counter = Counter()
+    docs: Iterable[Document] = _iter_unit_docs(unit, plan, accs, on_drop, errors, times)
     for name, steps in plan.step_groups:
-        docs = run_steps(docs, steps, accs.setdefault(name, Accounting()), on_drop)
+        docs = run_steps(docs, [_TimedStep(s, times) for s in steps], accs.setdefault(name, Accounting()), on_drop)
     total = Accounting()
     writer = ShardWriter(folder, shard_docs=plan.shard_docs)
     langs, tiers = Counter(), Counter()
     # one Common Crawl WARC is ~40k records: a per-document bar (kept documents) inside the file bar
     for doc in tqdm(docs, desc=f"  {unit.name}", unit="doc", leave=False, disable=not progress, file=sys.stderr):
+        t = time.perf_counter()
         writer.write(doc)
+        times["write"] += time.perf_counter() - t
         langs[doc.lang or "und"] += 1
         tiers[doc.tier or "none"] += 1
+    t = time.perf_counter()
     shards = writer.close()
+    times["write"] += time.perf_counter() - t
     if rej_writer is not None:
         rej_writer.close()
     # unit accounting: in = first step's in; out = written; drops = all steps' drops
@@ -282,10 +332,15 @@ def run_unit(unit: Unit, plan: StepPlan, out_dir: str, rejected_dir: str | None,
     manifest = StageManifest.from_shards(
         plan.stage, plan.config, plan.hash, None, total, folder=folder, files=shards, started=t0,
         extra={"unit": unit.name, "input": unit.fingerprint(), "steps": {k: accs[k].to_dict() for k in order},
-               "step_order": order, "langs": dict(langs), "tiers": dict(tiers), "errors": errors},
+               "step_order": order, "langs": dict(langs), "tiers": dict(tiers), "errors": errors,
+               "stage_times_s": _rounded_times(times)},
     )
     manifest.write(folder)
     return manifest.to_dict()
+
+
+def _rounded_times(times: Counter | dict) -> dict[str, float]:
+    return {k: round(float(v), 4) for k, v in times.items()}
 
 
 def _unit_done(unit: Unit, plan: StepPlan, out_dir: Path) -> bool:
@@ -338,9 +393,11 @@ def merge_unit_manifests(units: list[Unit], out_dir: Path, plan: StepPlan) -> St
     order: list[str] = []
     langs, tiers, errors, shards, nbytes = Counter(), Counter(), [], [], 0
     wall, created = 0.0, 0.0
+    times: Counter = Counter()
     for u in units:
         m = StageManifest.read(out_dir / u.name)
         wall += m.wall_time_s
+        times.update(m.extra.get("stage_times_s", {}))
         created = max(created, m.created_at)
         total.merge(m.accounting)
         for k in m.extra.get("step_order", []):
@@ -356,7 +413,8 @@ def merge_unit_manifests(units: list[Unit], out_dir: Path, plan: StepPlan) -> St
         stage=plan.stage, config=plan.config, config_hash=plan.hash, input_manifest_hash=None, accounting=total,
         bytes_out=nbytes, wall_time_s=wall, shards=shards, created_at=created,
         extra={"units": len(units), "steps": {k: steps[k].to_dict() for k in order}, "step_order": order,
-               "langs": dict(langs), "tiers": dict(tiers), "errors": errors, "damaged_bytes": damaged_bytes(errors)},
+               "langs": dict(langs), "tiers": dict(tiers), "errors": errors, "damaged_bytes": damaged_bytes(errors),
+               "stage_times_s": _rounded_times(times)},
     )
     manifest.write(out_dir)
     return manifest
@@ -437,7 +495,8 @@ def funnel_entry(name: str, acc: Accounting | dict) -> dict[str, Any]:
     return {"step": name, **{k: d.get(k) for k in ("docs_in", "docs_out", "chars_in", "chars_out", "drops", "drop_chars")}}
 
 
-def publish(in_dir: Path, out_dir: Path, cfg: CurateConfig, funnel: list[dict], records_in: int, extra: dict, input_hash: str | None) -> StageManifest:
+def publish(in_dir: Path, out_dir: Path, cfg: CurateConfig, funnel: list[dict], records_in: int, extra: dict, input_hash: str | None,
+            t_start: float | None = None) -> StageManifest:
     """Copy the last stage's shards to ``OUT/web/part-*.parquet`` with the curate manifest."""
     if out_dir.exists():
         for old in out_dir.glob("part-*.parquet"):
@@ -456,6 +515,8 @@ def publish(in_dir: Path, out_dir: Path, cfg: CurateConfig, funnel: list[dict], 
         for reason, n in (f.get("drops") or {}).items():
             acc.drops[reason] += n
             acc.drop_chars[reason] += (f.get("drop_chars") or {}).get(reason, 0)
+    if t_start is not None and "stage_times_s" in extra:
+        extra = {**extra, "stage_times_s": {**extra["stage_times_s"], "publish": round(time.perf_counter() - t_start, 4)}}
     config = cfg.to_dict()  # hashes the quality model's file: once
     m = StageManifest(
         stage="curate", config=config, config_hash=config_hash(config), input_manifest_hash=input_hash,
@@ -486,6 +547,7 @@ def curate(inputs: list[str | Path], out: str | Path, cfg: CurateConfig | None =
     )
     fm = run_doc_stage(units, work / "filter", plan, rejected / "filter", workers=workers, progress=progress)
     funnel = [funnel_entry(k, fm.extra["steps"][k]) for k in fm.extra["step_order"]]
+    stage_times = Counter(fm.extra.get("stage_times_s", {}))
     last = work / "filter"
     stages_run = ["filter"]
     if cfg.dedup:
@@ -494,24 +556,28 @@ def curate(inputs: list[str | Path], out: str | Path, cfg: CurateConfig | None =
             funnel.append(funnel_entry("dedup", dm.accounting))
             last = work / "dedup"
             stages_run.append("dedup")
+            stage_times["dedup"] += dm.wall_time_s
     xm = run_decontam_stage(last, work / "decontam", cfg, keep_rejected, rejected, progress)
     if xm is not None:
         funnel.append(funnel_entry("decontam", xm.accounting))
         last = work / "decontam"
         stages_run.append("decontam")
+        stage_times["decontam"] = xm.wall_time_s  # its whole unit time (read + step + write)
     if cfg.cluster:
         cm = run_cluster_stage(last, work / "cluster", progress, k=cfg.cluster_k)
         if cm is not None:
             funnel.append(funnel_entry("cluster", cm.accounting))
             last = work / "cluster"
             stages_run.append("cluster")
+            stage_times["cluster"] += cm.wall_time_s
     records_in = funnel[0]["docs_in"] if funnel else 0
     errors = fm.extra.get("errors", [])
+    t_pub = time.perf_counter()
     extra = {"stages": stages_run, "units": len(units), "errors": errors, "damaged_bytes": damaged_bytes(errors),
-             "wall_time_total_s": round(time.time() - t0, 3)}
+             "wall_time_total_s": round(time.time() - t0, 3), "stage_times_s": _rounded_times(stage_times)}
     if "cluster" in stages_run:  # the mixer down-samples over-represented topics from these
         extra["cluster_sizes"] = cm.extra.get("cluster_sizes", {})
-    m = publish(last, out / cfg.source, cfg, funnel, records_in, extra, manifest_hash(last))
+    m = publish(last, out / cfg.source, cfg, funnel, records_in, extra, manifest_hash(last), t_pub)
     return m
 
 

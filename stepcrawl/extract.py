@@ -90,6 +90,19 @@ class ExtractConfig:
     # past it is ``extract:decompressed-too-large`` and is never inflated further (a 64 KB
     # gzip bomb would otherwise become GiBs). The crawler's --max-bytes idea, for decoding.
     max_decoded_bytes: int = 20_000_000
+    # HTML main-content extractor: "trafilatura" (default) or "resiliparse" (DCLM's, ~20× faster;
+    # when to pick which: docs/CURATION.md)
+    extractor: str = "trafilatura"
+    # math-preserving pre-pass (stepcrawl/extractors/math.py): formulas in MathJax / KaTeX /
+    # MathML / TeX images become $…$ / $$…$$ text the extractor keeps; pages without math
+    # markers skip it (one regex search)
+    math: bool = True
+
+    def __post_init__(self) -> None:
+        from stepcrawl.extractors import EXTRACTORS
+
+        if self.extractor not in EXTRACTORS:
+            raise ValueError(f"ExtractConfig.extractor must be one of {EXTRACTORS}, got {self.extractor!r}")
 
 
 def record_doc_id(record_id: str, url: str = "", date: str | None = None) -> str:
@@ -289,31 +302,30 @@ def head_metadata(html: str) -> dict:
 
 
 def extract_html(html: str, url: str, cfg: ExtractConfig, max_date: str | None = None) -> tuple[str, dict]:
-    """Main content + metadata of an HTML page with trafilatura (no boilerplate)."""
-    import trafilatura
+    """Main content + metadata of an HTML page (no boilerplate), with the extractor named by
+    ``cfg.extractor``; formulas are kept as LaTeX (``cfg.math``, see stepcrawl/extractors/math.py)
+    and counted in ``meta["math_formulas"]``."""
+    from stepcrawl.extractors import html as backends
 
-    kwargs: dict = {}
-    if cfg.rich_metadata:
-        params = {"extensive_search": False, "original_date": True}
-        if max_date:
-            params["max_date"] = max_date[:10]  # keeps the guessed date deterministic across runs
-        kwargs = {"with_metadata": True, "date_extraction_params": params}
-    result = trafilatura.bare_extraction(
-        html,
-        url=url or None,
-        favor_precision=cfg.favor_precision,
-        include_tables=cfg.include_tables,
-        include_comments=False,
-        **kwargs,
-    )
-    if result is None:
-        return "", {}
-    d = result.as_dict() if hasattr(result, "as_dict") else dict(result)
-    if cfg.rich_metadata:
-        meta = {k: d.get(k) for k in ("title", "date", "author", "sitename", "description") if d.get(k)}
+    source: object = html
+    n_math = 0
+    if cfg.math:
+        from stepcrawl.extractors.math import preserve_math
+
+        parse = backends.trafilatura_tree if cfg.extractor == "trafilatura" else None
+        prepared = preserve_math(html, parse=parse)
+        n_math = prepared.formulas
+        if n_math:
+            source = prepared.tree if cfg.extractor == "trafilatura" else prepared.html
+    if cfg.extractor == "resiliparse":
+        text, meta = backends.resiliparse_text(source), {}
     else:
+        text, meta = backends.trafilatura_text(source, url, cfg.favor_precision, cfg.include_tables, cfg.rich_metadata, max_date)
+    if not cfg.rich_metadata:
         meta = head_metadata(html)
-    return d.get("text") or "", meta
+    if n_math and text:
+        meta["math_formulas"] = n_math
+    return text, meta
 
 
 def extract_pdf(payload: bytes) -> tuple[str, dict]:

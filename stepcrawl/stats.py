@@ -13,6 +13,10 @@ from stepcrawl.io import read_json
 from stepcrawl.manifest import MANIFEST_NAME
 
 
+# the order ``stepcrawl stats`` prints the per-stage times in (manifest extra.stage_times_s)
+STAGE_ORDER = ("read", "extract", "langid", "signals", "classifier", "tier", "write", "dedup", "decontam", "cluster", "publish")
+
+
 def read_curate_manifest(path: str | Path) -> dict[str, Any]:
     """The ``_manifest.json`` of a curate output (PATH itself, PATH/web, or any PATH/<source>/),
     parsed: the first with stage "curate", else the first one found."""
@@ -36,7 +40,7 @@ def load_stats(path: str | Path) -> dict[str, Any]:
     funnel = extra.get("funnel") or [{"step": m.get("stage", "stage"), **{k: m.get(k) for k in ("docs_in", "docs_out", "chars_in", "chars_out", "drops")}}]
     return {"stage": m.get("stage"), "docs_in": m.get("docs_in", 0), "docs_out": m.get("docs_out", 0), "chars_in": m.get("chars_in", 0),
             "chars_out": m.get("chars_out", 0), "funnel": funnel, "drops": m.get("drops", {}), "langs": extra.get("langs", {}),
-            "tiers": extra.get("tiers", {}), "errors": extra.get("errors", [])}
+            "tiers": extra.get("tiers", {}), "errors": extra.get("errors", []), "stage_times_s": extra.get("stage_times_s", {})}
 
 
 def _pct(a: int, b: int) -> str:
@@ -60,6 +64,15 @@ def format_stats(s: dict[str, Any]) -> str:
     for t in TIERS:
         n = s["tiers"].get(t, 0)
         lines.append(f"  {t:<12} {n:>8}  {'#' * min(50, round(50 * n / max(1, s['docs_out'])))}")
+    times = s.get("stage_times_s") or {}
+    if times:
+        total_s = sum(times.values()) or 1.0
+        n_in = max(1, s["docs_in"])
+        lines += ["", f"time per stage (wall s summed over work units; {total_s:.2f} s in all):",
+                  f"  {'stage':<12} {'seconds':>9} {'share':>7} {'ms/record':>10}"]
+        order = [k for k in STAGE_ORDER if k in times] + sorted(k for k in times if k not in STAGE_ORDER)
+        for k in order:
+            lines.append(f"  {k:<12} {times[k]:>9.2f} {_pct(times[k], total_s):>7} {1000 * times[k] / n_in:>10.2f}")
     bad = {r: n for r, n in s["drops"].items() if is_input_error(r)}
     if bad or s["errors"]:
         total = max(sum(bad.values()), len(s["errors"]))

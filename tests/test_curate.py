@@ -250,3 +250,14 @@ def test_extract_timeout_is_a_counted_drop(tmp_path, capsys):
     assert m["drops"] == {"extract:timeout": 1} and m["docs_in"] == 3 and m["docs_out"] == 2
     rej = pq.read_table(tmp_path / "ex" / "rejected").to_pylist()
     assert [(r["url"], r["drop_reason"]) for r in rej] == [("http://slow.test/", "extract:timeout")]
+
+
+def test_curate_manifest_has_stage_times_that_stats_prints(curated):
+    _, out, d, _ = curated
+    times = d["extra"]["stage_times_s"]
+    assert {"read", "extract", "langid", "signals", "classifier", "tier", "write", "dedup", "publish"} <= set(times)
+    assert all(v >= 0 for v in times.values()) and times["extract"] > 0
+    filter_times = StageManifest.read(out / "_work" / "filter").extra["stage_times_s"]
+    assert set(filter_times) <= set(times)  # the units' breakdown, merged, then the global stages
+    text = format_stats(load_stats(out))
+    assert "time per stage" in text and "signals" in text and "extract" in text

@@ -34,13 +34,17 @@ def _extract_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warc-split-bytes", type=int, default=None, metavar="BYTES",
                    help="split per-record gzip WARCs larger than this into record-range work units, so --workers "
                         "scales within one file (default 16 MiB; 0: one unit per file)")
+    p.add_argument("--extractor", default="trafilatura", choices=["trafilatura", "resiliparse"],
+                   help="HTML main-content extractor (default trafilatura; resiliparse is ~20x faster, see docs/CURATION.md)")
+    p.add_argument("--no-math", action="store_true", help="skip the math pre-pass that keeps formulas as $…$/$$…$$ LaTeX")
 
 
 def _extract_cfg(args):
     from stepcrawl.extract import ExtractConfig
 
     return ExtractConfig(max_html_bytes=args.max_html_bytes, timeout_s=args.extract_timeout,
-                         max_decoded_bytes=args.max_decoded_bytes)
+                         max_decoded_bytes=args.max_decoded_bytes,
+                         extractor=getattr(args, "extractor", "trafilatura"), math=not getattr(args, "no_math", False))
 
 
 def _split_bytes(args) -> int:
@@ -88,7 +92,7 @@ def run_curate(args) -> int:
         tiers=_tier_cfg(args), min_tier=args.min_tier,
         extract=_extract_cfg(args),
         dedup=not args.no_dedup, decontam_sets=args.decontam or [], decontam_mode=args.decontam_mode,
-        cluster=args.cluster, cluster_k=args.cluster_k, shard_docs=args.shard_docs,
+        cluster=args.cluster, cluster_k=args.cluster_k, shard_docs=args.shard_docs, signals=getattr(args, "signals", "fast"),
     )
     m = curate(args.inputs, args.out, cfg, keep_rejected=args.keep_rejected, workers=args.workers, progress=not args.no_progress,
                split_bytes=_split_bytes(args))
@@ -188,6 +192,8 @@ def register(sub) -> None:
     p.add_argument("--decontam-mode", default="drop", choices=["drop", "flag"])
     p.add_argument("--cluster", action="store_true", help="also run the topic clustering stage")
     p.add_argument("--cluster-k", type=int, default=64, help="number of k-means topics for --cluster (default 64)")
+    p.add_argument("--signals", default="fast", choices=["fast", "datatrove"],
+                   help="quality signals: fast (one tokenization, datatrove's thresholds) or datatrove (its own filters; exact, slower)")
     _common(p)
     p.set_defaults(func=run_curate)
 

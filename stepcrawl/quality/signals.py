@@ -29,6 +29,7 @@ from stepcrawl.steps import DocumentStep
 
 log = logging.getLogger(__name__)
 
+SIGNAL_MODES = ("fast", "datatrove")
 FILTER_NAMES = ("gopher_quality", "gopher_repetition", "c4_quality", "fineweb_quality")
 STOP_WORDS = ("the", "be", "to", "of", "and", "that", "have", "with")  # Gopher's list
 TERMINAL = (".", "!", "?", '"', "'", "”", "。", "！", "？", ":")
@@ -183,6 +184,16 @@ class SignalsConfig:
     c4_quality: dict[str, Any] = field(default_factory=lambda: {"filter_no_terminal_punct": True})
     fineweb_quality: dict[str, Any] = field(default_factory=dict)
     max_chars: int = 200_000  # signals are computed on the first max_chars (cost is linear)
+    # "fast": the four verdicts and the values from one word split with spaCy's tokenizer rules
+    # replayed without spaCy (stepcrawl/quality/fast_signals.py; same thresholds, measured
+    # verdict agreement with datatrove in docs/BENCHMARKS.md); "datatrove": datatrove's own
+    # filter() calls (exact, several times slower). Languages the fast path does not cover
+    # (zh, ja, vi, non-spaCy tokenizers) always take the datatrove path.
+    mode: str = "fast"
+
+    def __post_init__(self) -> None:
+        if self.mode not in SIGNAL_MODES:
+            raise ValueError(f"SignalsConfig.mode must be one of {SIGNAL_MODES}, got {self.mode!r}")
 
 
 def build_filters(cfg: SignalsConfig, language: str) -> dict[str, Any]:
@@ -277,21 +288,39 @@ class QualitySignalsStep(DocumentStep):
         super().__init__(cfg=cfg.__dict__, values=values)
         self._cfg = cfg
         self._filters: dict[str, dict[str, Any]] = {}
+        self._fast: dict[str, Any] = {}
 
     def _picklable_state(self) -> dict[str, Any]:
-        return {"_cfg": self._cfg, "_filters": {}}
+        return {"_cfg": self._cfg, "_filters": {}, "_fast": {}}
 
     def filters_for(self, language: str) -> dict[str, Any]:
         if language not in self._filters:
             self._filters[language] = build_filters(self._cfg, language)
         return self._filters[language]
 
+    def fast_for(self, language: str):
+        """The fast path of ``language`` (None: not covered, use datatrove's filters)."""
+        fast = getattr(self, "_fast", None)
+        if fast is None:
+            fast = self._fast = {}
+        if language not in fast:
+            from stepcrawl.quality.fast_signals import fast_path
+
+            fast[language] = fast_path(self.filters_for(language), word_tokenizer(language))
+        return fast[language]
+
     def process(self, doc: Document) -> Document:
         language = datatrove_language(doc.lang)
         text = doc.text[: self._cfg.max_chars]
-        # values first: they tokenize the text once, the filters then hit datatrove's cache
-        values = signal_values(text, language) if self.config["values"] else {}
-        verdicts, reasons = filter_verdicts(text, self.filters_for(language))
+        fast = self.fast_for(language) if self._cfg.mode == "fast" and "IS_ALPHA" not in text else None
+        if fast is not None:
+            from stepcrawl.quality.fast_signals import verdicts_and_values
+
+            verdicts, reasons, values = verdicts_and_values(text, fast[0], fast[1], values=self.config["values"])
+        else:
+            # values first: they tokenize the text once, the filters then hit datatrove's cache
+            values = signal_values(text, language) if self.config["values"] else {}
+            verdicts, reasons = filter_verdicts(text, self.filters_for(language))
         quality = {**doc.quality, **verdicts, **values}
         meta = dict(doc.meta)
         if reasons:

@@ -1,0 +1,92 @@
+"""The fast quality signals decide exactly like datatrove's own filters on a shipped real set, and
+the chunk tokenizer reproduces datatrove's spaCy word split (property test)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from stepcrawl.document import Document
+from stepcrawl.quality.signals import FILTER_NAMES, QualitySignalsStep, SignalsConfig, datatrove_language, filter_verdicts, word_tokenizer
+
+ROOT = Path(__file__).resolve().parents[1]
+FIX = Path(__file__).parent / "fixtures"
+
+
+def shipped_docs() -> list[dict]:
+    """Real texts: Debian Handbook / Reference pages in 18 languages (extracted, shipped as a
+    small extract), the curate fixtures' real pages, and the quality samples (real doc
+    paragraphs + generated spam)."""
+    docs = [json.loads(line) for line in (FIX / "quality" / "multilingual_docs.jsonl").read_text(encoding="utf-8").splitlines()]
+    for name in ("positive", "negative"):
+        for i, line in enumerate((ROOT / "samples" / "quality" / f"{name}.jsonl").read_text(encoding="utf-8").splitlines()):
+            if i % 8 == 0:  # an eighth of them keeps the test fast
+                docs.append({"text": json.loads(line)["text"], "lang": "en"})
+    return docs
+
+
+_STOCK: dict[str, dict] = {}
+
+
+def datatrove_stock(text: str, lang: str) -> dict[str, float]:
+    from datatrove.pipeline.filters import C4QualityFilter, FineWebQualityFilter, GopherQualityFilter, GopherRepetitionFilter
+
+    key = datatrove_language(lang)
+    if key not in _STOCK:
+        _STOCK[key] = {"gopher_quality": GopherQualityFilter(language=key), "gopher_repetition": GopherRepetitionFilter(language=key),
+                       "fineweb_quality": FineWebQualityFilter(language=key), "c4_quality": C4QualityFilter(language=key, **SignalsConfig().c4_quality)}
+    return filter_verdicts(text, _STOCK[key])[0]
+
+
+def test_fast_verdicts_equal_datatrove_filters_on_real_multilingual_texts():
+    docs = shipped_docs()
+    assert len({d["lang"] for d in docs}) >= 10
+    fast = QualitySignalsStep(SignalsConfig(mode="fast"))
+    exact = QualitySignalsStep(SignalsConfig(mode="datatrove"))
+    covered = 0
+    for i, d in enumerate(docs):
+        doc = Document(id=str(i), text=d["text"], lang=d["lang"])
+        f = fast.process(doc)
+        want = datatrove_stock(d["text"], d["lang"])
+        assert {k: f.quality[k] for k in FILTER_NAMES} == want, (d.get("url"), d["lang"], f.meta)
+        if i % 4 == 0:
+            # failing rules and stored values are the same numbers too (re-thresholding a corpus
+            # later does not depend on the mode that annotated it)
+            e = exact.process(doc)
+            assert f.meta.get("quality_fail") == e.meta.get("quality_fail")
+            assert f.quality == e.quality
+        covered += fast.fast_for(datatrove_language(d["lang"])) is not None
+    assert covered >= 0.8 * len(docs)  # most languages take the fast path
+
+
+def test_unknown_mode_is_an_error():
+    with pytest.raises(ValueError, match="mode"):
+        SignalsConfig(mode="guess")
+
+
+_ALPHABET = st.sampled_from(list("abcXYZ019 .,;:!?'\"()[]{}-/#%$&*+=<>…—–«»“”’_@\n\t") + ["n't", "e.g.", "U.S.", "http://a.io/x", ":)", "'s", "..."])
+
+
+@settings(max_examples=300, derandomize=True, deadline=None)
+@given(st.lists(_ALPHABET, min_size=0, max_size=40).map("".join))
+def test_chunk_tokenizer_matches_spacy_words(text):
+    from datatrove.utils.text import split_into_words
+
+    from stepcrawl.quality.fast_signals import ChunkTokenizer
+
+    tok = word_tokenizer("en")
+    assert ChunkTokenizer(tok._base.tokenizer).words(text) == split_into_words(text, "en")
+
+
+@settings(max_examples=200, derandomize=True, deadline=None)
+@given(st.lists(_ALPHABET, min_size=1, max_size=40).map("".join))
+def test_sentence_count_matches_spacy(line):
+    from stepcrawl.quality.fast_signals import ChunkTokenizer, count_sentences
+
+    tok = word_tokenizer("en")
+    want = len(tok.span_tokenize(line))
+    assert count_sentences(line, ChunkTokenizer(tok._base.tokenizer), 10_000) == want
