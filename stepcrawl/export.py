@@ -26,7 +26,7 @@ from typing import Any, Iterator
 import pyarrow as pa
 
 from stepcrawl.document import Document, datatrove_schema, to_table
-from stepcrawl.io import BadRecord, atomic_path, document_files, read_documents, write_parquet
+from stepcrawl.io import BadRecord, atomic_path, batched, document_files, read_documents, write_parquet
 
 FORMATS = ("datatrove", "hf", "jsonl")
 
@@ -61,17 +61,6 @@ def _sources(corpus: Path) -> dict[str, Path]:
     return subs or {corpus.stem if corpus.is_file() else corpus.name: corpus}
 
 
-def _chunks(docs: Iterator[Document], n: int) -> Iterator[list[Document]]:
-    buf: list[Document] = []
-    for d in docs:
-        buf.append(d)
-        if len(buf) >= n:
-            yield buf
-            buf = []
-    if buf:
-        yield buf
-
-
 def export_corpus(corpus: str | Path, out: str | Path, fmt: str, shard_docs: int = 10_000) -> ExportReport:
     if fmt not in FORMATS:
         raise ValueError(f"--format: {fmt!r} is not one of {', '.join(FORMATS)}")
@@ -82,7 +71,7 @@ def export_corpus(corpus: str | Path, out: str | Path, fmt: str, shard_docs: int
     schema = datatrove_schema()
     for name, folder in _sources(corpus).items():
         docs = read_documents(folder, on_error=lambda e: report.errors.append(str(e)))
-        for i, chunk in enumerate(_chunks(docs, shard_docs)):
+        for i, chunk in enumerate(batched(docs, shard_docs)):
             report.docs[name] += len(chunk)
             if fmt == "jsonl":
                 path = out / name / f"part-{i:05d}.jsonl.gz"

@@ -14,7 +14,7 @@ import tempfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Iterable, Iterator, TypeVar
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -88,6 +88,21 @@ class BadRecord(ValueError):
 
     def __reduce__(self):
         return (type(self), (self.path, self.line, self.message, self.unit))
+
+
+T = TypeVar("T")
+
+
+def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """Lists of ``size`` consecutive items (the last one shorter); ``itertools.batched`` is 3.12+."""
+    batch: list[T] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def document_files(path: str | os.PathLike) -> list[Path]:

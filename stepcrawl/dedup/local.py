@@ -29,7 +29,7 @@ from stepcrawl.dedup.survivor import survivor_key
 from stepcrawl.dedup.unionfind import UnionFind
 from stepcrawl.dedup.verify import adjacency, greedy_cover, verified_bucket_pairs
 from stepcrawl.document import Document
-from stepcrawl.io import ShardWriter, read_documents, write_parquet
+from stepcrawl.io import ShardWriter, batched, read_documents, write_parquet
 from stepcrawl.manifest import MANIFEST_NAME, Accounting, StageManifest, config_hash, manifest_hash
 
 log = logging.getLogger(__name__)
@@ -64,17 +64,6 @@ def _iter_input(docs_or_path, errors: list[str] | None = None) -> tuple[callable
         return (lambda: iter(docs_or_path)), None
     docs = list(docs_or_path)  # a one-shot iterable: materialise so pass 2 can see it again
     return (lambda: iter(docs)), None
-
-
-def _batches(docs: Iterable[Document], size: int) -> Iterator[list[Document]]:
-    batch: list[Document] = []
-    for doc in docs:
-        batch.append(doc)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 def _verified_edges(live: np.ndarray, sigs: np.ndarray, ids: list[str], cfg: DedupConfig, report: dict) -> dict[tuple[int, int], float]:
@@ -135,7 +124,7 @@ def plan_dedup(docs: Iterable[Document], cfg: DedupConfig, progress: bool = True
     sig_blocks: list[np.ndarray] = []
     hasher = MinHasher(cfg) if cfg.near else None
     bar = tqdm(desc="dedup: signing", unit="doc", disable=not progress or None)
-    for batch in _batches(docs, cfg.batch_docs):
+    for batch in batched(docs, cfg.batch_docs):
         for doc in batch:
             ids.append(doc.id)
             keys.append(survivor_key(doc))
