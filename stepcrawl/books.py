@@ -69,6 +69,29 @@ def running_lines(pages: list[str], min_share: float = 0.3, min_pages: int = 3) 
     return {s for s, n in counts.items() if n >= need and s.strip()}
 
 
+_LEAD_NO = re.compile(r"^\s*(\d{1,5})\b")
+_TRAIL_NO = re.compile(r"\b(\d{1,5})\s*$")
+
+
+def _edge_numbers(line: str) -> list[int]:
+    return [int(m.group(1)) for m in (_LEAD_NO.search(line), _TRAIL_NO.search(line)) if m]
+
+
+def page_number_offset(pages: list[str], min_share: float = 0.25, min_pages: int = 2) -> int | None:
+    """The offset ``printed page number − page index`` that edge lines agree on, if any: a
+    running head such as "4 Chapter 1. Groups" or "Section 4. Downloads 5" carries the page
+    number, and its text changes with the chapter, so shape repetition alone misses it."""
+    votes: Counter[int] = Counter()
+    for i, page in enumerate(pages):
+        lines = page.splitlines()
+        # bare numbers are handled by is_page_number (and a chapter-opening "1" would mislead)
+        votes.update({n - i for j in _edge_indices(lines) if not is_page_number(lines[j]) for n in _edge_numbers(lines[j])})
+    if not votes:
+        return None
+    offset, n = votes.most_common(1)[0]
+    return offset if n >= max(min_pages, int(min_share * len(pages) + 0.999)) else None
+
+
 def join_hyphenation(text: str) -> str:
     return _HYPHEN_EOL.sub(r"\1\2", text)
 
@@ -76,13 +99,15 @@ def join_hyphenation(text: str) -> str:
 def clean_pages(pages: list[str]) -> tuple[str, dict[str, int]]:
     """Per-page texts → one page-complete text and counts of what was removed/joined."""
     running = running_lines(pages) if len(pages) >= 3 else set()
+    offset = page_number_offset(pages) if len(pages) >= 3 else None
     stats = {"header_footer_lines": 0, "page_numbers": 0, "hyphens_joined": 0}
     cleaned: list[str] = []
-    for page in pages:
+    for pages_index, page in enumerate(pages):
         lines = page.splitlines()
         drop: set[int] = set()
         for i in _edge_indices(lines):
-            if _shape(lines[i]) in running:
+            numbered = offset is not None and (pages_index + offset) in _edge_numbers(lines[i]) and len(lines[i]) < 120
+            if _shape(lines[i]) in running or numbered:
                 drop.add(i)
                 stats["header_footer_lines"] += 1
             elif is_page_number(lines[i]):
