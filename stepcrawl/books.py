@@ -168,7 +168,8 @@ def extract_epub(payload: bytes) -> tuple[str, dict]:
             bad.drop_tree()
         for block in tree.iter("p", "div", "h1", "h2", "h3", "h4", "h5", "h6", "li", "pre", "blockquote", "tr", "br"):
             block.tail = "\n\n" + (block.tail or "") if block.tag != "br" else "\n" + (block.tail or "")
-        text = re.sub(r"[ \t]+\n", "\n", tree.text_content())
+        # markup indentation is not text: strip it (lines inside <pre> lose their indent too)
+        text = "\n".join(l.strip() for l in tree.text_content().splitlines())
         text = re.sub(r"\n{3,}", "\n\n", text).strip()
         if text:
             parts.append(text)

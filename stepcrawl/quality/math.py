@@ -92,7 +92,8 @@ def math_quality(text: str, sig: dict[str, float], heuristic: float | None = Non
 @dataclass(frozen=True)
 class MathTrainConfig:
     epoch: int = 25
-    lr: float = 0.5
+    # 0.5 (the quality classifier's) hit fastText's "Encountered NaN" on these long lines
+    lr: float = 0.1
     word_ngrams: int = 2
     dim: int = 32
     bucket: int = 100_000
