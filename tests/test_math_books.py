@@ -308,3 +308,29 @@ def test_curate_routes_math_and_books_and_plan_sees_their_supply(math_model, tmp
     supply = {e["entry"]: e["supply"] for ph in p["phases"] for e in ph["entries"]}
     assert supply["math"] and supply["math"] > 0
     assert supply["books"] and supply["books"] > 0
+
+
+def test_beam_curate_routes_the_same_documents(math_model, tmp_path):
+    from beam_pipelines import curate as beam_curate
+    from stepcrawl.curate import CurateConfig, curate
+    from stepcrawl.io import read_documents
+
+    pages = [
+        ("http://m.test/a.html", f"<html><body><article><p>{(MATH_PAGES['matrix_doc'] + ' ') * 3}</p></article></body></html>".encode(), "text/html"),
+        ("http://b.test/manual.pdf", REAL_PDF.read_bytes(), "application/pdf"),
+        ("http://w.test/v.html", f"<html><body><article><p>{(OTHER_PAGES['prose'] + ' ') * 4}</p></article></body></html>".encode(), "text/html"),
+    ]
+    folder = tmp_path / "crawl"
+    folder.mkdir()
+    make_warc(folder / "in.warc.gz", pages)
+    curate([folder], tmp_path / "local", CurateConfig(math_model=math_model, dedup=False), progress=False)
+    beam_curate.run(["--input", str(folder), "--output", str(tmp_path / "beam"), "--math_model", math_model, "--no_dedup",
+                     "--runner", "DirectRunner"])
+    for src in ("web", "math", "books"):
+        local = {d.id: (d.kind, d.tier) for d in read_documents(tmp_path / "local" / src)} if (tmp_path / "local" / src).exists() else {}
+        beam = {d.id: (d.kind, d.tier) for d in read_documents(tmp_path / "beam" / src)} if (tmp_path / "beam" / src).exists() else {}
+        assert local == beam, src
+    lm = json.loads((tmp_path / "local" / "web" / "_manifest.json").read_text())
+    bm = json.loads((tmp_path / "beam" / "web" / "_manifest.json").read_text())
+    assert lm["extra"]["outputs"] == bm["extra"]["outputs"] and bm["extra"]["outputs"]["books"]["docs"] == 1
+    assert bm["extra"]["outputs"]["math"]["docs"] == 1
