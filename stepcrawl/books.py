@@ -254,3 +254,23 @@ class BookTierStep(DocumentStep):
         if tier_rank(tier) > tier_rank(self.config["min_tier"]):
             return Drop("book:tier-" + tier.lower(), doc)
         return doc
+
+
+class SkipBooks(DocumentStep):
+    """Run ``inner`` on every document except books (``kind="book"``): the web heuristics'
+    signals (spaCy over every word of a 1,000-page book) are not what books are judged by
+    (:class:`BookTierStep` is), so they are not computed for them."""
+
+    def __init__(self, inner: DocumentStep):
+        super().__init__(**inner.config)
+        self.name = inner.name
+        self.inner = inner
+
+    def _picklable_state(self) -> dict[str, Any]:
+        return {"inner": self.inner, "name": self.name}
+
+    def setup(self) -> None:
+        self.inner.ensure_setup()
+
+    def process(self, doc: Document) -> Document | Drop:
+        return doc if doc.kind == "book" else self.inner.process(doc)

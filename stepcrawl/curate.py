@@ -97,9 +97,13 @@ def annotate_steps(cfg: CurateConfig) -> list[DocumentStep]:
     from stepcrawl.langid import LangIdStep
     from stepcrawl.quality import QualityClassifierStep, QualitySignalsStep
 
-    steps: list[DocumentStep] = [LangIdStep(langs=cfg.langs, threshold=cfg.lang_threshold, model_path=cfg.langid_model), QualitySignalsStep()]
+    from stepcrawl.books import SkipBooks
+
+    # books are judged by book rules (stepcrawl.books.BookTierStep), not the web heuristics
+    steps: list[DocumentStep] = [LangIdStep(langs=cfg.langs, threshold=cfg.lang_threshold, model_path=cfg.langid_model),
+                                 SkipBooks(QualitySignalsStep())]
     if cfg.quality_model:
-        steps.append(QualityClassifierStep(cfg.quality_model))
+        steps.append(SkipBooks(QualityClassifierStep(cfg.quality_model)))
     from stepcrawl.quality.math import MathScoreStep
 
     steps.append(MathScoreStep(cfg.math_model))
