@@ -220,7 +220,12 @@ def book_score(sig: dict[str, float], cfg: BookQualityConfig = BookQualityConfig
         1.0 if sig["book_dup_line_frac"] <= cfg.max_dup_line_frac else max(0.0, 1 - (sig["book_dup_line_frac"] - cfg.max_dup_line_frac) * 3),
         min(1.0, sig["book_words_per_page"] / cfg.min_words_per_page),
     ]
-    return sum(rules) / len(rules)
+    score = sum(rules) / len(rules)
+    # a text layer that is nearly empty (a scan), or mostly not letters (OCR noise, a table
+    # dump), is not a book we can train on however long it is: halve the score
+    if sig["book_words_per_page"] < cfg.min_words_per_page / 4 or sig["book_alpha_ratio"] < cfg.min_alpha_ratio * 0.6:
+        score *= 0.5
+    return score
 
 
 def book_tier(score: float, cfg: BookQualityConfig = BookQualityConfig()) -> str:

@@ -334,3 +334,15 @@ def test_beam_curate_routes_the_same_documents(math_model, tmp_path):
     bm = json.loads((tmp_path / "beam" / "web" / "_manifest.json").read_text())
     assert lm["extra"]["outputs"] == bm["extra"]["outputs"] and bm["extra"]["outputs"]["books"]["docs"] == 1
     assert bm["extra"]["outputs"]["math"]["docs"] == 1
+
+
+def test_book_rules_drop_a_scan_and_a_flyer_and_keep_a_text_book():
+    step = BookTierStep(min_tier="Medium")
+    prose = " ".join(OTHER_PAGES["prose"].split()) + " "
+    good = Document(id="g", text=(prose * 40).strip(), kind="book", meta={"pages": 10})
+    scan = Document(id="s", text=(prose * 10).strip(), kind="book", meta={"pages": 400})  # ~1 word per page: no text layer
+    flyer = Document(id="f", text="Buy now! 50% off", kind="book", meta={"pages": 1})
+    assert isinstance(step(good), Document) and step(good).tier == "High"
+    for bad in (scan, flyer):
+        res = step(bad)
+        assert isinstance(res, Drop) and res.reason.startswith("book:tier-"), bad.id
