@@ -116,18 +116,17 @@ def clean_pages(pages: list[str]) -> tuple[str, dict[str, int]]:
         body = "\n".join(l.rstrip() for i, l in enumerate(lines) if i not in drop).strip()
         if body:
             cleaned.append(body)
-    # join pages: a page ending mid-sentence continues the paragraph on the next page
-    text = ""
-    for body in cleaned:
-        if not text:
-            text = body
-        elif re.search(r"[a-zà-ÿ]-$", text) or not re.search(r"[.!?:;\"'”)\]]$", text):
-            text += "\n" + body
-        else:
-            text += "\n\n" + body
-    n_before = len(_HYPHEN_EOL.findall(text))
-    text = join_hyphenation(text)
-    stats["hyphens_joined"] = n_before
+    # join pages: a page ending mid-sentence continues the paragraph on the next page (the
+    # test looks at the previous page's last characters only: linear in the book's length)
+    parts: list[str] = []
+    for k, body in enumerate(cleaned):
+        if k:
+            tail = cleaned[k - 1][-2:]
+            continues = bool(re.search(r"[a-zà-ÿ]-$", tail)) or not re.search(r"[.!?:;\"'”)\]]$", tail)
+            parts.append("\n" if continues else "\n\n")
+        parts.append(body)
+    text = "".join(parts)
+    text, stats["hyphens_joined"] = _HYPHEN_EOL.subn(r"\1\2", text)
     return text, stats
 
 
