@@ -56,8 +56,8 @@ def run(path: str, side: str) -> dict:
 def main(argv: list[str]) -> int:
     files = [f for f in (argv or DEFAULT) if Path(f).exists()]
     if not files:
-        print("no PDFs found: apt-get install -y gap-doc octave-doc", file=sys.stderr)
-        return 2
+        print("no PDFs found: apt-get install -y gap-doc octave-doc (skipped)", file=sys.stderr)
+        return 2 if argv else 0  # run_all.sh goes on without the Debian doc packages
     print(f"{'file':<44} {'pages':>6} {'MB':>6} | {'pypdf p/s':>9} {'ours p/s':>9} {'ratio':>6} {'ours MB/s':>9} "
           f"{'ms/page':>8} {'peak MB':>8} {'MB/page':>8}")
     tot = {"pages": 0, "mb": 0.0, "peer": 0.0, "ours": 0.0}
