@@ -144,6 +144,12 @@ def extract_pdf(payload: bytes) -> tuple[str, dict]:
     return text, meta
 
 
+def _UTF8_HTML():
+    import lxml.html
+
+    return lxml.html.HTMLParser(encoding="utf-8")
+
+
 def extract_epub(payload: bytes) -> tuple[str, dict]:
     """ePub text with EbookLib: the spine's XHTML documents in reading order, each through lxml
     (block elements become line breaks so paragraphs stay paragraphs)."""
@@ -162,7 +168,8 @@ def extract_epub(payload: bytes) -> tuple[str, dict]:
         body = item.get_body_content() or item.get_content()
         if not body or not body.strip():
             continue
-        tree = lxml.html.fromstring(body)
+        # bytes: lxml's HTML parser would guess latin-1 ("…" → "â\x80¦"); ePub XHTML is UTF-8
+        tree = lxml.html.fromstring(body, parser=_UTF8_HTML()) if isinstance(body, bytes) else lxml.html.fromstring(body)
         for bad in tree.xpath("//script|//style"):
             bad.drop_tree()
         for block in tree.iter("p", "div", "h1", "h2", "h3", "h4", "h5", "h6", "li", "pre", "blockquote", "tr", "br"):
@@ -222,7 +229,9 @@ def book_score(sig: dict[str, float], cfg: BookQualityConfig = BookQualityConfig
     score = sum(rules) / len(rules)
     # a text layer that is nearly empty (a scan), or mostly not letters (OCR noise, a table
     # dump), is not a book we can train on however long it is: halve the score
-    if sig["book_words_per_page"] < cfg.min_words_per_page / 4 or sig["book_alpha_ratio"] < cfg.min_alpha_ratio * 0.6:
+    # … and a leaflet of a few dozen words is not a book
+    if (sig["book_words_per_page"] < cfg.min_words_per_page / 4 or sig["book_alpha_ratio"] < cfg.min_alpha_ratio * 0.6
+            or sig["book_words"] < cfg.min_words / 3):
         score *= 0.5
     return score
 
