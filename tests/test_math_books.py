@@ -309,6 +309,18 @@ def test_curate_routes_math_and_books_and_plan_sees_their_supply(math_model, tmp
     assert supply["math"] and supply["math"] > 0
     assert supply["books"] and supply["books"] > 0
 
+    # books_long: the long books (here: ≥ 256 tokens, full.yaml says 32k) of High/Medium-High
+    import yaml
+
+    cur = yaml.safe_load((ROOT / "curricula" / "full.yaml").read_text())
+    cur["sources"]["books_long"]["long_docs"]["min_tokens"] = 256
+    small = tmp_path / "full-small-long.yaml"
+    small.write_text(yaml.safe_dump(cur))
+    main(["plan", "--curriculum", str(small), "--tokens", str(tmp_path / "tokens"), "--json"])
+    p = json.loads(capsys.readouterr().out)
+    supply = {e["entry"]: e["supply"] for ph in p["phases"] for e in ph["entries"]}
+    assert 0 < supply["books_long"] <= supply["books"]
+
 
 def test_beam_curate_routes_the_same_documents(math_model, tmp_path):
     from beam_pipelines import curate as beam_curate
