@@ -86,7 +86,7 @@ def localize_config(cfg):
     from stepcrawl.decontam import parse_eval_set
 
     changes: dict[str, Any] = {}
-    for name in ("quality_model", "langid_model"):
+    for name in ("quality_model", "langid_model", "math_model"):
         path = getattr(cfg, name)
         if path and bio.is_remote(path):
             changes[name] = bio.localize(path)
@@ -107,10 +107,11 @@ def _doc_stats(doc) -> tuple[str, str]:
 
 
 class _StatsFn(beam.CombineFn):
-    """Kept documents → (docs, chars, Counter of langs, Counter of tiers)."""
+    """Kept documents → (docs, chars, Counter of langs, Counter of tiers, per-source
+    {source: [docs, chars, Counter of tiers, Counter of langs]})."""
 
     def create_accumulator(self):
-        return [0, 0, Counter(), Counter()]
+        return [0, 0, Counter(), Counter(), {}]
 
     def add_input(self, acc, doc):
         acc[0] += 1
@@ -118,6 +119,11 @@ class _StatsFn(beam.CombineFn):
         lang, tier = _doc_stats(doc)
         acc[2][lang] += 1
         acc[3][tier] += 1
+        o = acc[4].setdefault(doc.source, [0, 0, Counter(), Counter()])
+        o[0] += 1
+        o[1] += doc.n_chars
+        o[2][tier] += 1
+        o[3][lang] += 1
         return acc
 
     def merge_accumulators(self, accs):
@@ -127,6 +133,12 @@ class _StatsFn(beam.CombineFn):
             out[1] += a[1]
             out[2].update(a[2])
             out[3].update(a[3])
+            for src, o in a[4].items():
+                t = out[4].setdefault(src, [0, 0, Counter(), Counter()])
+                t[0] += o[0]
+                t[1] += o[1]
+                t[2].update(o[2])
+                t[3].update(o[3])
         return out
 
     def extract_output(self, acc):
@@ -169,8 +181,32 @@ def build_manifest(cfg, steps: dict, stats, files: list[str], errors: list[dict]
             "langs": dict(sorted(stats[2].items())),
             "tiers": {t: stats[3].get(t, 0) for t in TIERS if stats[3].get(t)},
             "runner": runner,
+            "outputs": _outputs(cfg, stats),
         },
     )
+
+
+def _source_of(doc, cfg) -> str:
+    """The output folder of a kept document: its routed source (math, books) or cfg.source,
+    as ``stepcrawl.curate.publish`` decides."""
+    from stepcrawl.curate import ROUTED_SOURCES
+
+    return doc.source if doc.source in ROUTED_SOURCES else cfg.source
+
+
+def _outputs(cfg, stats) -> dict:
+    """``extra.outputs`` as ``stepcrawl.curate.publish`` writes it (documents per source)."""
+    per: dict[str, list] = {}
+    for src, o in (stats[4] if len(stats) > 4 else {}).items():
+        key = src if src in ("math", "books") else cfg.source
+        t = per.setdefault(key, [0, 0, Counter(), Counter()])
+        t[0] += o[0]
+        t[1] += o[1]
+        t[2].update(o[2])
+        t[3].update(o[3])
+    per.setdefault(cfg.source, [0, 0, Counter(), Counter()])
+    return {s: {"docs": o[0], "chars": o[1], "tiers": {t: o[2][t] for t in TIERS if o[2].get(t)}, "langs": dict(sorted(o[3].items()))}
+            for s, o in per.items()}
 
 
 class WriteManifest(beam.DoFn):
@@ -182,13 +218,15 @@ class WriteManifest(beam.DoFn):
     def process(self, element):
         from stepcrawl.manifest import Accounting
 
-        by_kind: dict[str, list] = {"steps": [], "stats": [], "files": [], "errors": [], "n_units": [], "rejected": []}
+        by_kind: dict[str, list] = {"steps": [], "stats": [], "files": [], "errors": [], "n_units": [], "rejected": [],
+                                    "math_files": [], "books_files": []}
         for kind, value in element[1]:
             by_kind[kind].append(value)
         # global combines without defaults: one value each, none for an empty input
         stats = by_kind["stats"][0] if by_kind["stats"] else _StatsFn().extract_output(_StatsFn().create_accumulator())
         n_units = by_kind["n_units"][0] if by_kind["n_units"] else 0
         files, errors = by_kind["files"], by_kind["errors"]
+        routed_files = {"math": by_kind["math_files"], "books": by_kind["books_files"]}
         steps = dict(by_kind["steps"])
         # Every step that ran gets a funnel entry, even one that saw no document: extract and
         # annotate always run, then the stages in order ("filter" first).
@@ -204,6 +242,26 @@ class WriteManifest(beam.DoFn):
         manifest = build_manifest(self.cfg, steps, stats, list(files), unique_errors,
                                   n_units, self.stages, time.time() - self.t0, self.runner, sizes)
         path = bio.write_manifest(self.out_dir, manifest)
+        # the routed sources' own manifests (OUT/math/, OUT/books/), as the local executor writes
+        from stepcrawl.manifest import Accounting as Acc, StageManifest
+
+        root = self.out_dir.rstrip("/").rsplit("/", 1)[0]
+        outputs = manifest.extra["outputs"]
+        for src, fs in routed_files.items():
+            if fs and not outputs.get(src, {}).get("docs"):
+                FileSystems.delete(fs)  # WriteToParquet writes one empty shard for no input; the local executor none
+        for src, o in outputs.items():
+            if src == self.cfg.source or not o["docs"]:
+                continue
+            sacc = Acc()
+            sacc.docs_in = sacc.docs_out = o["docs"]
+            sacc.chars_in = sacc.chars_out = o["chars"]
+            folder = FileSystems.join(root, src)
+            own = sorted(FileSystems.split(f)[1] for f in routed_files.get(src, []))
+            bio.write_manifest(folder, StageManifest(
+                stage="curate", config=manifest.config, config_hash=manifest.config_hash, input_manifest_hash=None, accounting=sacc,
+                bytes_out=0, wall_time_s=manifest.wall_time_s, shards=own, created_at=manifest.created_at,
+                extra={"routed_from": self.cfg.source, "source": src, "langs": o["langs"], "tiers": o["tiers"]}))
         yield path
 
 
@@ -251,7 +309,17 @@ def build_pipeline(p: beam.Pipeline, input_path: str, output: str, cfg, *, keep_
         events.append(docs | "ClusterEvents" >> beam.Map(lambda x: event("cluster", None, x.n_chars, x.n_chars)))
 
     docs = docs | "CountOut" >> beam.ParDo(CountOut())
-    files = docs | "WriteParquet" >> bio.WriteDocuments(out_dir, num_shards=num_shards)
+    # the math and books sources go to OUTPUT/math/ and OUTPUT/books/ (stepcrawl.curate.publish);
+    # one Filter per source rather than beam.Partition (a multi-output ParDo the DaskRunner
+    # mixes up, see beam_pipelines.transforms.tagged_outputs)
+    src_cfg = cfg
+    web_docs = docs | "RouteWeb" >> beam.Filter(lambda d: _source_of(d, src_cfg) not in ("math", "books"))
+    math_docs = docs | "RouteMath" >> beam.Filter(lambda d: _source_of(d, src_cfg) == "math")
+    book_docs = docs | "RouteBooks" >> beam.Filter(lambda d: _source_of(d, src_cfg) == "books")
+    root = output.rstrip("/")
+    files = web_docs | "WriteParquet" >> bio.WriteDocuments(out_dir, num_shards=num_shards)
+    math_files = math_docs | "WriteMathParquet" >> bio.WriteDocuments(FileSystems.join(root, "math"), num_shards=num_shards)
+    books_files = book_docs | "WriteBooksParquet" >> bio.WriteDocuments(FileSystems.join(root, "books"), num_shards=num_shards)
     rejected_files = p | "NoRejected" >> beam.Create([])
     if keep_rejected:
         rejected_files = (
@@ -268,6 +336,8 @@ def build_pipeline(p: beam.Pipeline, input_path: str, output: str, cfg, *, keep_
         steps | "TagSteps" >> beam.Map(lambda kv: ("steps", kv)),
         stats | "TagStats" >> beam.Map(lambda x: ("stats", x)),
         files | "TagFiles" >> beam.Map(lambda f: ("files", f)),
+        math_files | "TagMathFiles" >> beam.Map(lambda f: ("math_files", f)),
+        books_files | "TagBooksFiles" >> beam.Map(lambda f: ("books_files", f)),
         read.damaged | "TagErrors" >> beam.Map(lambda e: ("errors", e)),
         n_units | "TagUnits" >> beam.Map(lambda n: ("n_units", n)),
         # not in the manifest, but gathered so that every runner writes them before it (the
@@ -303,6 +373,8 @@ def config_from_args(args: argparse.Namespace):
         decontam_sets=list(args.decontam or []),
         decontam_mode=args.decontam_mode,
         cluster=args.cluster,
+        math_model=args.math_model,
+        math_threshold=args.math_threshold,
     )
 
 
@@ -315,7 +387,8 @@ def _curate_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[s
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="pipeline options (beam_pipelines/options.py):\n"
         "  --input PATH          WARC file, folder (recursive) or glob; local, gs://, s3://, hdfs:// (required)\n"
-        "  --output PATH         output folder: OUTPUT/web/part-*.parquet + _manifest.json (required)\n"
+        "  --output PATH         output folder: OUTPUT/web/part-*.parquet + _manifest.json (required);\n"
+        "                        math pages and PDF/ePub books go to OUTPUT/math/ and OUTPUT/books/\n"
         "  --cc_max_rounds N     Large-Star/Small-Star rounds for near-dup clusters (default 20; fails if not converged)\n"
         "  --keep_rejected       also write dropped documents to OUTPUT/rejected/ with drop_reason\n"
         "  --num_shards N        output Parquet files (default 0: the runner decides)\n"
@@ -327,6 +400,8 @@ def _curate_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[s
     ap.add_argument("--langs", help="comma-separated allowed languages (default: all)")
     ap.add_argument("--lang_threshold", "--lang-threshold", type=float, default=0.0)
     ap.add_argument("--quality_model", "--quality-model", help="fastText hq/lq model (local path or gs://…)")
+    ap.add_argument("--math_model", "--math-model", help="fastText math/other model from `stepcrawl train-math` (local or gs://…)")
+    ap.add_argument("--math_threshold", "--math-threshold", type=float, default=0.5, help="math_score routing a page to OUTPUT/math/")
     ap.add_argument("--tiers", help="TierConfig YAML")
     ap.add_argument("--min_tier", "--min-tier", default="Medium", choices=TIERS)
     ap.add_argument("--max_html_bytes", "--max-html-bytes", type=int, default=2_000_000)

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
-for b in crawl curate warc_read minhash tokenize_throughput mix loader model parallel beam; do
+for b in crawl curate warc_read minhash tokenize_throughput mix loader model parallel beam books; do
   if [ -f "bench/$b.py" ]; then
     echo "=== bench/$b.py"
     "$PY" "bench/$b.py"

@@ -17,7 +17,7 @@ import sys
 COMMAND_MODULES = [
     "stepcrawl.commands.crawl",       # crawl, serve-sample
     "stepcrawl.commands.curate",      # curate, extract, annotate, filter, stats
-    "stepcrawl.commands.models",      # train-langid, train-quality
+    "stepcrawl.commands.models",      # train-langid, train-quality, train-math
     "stepcrawl.commands.dedup",       # dedup, decontam, cluster
     "stepcrawl.commands.ingest",      # ingest code|git|issues|pr-dialogue|tool-use|reasoning
     "stepcrawl.commands.export",      # export --format datatrove|hf|jsonl

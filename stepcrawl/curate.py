@@ -76,6 +76,10 @@ class CurateConfig:
     cluster_k: int = 64  # k-means topics of the optional cluster stage
     shard_docs: int = 5000
     source: str = "web"
+    # the math and books sources (stepcrawl.quality.math, stepcrawl.books): documents routed
+    # there are published to OUT/math/ and OUT/books/ with their own tiers
+    math_model: str | None = None  # fastText math/other model (stepcrawl train-math)
+    math_threshold: float = 0.5  # math_score at or above which a page goes to OUT/math/
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -83,12 +87,15 @@ class CurateConfig:
         if self.quality_model:
             # the model's content, not its path, decides the output
             d["quality_model_sha256"] = file_hash(self.quality_model)[:16] if Path(self.quality_model).exists() else None
+        if self.math_model:
+            d["math_model_sha256"] = file_hash(self.math_model)[:16] if Path(self.math_model).exists() else None
         return d
 
     def filter_part(self) -> dict[str, Any]:
         """The part of the config the per-document steps depend on (their units' hash)."""
         d = self.to_dict()
-        return {k: d.get(k) for k in ("langs", "lang_threshold", "langid_model", "quality_model_sha256", "tiers", "min_tier", "extract", "signals", "source")}
+        return {k: d.get(k) for k in ("langs", "lang_threshold", "langid_model", "quality_model_sha256", "tiers", "min_tier", "extract", "signals",
+                                       "source", "math_model_sha256", "math_threshold")}
 
 
 def annotate_steps(cfg: CurateConfig) -> list[DocumentStep]:
@@ -96,17 +103,26 @@ def annotate_steps(cfg: CurateConfig) -> list[DocumentStep]:
     from stepcrawl.langid import LangIdStep
     from stepcrawl.quality import QualityClassifierStep, QualitySignalsStep, SignalsConfig
 
+    from stepcrawl.books import SkipBooks
+
+    # books are judged by book rules (stepcrawl.books.BookTierStep), not the web heuristics
     steps: list[DocumentStep] = [LangIdStep(langs=cfg.langs, threshold=cfg.lang_threshold, model_path=cfg.langid_model),
-                                 QualitySignalsStep(SignalsConfig(mode=cfg.signals))]
+                                 SkipBooks(QualitySignalsStep(SignalsConfig(mode=cfg.signals)))]
     if cfg.quality_model:
-        steps.append(QualityClassifierStep(cfg.quality_model))
+        steps.append(SkipBooks(QualityClassifierStep(cfg.quality_model)))
+    from stepcrawl.quality.math import MathScoreStep
+
+    steps.append(MathScoreStep(cfg.math_model))
     return steps
 
 
 def filter_steps(cfg: CurateConfig) -> list[DocumentStep]:
-    from stepcrawl.quality import TierStep
+    """route (books / math / web) → each source's own tiers (web heuristics only for web)."""
+    from stepcrawl.books import BookTierStep
+    from stepcrawl.quality.math import MathTierStep, SourceRouterStep, WebTierStep
 
-    return [TierStep(cfg.tiers, min_tier=cfg.min_tier)]
+    return [SourceRouterStep(cfg.math_threshold), WebTierStep(cfg.tiers, min_tier=cfg.min_tier),
+            MathTierStep(min_tier=cfg.min_tier, thresholds=cfg.tiers.thresholds), BookTierStep(min_tier=cfg.min_tier)]
 
 
 # ---------------------------------------------------------------------------------- work units
@@ -495,22 +511,47 @@ def funnel_entry(name: str, acc: Accounting | dict) -> dict[str, Any]:
     return {"step": name, **{k: d.get(k) for k in ("docs_in", "docs_out", "chars_in", "chars_out", "drops", "drop_chars")}}
 
 
+ROUTED_SOURCES = ("math", "books")  # published beside cfg.source (OUT/math/, OUT/books/)
+
+
 def publish(in_dir: Path, out_dir: Path, cfg: CurateConfig, funnel: list[dict], records_in: int, extra: dict, input_hash: str | None,
             t_start: float | None = None) -> StageManifest:
-    """Copy the last stage's shards to ``OUT/web/part-*.parquet`` with the curate manifest."""
-    if out_dir.exists():
-        for old in out_dir.glob("part-*.parquet"):
-            old.unlink()
+    """Copy the last stage's shards to ``OUT/web/part-*.parquet`` with the curate manifest;
+    documents routed to the math and books sources go to ``OUT/math/`` and ``OUT/books/``
+    (each with its own manifest). The web manifest keeps the whole funnel: its accounting counts
+    every kept document, of every source (``extra.outputs`` splits them), so records in = kept +
+    Σ drops still holds there."""
+    root = out_dir.parent
+    folders = {cfg.source: out_dir, **{s: root / s for s in ROUTED_SOURCES if s != cfg.source}}
+    for folder in folders.values():
+        if folder.exists():
+            for old in folder.glob("part-*.parquet"):
+                old.unlink()
     langs, tiers = Counter(), Counter()
+    per: dict[str, dict[str, Any]] = {s: {"docs": 0, "chars": 0, "tiers": Counter(), "langs": Counter()} for s in folders}
     acc = Accounting()
     acc.docs_in = records_in
     acc.chars_in = funnel[0]["chars_in"] if funnel else 0
-    with ShardWriter(out_dir, shard_docs=cfg.shard_docs) as writer:
+    writers: dict[str, ShardWriter] = {}
+    try:
         for doc in read_documents(in_dir):
-            writer.write(doc)
+            src = doc.source if doc.source in folders else cfg.source
+            if src not in writers:
+                writers[src] = ShardWriter(folders[src], shard_docs=cfg.shard_docs)
+            writers[src].write(doc)
             acc.kept(doc.n_chars)
             langs[doc.lang or "und"] += 1
             tiers[doc.tier or "none"] += 1
+            o = per[src]
+            o["docs"] += 1
+            o["chars"] += doc.n_chars
+            o["tiers"][doc.tier or "none"] += 1
+            o["langs"][doc.lang or "und"] += 1
+    finally:
+        if cfg.source not in writers:  # the web folder always exists (maybe empty), as before
+            writers[cfg.source] = ShardWriter(out_dir, shard_docs=cfg.shard_docs)
+        for w in writers.values():
+            w.close()
     for f in funnel:
         for reason, n in (f.get("drops") or {}).items():
             acc.drops[reason] += n
@@ -518,11 +559,31 @@ def publish(in_dir: Path, out_dir: Path, cfg: CurateConfig, funnel: list[dict], 
     if t_start is not None and "stage_times_s" in extra:
         extra = {**extra, "stage_times_s": {**extra["stage_times_s"], "publish": round(time.perf_counter() - t_start, 4)}}
     config = cfg.to_dict()  # hashes the quality model's file: once
+    outputs = {s: {"docs": o["docs"], "chars": o["chars"], "tiers": {t: o["tiers"][t] for t in TIERS if o["tiers"].get(t)},
+                   "langs": dict(sorted(o["langs"].items()))} for s, o in per.items() if o["docs"] or s == cfg.source}
+    for s in ROUTED_SOURCES:
+        if s == cfg.source:
+            continue
+        if s in writers:  # the routed source's own manifest: its documents, no drops of its own
+            sacc = Accounting()
+            sacc.docs_in, sacc.chars_in = per[s]["docs"], per[s]["chars"]
+            sacc.docs_out, sacc.chars_out = per[s]["docs"], per[s]["chars"]
+            w = writers[s]
+            StageManifest(
+                stage="curate", config=config, config_hash=config_hash(config), input_manifest_hash=input_hash, accounting=sacc,
+                bytes_out=sum(p.stat().st_size for p in w.files), shards=[p.name for p in w.files],
+                extra={"routed_from": cfg.source, "source": s, "langs": outputs[s]["langs"], "tiers": outputs[s]["tiers"]},
+            ).write(folders[s])
+        else:
+            stale = folders[s] / MANIFEST_NAME
+            if stale.exists():  # a previous run routed documents here, this one none
+                stale.unlink()
+    w = writers[cfg.source]
     m = StageManifest(
         stage="curate", config=config, config_hash=config_hash(config), input_manifest_hash=input_hash,
-        accounting=acc, bytes_out=sum(p.stat().st_size for p in writer.files), shards=[p.name for p in writer.files],
+        accounting=acc, bytes_out=sum(p.stat().st_size for p in w.files), shards=[p.name for p in w.files],
         extra={**extra, "funnel": funnel, "langs": dict(sorted(langs.items())),
-               "tiers": {t: tiers.get(t, 0) for t in TIERS if tiers.get(t)}},
+               "tiers": {t: tiers.get(t, 0) for t in TIERS if tiers.get(t)}, "outputs": outputs},
     )
     m.write(out_dir)  # checks the end-to-end invariant: records in = kept + Σ drops of all steps
     return m

@@ -71,9 +71,12 @@ class ExtractConfig:
     # HTML larger than this is cut before parsing: trafilatura's cost grows with the DOM, and
     # the main content of a real page is almost always in its first megabytes.
     max_html_bytes: int = 2_000_000
-    # PDFs/ePubs larger than this are dropped (``extract:too-large``): parsing them is slow and
-    # they are rare in web crawls.
-    max_bytes: int = 20_000_000
+    # PDFs/ePubs (books) larger than this are dropped (``extract:too-large``). A 1,000-page PDF
+    # manual is 5–60 MB, so the limit is well above that; books also get their own time limit
+    # (``book_timeout_s``): pypdf reads tens of pages/s, the web limit would drop every long
+    # book (bench/books.py measures pages/s and MB/s; docs/BENCHMARKS.md).
+    max_bytes: int = 200_000_000
+    book_timeout_s: float = 600.0
     min_chars: int = 1  # results shorter than this are ``extract:empty``
     favor_precision: bool = True  # trafilatura: drop more boilerplate
     # trafilatura's full metadata pass (htmldate's date heuristics, author, sitename) costs ~25%
@@ -328,47 +331,9 @@ def extract_html(html: str, url: str, cfg: ExtractConfig, max_date: str | None =
     return text, meta
 
 
-def extract_pdf(payload: bytes) -> tuple[str, dict]:
-    """PDF text with pypdf (maintained, pure Python)."""
-    from pypdf import PdfReader
-
-    reader = PdfReader(io.BytesIO(payload))
-    pages = [(p.extract_text() or "").strip() for p in reader.pages]
-    meta: dict = {"pages": len(pages)}
-    info = reader.metadata
-    if info is not None and info.title:
-        meta["title"] = str(info.title)
-    return "\n\n".join(p for p in pages if p), meta
-
-
-def extract_epub(payload: bytes) -> tuple[str, dict]:
-    """ePub text with EbookLib: the spine's XHTML documents in reading order, each through lxml."""
-    import warnings
-
-    import lxml.html
-    from ebooklib import ITEM_DOCUMENT, epub
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        book = epub.read_epub(io.BytesIO(payload), options={"ignore_ncx": True})
-    parts = []
-    order = [book.get_item_with_id(item_id) for item_id, _ in book.spine]
-    items = [i for i in order if i is not None and i.get_type() == ITEM_DOCUMENT]
-    for item in items:
-        body = item.get_body_content() or item.get_content()
-        if not body or not body.strip():
-            continue
-        tree = lxml.html.fromstring(body)
-        for bad in tree.xpath("//script|//style"):
-            bad.drop_tree()
-        text = re.sub(r"\n{3,}", "\n\n", tree.text_content()).strip()
-        if text:
-            parts.append(text)
-    meta = {}
-    titles = book.get_metadata("DC", "title")
-    if titles:
-        meta["title"] = titles[0][0]
-    return "\n\n".join(parts), meta
+# PDF/ePub extraction lives in stepcrawl.books (page-complete: headers/footers, page numbers,
+# hyphenation); these names stay importable from here.
+from stepcrawl.books import extract_epub, extract_pdf  # noqa: E402,F401
 
 
 def _kind_of(content_type: str, url: str, payload: bytes) -> str | None:
@@ -415,7 +380,7 @@ def extract_record(raw: RawRecord, cfg: ExtractConfig = ExtractConfig()) -> Docu
         return Drop("extract:too-large")
     meta: dict = {"content_type": (raw.content_type or "").split(";")[0].strip().lower(), "format": kind}
     try:
-        with Deadline(cfg.timeout_s):
+        with Deadline(cfg.book_timeout_s if kind in ("pdf", "epub") else cfg.timeout_s):
             text, m = _extract_payload(raw, kind, url, cfg, meta)
     except ExtractTimeout:
         log.warning("extract timed out after %gs for %s @ %s (%s)", cfg.timeout_s, raw.warc_file, raw.offset, url)
@@ -431,7 +396,7 @@ def extract_record(raw: RawRecord, cfg: ExtractConfig = ExtractConfig()) -> Docu
         id=record_doc_id(raw.record_id, url, raw.date),
         text=text,
         source=cfg.source,
-        kind="web",
+        kind="book" if kind in ("pdf", "epub") else "web",
         url=url or None,
         fetched_at=raw.date,
         meta=meta,

@@ -40,7 +40,9 @@ def load_stats(path: str | Path) -> dict[str, Any]:
     funnel = extra.get("funnel") or [{"step": m.get("stage", "stage"), **{k: m.get(k) for k in ("docs_in", "docs_out", "chars_in", "chars_out", "drops")}}]
     return {"stage": m.get("stage"), "docs_in": m.get("docs_in", 0), "docs_out": m.get("docs_out", 0), "chars_in": m.get("chars_in", 0),
             "chars_out": m.get("chars_out", 0), "funnel": funnel, "drops": m.get("drops", {}), "langs": extra.get("langs", {}),
-            "tiers": extra.get("tiers", {}), "errors": extra.get("errors", []), "stage_times_s": extra.get("stage_times_s", {})}
+            "tiers": extra.get("tiers", {}), "errors": extra.get("errors", []), "stage_times_s": extra.get("stage_times_s", {}),
+            # documents per output source (web / math / books: the routing of curate)
+            "outputs": extra.get("outputs", {})}
 
 
 def _pct(a: int, b: int) -> str:
@@ -57,6 +59,11 @@ def format_stats(s: dict[str, Any]) -> str:
     lines += ["", "drops by reason:"]
     for r, n in sorted(s["drops"].items(), key=lambda kv: -kv[1]):
         lines.append(f"  {r:<32} {n:>8}  {_pct(n, s['docs_in'])}")
+    if s.get("outputs"):
+        lines += ["", "sources (kept, routed by curate):"]
+        for src, o in sorted(s["outputs"].items()):
+            tiers = ", ".join(f"{t}={n}" for t, n in o.get("tiers", {}).items())
+            lines.append(f"  {src:<8} {o.get('docs', 0):>8} docs {o.get('chars', 0):>12} chars   {tiers}")
     lines += ["", "languages (kept):"]
     for lang, n in sorted(s["langs"].items(), key=lambda kv: -kv[1])[:20]:
         lines.append(f"  {lang:<8} {n:>8}")
@@ -92,7 +99,8 @@ def plot_stats(s: dict[str, Any], png: str | Path) -> Path:
 
     from stepcrawl.io import atomic_path
 
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    outputs = s.get("outputs") or {}
+    fig, axes = plt.subplots(1, 4 if outputs else 3, figsize=(20 if outputs else 15, 4.5))
     steps = ["input"] + [f["step"] for f in s["funnel"]]
     docs = [s["funnel"][0].get("docs_in") or 0 if s["funnel"] else 0] + [f.get("docs_out") or 0 for f in s["funnel"]]
     axes[0].bar(steps, docs, color="#4c72b0")
@@ -106,6 +114,10 @@ def plot_stats(s: dict[str, Any], png: str | Path) -> Path:
     axes[2].bar(list(TIERS), [s["tiers"].get(t, 0) for t in TIERS], color="#55a868")
     axes[2].set_title("quality tiers (kept)")
     axes[2].tick_params(axis="x", labelrotation=30, labelsize=8)
+    if outputs:
+        names = sorted(outputs)
+        axes[3].bar(names, [outputs[n].get("docs", 0) for n in names], color="#8172b2")
+        axes[3].set_title("documents kept per source")
     fig.tight_layout()
     png = Path(png)
     with atomic_path(png) as tmp:

@@ -93,6 +93,7 @@ def run_curate(args) -> int:
         extract=_extract_cfg(args),
         dedup=not args.no_dedup, decontam_sets=args.decontam or [], decontam_mode=args.decontam_mode,
         cluster=args.cluster, cluster_k=args.cluster_k, shard_docs=args.shard_docs, signals=getattr(args, "signals", "fast"),
+        math_model=args.math_model, math_threshold=args.math_threshold,
     )
     m = curate(args.inputs, args.out, cfg, keep_rejected=args.keep_rejected, workers=args.workers, progress=not args.no_progress,
                split_bytes=_split_bytes(args))
@@ -186,6 +187,8 @@ def register(sub) -> None:
     p.add_argument("--quality-model", help="fastText hq/lq model from `stepcrawl train-quality` (adds quality['fasttext_hq'])")
     p.add_argument("--tiers", help="YAML with TierConfig (weights, classifier_weight, thresholds)")
     p.add_argument("--min-tier", default="Medium", choices=TIERS, help="keep documents of this tier or better (default Medium)")
+    p.add_argument("--math-model", help="fastText math/other model from `stepcrawl train-math` (without it: formula signals only)")
+    p.add_argument("--math-threshold", type=float, default=0.5, help="math_score routing a page to OUT/math/ (default 0.5)")
     _extract_args(p)
     p.add_argument("--no-dedup", action="store_true", help="skip URL/exact/MinHash dedup")
     p.add_argument("--decontam", action="append", metavar="EVAL_SET", help="eval set file to decontaminate against (repeatable)")

@@ -1,4 +1,4 @@
-"""Subcommands ``train-quality`` (fastText hq/lq classifier) and ``train-langid``."""
+"""Subcommands ``train-quality`` (fastText hq/lq classifier), ``train-math`` (math/other) and ``train-langid``."""
 
 from __future__ import annotations
 
@@ -18,6 +18,19 @@ def run_train_quality(args) -> int:
         report = train_quality(args.positive, args.negative, args.out, cfg)
     except (ValueError, FileNotFoundError) as exc:
         print(f"train-quality: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(asdict(report), indent=2))
+    return 0
+
+
+def run_train_math(args) -> int:
+    from stepcrawl.quality.math import MathTrainConfig, train_math
+
+    cfg = MathTrainConfig(epoch=args.epoch, word_ngrams=args.word_ngrams, dim=args.dim, bucket=args.bucket, seed=args.seed)
+    try:
+        report = train_math(args.math, args.other, args.out, cfg)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"train-math: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(asdict(report), indent=2))
     return 0
@@ -46,6 +59,24 @@ def register(sub) -> None:
     p.add_argument("--bucket", type=int, default=200_000, help="n-gram hash buckets (model size ≈ bucket × dim × 4 bytes)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=run_train_quality)
+
+    p = sub.add_parser(
+        "train-math", help="train the MegaMath/DCLM-style fastText math classifier (labels math/other) for curate --math-model",
+        formatter_class=RAW,
+        epilog="example:\n  stepcrawl train-math --math samples/math/math.jsonl --other samples/math/other.jsonl --out data/math.bin\n"
+               "  stepcrawl curate data/crawl --out data/corpus --math-model data/math.bin   # → OUT/math/\n"
+               "inputs: Parquet/JSONL Documents (need `text`) or .txt (one document per blank-line-separated block);\n"
+               "training is deterministic (one thread, --seed)\n",
+    )
+    p.add_argument("--math", required=True, help="math pages (samples/math/math.jsonl: SciPy/Maxima docs)")
+    p.add_argument("--other", required=True, help="non-math pages")
+    p.add_argument("--out", required=True, help="model path (.bin)")
+    p.add_argument("--epoch", type=int, default=25)
+    p.add_argument("--word-ngrams", type=int, default=2)
+    p.add_argument("--dim", type=int, default=32)
+    p.add_argument("--bucket", type=int, default=100_000, help="n-gram hash buckets (model size ≈ bucket × dim × 4 bytes)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=run_train_math)
 
     p = sub.add_parser(
         "train-langid", help="train a fastText language-ID model (the default is the bundled lid.176.ftz)", formatter_class=RAW,
