@@ -67,15 +67,14 @@ class QualityTrainReport:
     config: dict[str, Any]
 
 
-def train_quality(positive: str | Path, negative: str | Path, out: str | Path, cfg: QualityTrainConfig = QualityTrainConfig()) -> QualityTrainReport:
+def train_two_class(pos_texts: list[str], neg_texts: list[str], labels: tuple[str, str], out: str | Path, cfg) -> tuple[int, int, float | None]:
+    """Train and save a two-label fastText classifier (DCLM style: one thread, ``cfg.seed``,
+    a held-out share for accuracy). ``cfg`` carries epoch, lr, word_ngrams, dim, min_count,
+    bucket, holdout and seed. Returns ``(n_train, n_holdout, holdout accuracy or None)``."""
     from stepcrawl.io import atomic_path
 
-    pos = [normalize(t, cfg.max_chars) for t in iter_texts(positive)]
-    neg = [normalize(t, cfg.max_chars) for t in iter_texts(negative)]
-    pos, neg = [t for t in pos if t], [t for t in neg if t]
-    if not pos or not neg:
-        raise ValueError(f"need both classes: {len(pos)} positive texts in {positive}, {len(neg)} negative in {negative}")
-    rows = [f"__label__hq {t}" for t in pos] + [f"__label__lq {t}" for t in neg]
+    pos_label, neg_label = labels
+    rows = [f"__label__{pos_label} {t}" for t in pos_texts] + [f"__label__{neg_label} {t}" for t in neg_texts]
     rng = random.Random(cfg.seed)
     rng.shuffle(rows)
     n_hold = int(len(rows) * cfg.holdout) if len(rows) >= 20 else 0
@@ -102,7 +101,17 @@ def train_quality(positive: str | Path, negative: str | Path, out: str | Path, c
         acc = correct / len(hold)
     with atomic_path(out) as tmp:
         model.save_model(str(tmp))
-    return QualityTrainReport(str(out), len(pos), len(neg), len(train), len(hold), acc, asdict(cfg))
+    return len(train), len(hold), acc
+
+
+def train_quality(positive: str | Path, negative: str | Path, out: str | Path, cfg: QualityTrainConfig = QualityTrainConfig()) -> QualityTrainReport:
+    pos = [normalize(t, cfg.max_chars) for t in iter_texts(positive)]
+    neg = [normalize(t, cfg.max_chars) for t in iter_texts(negative)]
+    pos, neg = [t for t in pos if t], [t for t in neg if t]
+    if not pos or not neg:
+        raise ValueError(f"need both classes: {len(pos)} positive texts in {positive}, {len(neg)} negative in {negative}")
+    n_train, n_hold, acc = train_two_class(pos, neg, ("hq", "lq"), out, cfg)
+    return QualityTrainReport(str(out), len(pos), len(neg), n_train, n_hold, acc, asdict(cfg))
 
 
 def hq_probability(model, text: str, max_chars: int = 20_000) -> float:

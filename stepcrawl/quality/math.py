@@ -19,9 +19,7 @@
 
 from __future__ import annotations
 
-import random
 import re
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -116,45 +114,14 @@ class MathTrainReport:
 
 def train_math(math: str | Path, other: str | Path, out: str | Path, cfg: MathTrainConfig = MathTrainConfig()) -> MathTrainReport:
     """Train the math/other fastText classifier (deterministic: one thread, ``cfg.seed``)."""
-    import fasttext
-
-    from stepcrawl.io import atomic_path
-    from stepcrawl.langid import load_fasttext, predict
-    from stepcrawl.quality.classifier import iter_texts, normalize
+    from stepcrawl.quality.classifier import iter_texts, normalize, train_two_class
 
     pos = [t for t in (normalize(x, cfg.max_chars) for x in iter_texts(math)) if t]
     neg = [t for t in (normalize(x, cfg.max_chars) for x in iter_texts(other)) if t]
     if not pos or not neg:
         raise ValueError(f"need both classes: {len(pos)} math texts in {math}, {len(neg)} other in {other}")
-    rows = [f"__label__math {t}" for t in pos] + [f"__label__other {t}" for t in neg]
-    rng = random.Random(cfg.seed)
-    rng.shuffle(rows)
-    n_hold = int(len(rows) * cfg.holdout) if len(rows) >= 20 else 0
-    hold, train = rows[:n_hold], rows[n_hold:]
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", suffix=".txt", encoding="utf-8", dir=out.parent, delete=False) as fh:
-        fh.write("\n".join(train) + "\n")
-        train_path = fh.name
-    try:
-        model = fasttext.train_supervised(
-            input=train_path, epoch=cfg.epoch, lr=cfg.lr, wordNgrams=cfg.word_ngrams, dim=cfg.dim,
-            minCount=cfg.min_count, bucket=cfg.bucket, loss="softmax", thread=1, seed=cfg.seed, verbose=0,
-        )
-    finally:
-        Path(train_path).unlink(missing_ok=True)
-    acc = None
-    if hold:
-        correct = 0
-        for row in hold:
-            label, text = row.split(" ", 1)
-            pred = predict(model, text, k=1)
-            correct += bool(pred) and "__label__" + pred[0][0] == label
-        acc = correct / len(hold)
-    with atomic_path(out) as tmp:
-        model.save_model(str(tmp))
-    load_fasttext.cache_clear()
-    return MathTrainReport(str(out), len(pos), len(neg), len(train), len(hold), acc, asdict(cfg))
+    n_train, n_hold, acc = train_two_class(pos, neg, ("math", "other"), out, cfg)
+    return MathTrainReport(str(out), len(pos), len(neg), n_train, n_hold, acc, asdict(cfg))
 
 
 def math_probability(model, text: str, max_chars: int = 20_000) -> float:
