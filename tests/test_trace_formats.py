@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from stepcrawl.cli import main as cli_main
 from stepcrawl.document import Document
+from stepcrawl.errors import EXIT_DROPPED_INPUT
 from stepcrawl.io import BadRecord, read_documents
 from stepcrawl.manifest import StageManifest
 from stepcrawl.sources.common import RejectedRecord, check_spans, iter_json_records
@@ -405,7 +406,7 @@ def test_unrenderable_records_are_counted_under_named_reasons(tmp_path):
     f = tmp_path / "bad.jsonl"
     f.write_text("".join(json.dumps(r) + "\n" for r, _ in REJECTS))
     out = tmp_path / "out"
-    assert cli_main(["ingest", "tool-use", str(f), "--out", str(out), "--no-progress", "--keep-rejected"]) == 0
+    assert cli_main(["ingest", "tool-use", str(f), "--out", str(out), "--no-progress", "--keep-rejected"]) == EXIT_DROPPED_INPUT  # done, input dropped (stepcrawl.errors)
     m = StageManifest.read(out)
     want: dict[str, int] = {}
     for _, reason in REJECTS:
@@ -440,7 +441,7 @@ def test_truncated_json_array_keeps_complete_elements(tmp_path):
     f = tmp_path / "cut.json"
     f.write_text(cut)
     out = tmp_path / "out"
-    assert cli_main(["ingest", "tool-use", str(f), "--out", str(out), "--no-progress"]) == 0
+    assert cli_main(["ingest", "tool-use", str(f), "--out", str(out), "--no-progress"]) == EXIT_DROPPED_INPUT  # done, input dropped (stepcrawl.errors)
     m = StageManifest.read(out)
     assert m.accounting.docs_out == 3 and dict(m.accounting.drops) == {"malformed": 1}
     (err,) = m.extra["errors"]
@@ -601,7 +602,7 @@ def test_github_threads_from_a_cut_off_json_array_keep_their_complete_records(tm
     f = tmp_path / "issues.json"
     f.write_text(text[: text.rindex('"Issue 3"')])
     out = tmp_path / "out"
-    assert cli_main(["ingest", "issues", str(f), "--out", str(out), "--no-progress", "--min-stars", "0"]) == 0
+    assert cli_main(["ingest", "issues", str(f), "--out", str(out), "--no-progress", "--min-stars", "0"]) == EXIT_DROPPED_INPUT  # done, input dropped (stepcrawl.errors)
     m = StageManifest.read(out)
     assert m.accounting.docs_out == 2 and m.accounting.drops == {"malformed": 1}
     third = text.rindex("{", 0, text.index('"Issue 3"'))  # where the cut element starts

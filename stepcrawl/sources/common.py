@@ -149,8 +149,9 @@ class RejectedRecord(BadRecord):
     missing."""
 
     def __init__(self, path: str, line: int | None, reason: str, message: str, raw: str = ""):
-        self.reason, self.message, self.raw = reason, message, raw
         super().__init__(path, line, f"[{reason}] {message}")
+        # after BadRecord's __init__, which sets ``message`` to the formatted "[reason] …" form
+        self.reason, self.message, self.raw = reason, message, raw
 
     def __reduce__(self):  # picklable across worker processes despite the extra arguments
         return (RejectedRecord, (self.path, self.line, self.reason, self.message, self.raw))
