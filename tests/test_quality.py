@@ -146,6 +146,27 @@ def test_train_quality_reads_txt_and_rejects_one_class(tmp_path):
         train_quality(tmp_path / "pos.txt", tmp_path / "empty.txt", tmp_path / "m2.bin")
 
 
+def test_train_quality_skips_malformed_lines_and_exits_1(tmp_path, capsys):
+    """One bad line costs only itself (counted, listed FILE:LINE, exit 1), not the training run."""
+    from stepcrawl.cli import main as cli_main
+    from stepcrawl.errors import EXIT_DROPPED_INPUT
+
+    pos = tmp_path / "pos.jsonl"
+    good = [json.dumps({"id": f"p{i}", "text": f"A clear paragraph about software package {i}."}) for i in range(3)]
+    pos.write_bytes(("\n".join(good[:1] + ['{"id": "cut", "text": "no end', good[1], '{"id": 7}'] + good[2:]) + "\n").encode()
+                    + b'{"id": "bytes", "text": "\xff\xfe"}\n')
+    neg = tmp_path / "neg.txt"
+    neg.write_text("buy now buy now\n\nclick here click here\n")
+    out = tmp_path / "m.bin"
+    rc = cli_main(["train-quality", "--positive", str(pos), "--negative", str(neg), "--out", str(out)])
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert rc == EXIT_DROPPED_INPUT and out.exists()
+    assert report["n_positive"] == 3 and report["n_negative"] == 2 and report["n_malformed"] == 3
+    assert [e.split(":")[1] for e in report["errors"]] == ["2", "4", "6"]
+    assert f"{pos}:2: malformed JSON" in captured.err and f"{pos}:6: not valid UTF-8" in captured.err
+
+
 def test_tiers_rules_and_yaml(tmp_path):
     all_pass = {"gopher_quality": 1.0, "gopher_repetition": 1.0, "fineweb_quality": 1.0, "c4_quality": 1.0}
     assert assign_tier(all_pass) == "High"

@@ -19,8 +19,20 @@ def run_train_quality(args) -> int:
     except (ValueError, FileNotFoundError) as exc:
         print(f"train-quality: {exc}", file=sys.stderr)
         return 2
+    return _print_report("train-quality", report)
+
+
+def _print_report(prog: str, report) -> int:
+    """The training report as JSON; exit 1 (done, input dropped: stepcrawl.errors) when
+    malformed records were skipped, each listed on stderr as FILE:LINE."""
+    from stepcrawl.errors import EXIT_DROPPED_INPUT, EXIT_OK
+
     print(json.dumps(asdict(report), indent=2))
-    return 0
+    for err in report.errors:
+        print(f"{prog}: skipped malformed record: {err}", file=sys.stderr)
+    if report.n_malformed > len(report.errors):
+        print(f"{prog}: … and {report.n_malformed - len(report.errors)} more", file=sys.stderr)
+    return EXIT_DROPPED_INPUT if report.n_malformed else EXIT_OK
 
 
 def run_train_math(args) -> int:
@@ -32,8 +44,7 @@ def run_train_math(args) -> int:
     except (ValueError, FileNotFoundError) as exc:
         print(f"train-math: {exc}", file=sys.stderr)
         return 2
-    print(json.dumps(asdict(report), indent=2))
-    return 0
+    return _print_report("train-math", report)
 
 
 def run_train_langid(args) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 import re
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -27,8 +27,9 @@ def normalize(text: str, max_chars: int = 20_000) -> str:
     return " ".join(_TOKEN.findall(text[:max_chars].lower()))
 
 
-def iter_texts(path: str | Path) -> Iterator[str]:
-    """Texts of a training input: .txt (blank-line-separated blocks) or Parquet/JSONL Documents."""
+def iter_texts(path: str | Path, on_error=None) -> Iterator[str]:
+    """Texts of a training input: .txt (blank-line-separated blocks) or Parquet/JSONL Documents.
+    A malformed record goes to ``on_error(BadRecord)`` (default: raise), as in ``read_documents``."""
     p = Path(path)
     if p.is_file() and p.suffix in (".txt", ".md"):
         blocks = re.split(r"\n\s*\n", p.read_text(encoding="utf-8", errors="replace"))
@@ -36,9 +37,35 @@ def iter_texts(path: str | Path) -> Iterator[str]:
         return
     from stepcrawl.io import read_documents
 
-    for doc in read_documents(p):
+    for doc in read_documents(p, on_error=on_error):
         if doc.text.strip():
             yield doc.text
+
+
+MAX_LISTED_ERRORS = 100  # a report lists the first malformed records by FILE:LINE, counts all
+
+
+@dataclass
+class TrainingTexts:
+    """Normalised texts of one training input, and the malformed records skipped on the way."""
+
+    texts: list[str]
+    n_malformed: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def read_training_texts(path: str | Path, max_chars: int) -> TrainingTexts:
+    """Normalised, non-empty texts of ``path``. One malformed line costs only itself: it is
+    counted and listed (``FILE:LINE: why``), never the reason a whole training run is refused."""
+    out = TrainingTexts([])
+
+    def skip(err) -> None:
+        out.n_malformed += 1
+        if len(out.errors) < MAX_LISTED_ERRORS:
+            out.errors.append(str(err))
+
+    out.texts = [t for t in (normalize(x, max_chars) for x in iter_texts(path, on_error=skip)) if t]
+    return out
 
 
 @dataclass(frozen=True)
@@ -65,6 +92,8 @@ class QualityTrainReport:
     n_holdout: int
     holdout_accuracy: float | None
     config: dict[str, Any]
+    n_malformed: int = 0  # input records skipped as malformed (listed in ``errors``)
+    errors: list[str] = field(default_factory=list)
 
 
 def train_two_class(pos_texts: list[str], neg_texts: list[str], labels: tuple[str, str], out: str | Path, cfg) -> tuple[int, int, float | None]:
@@ -105,13 +134,12 @@ def train_two_class(pos_texts: list[str], neg_texts: list[str], labels: tuple[st
 
 
 def train_quality(positive: str | Path, negative: str | Path, out: str | Path, cfg: QualityTrainConfig = QualityTrainConfig()) -> QualityTrainReport:
-    pos = [normalize(t, cfg.max_chars) for t in iter_texts(positive)]
-    neg = [normalize(t, cfg.max_chars) for t in iter_texts(negative)]
-    pos, neg = [t for t in pos if t], [t for t in neg if t]
-    if not pos or not neg:
-        raise ValueError(f"need both classes: {len(pos)} positive texts in {positive}, {len(neg)} negative in {negative}")
-    n_train, n_hold, acc = train_two_class(pos, neg, ("hq", "lq"), out, cfg)
-    return QualityTrainReport(str(out), len(pos), len(neg), n_train, n_hold, acc, asdict(cfg))
+    pos, neg = read_training_texts(positive, cfg.max_chars), read_training_texts(negative, cfg.max_chars)
+    if not pos.texts or not neg.texts:
+        raise ValueError(f"need both classes: {len(pos.texts)} positive texts in {positive}, {len(neg.texts)} negative in {negative}")
+    n_train, n_hold, acc = train_two_class(pos.texts, neg.texts, ("hq", "lq"), out, cfg)
+    return QualityTrainReport(str(out), len(pos.texts), len(neg.texts), n_train, n_hold, acc, asdict(cfg),
+                              pos.n_malformed + neg.n_malformed, (pos.errors + neg.errors)[:MAX_LISTED_ERRORS])
 
 
 def hq_probability(model, text: str, max_chars: int = 20_000) -> float:

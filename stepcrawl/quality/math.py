@@ -20,7 +20,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -110,18 +110,20 @@ class MathTrainReport:
     n_holdout: int
     holdout_accuracy: float | None
     config: dict[str, Any]
+    n_malformed: int = 0  # input records skipped as malformed (listed in ``errors``)
+    errors: list[str] = field(default_factory=list)
 
 
 def train_math(math: str | Path, other: str | Path, out: str | Path, cfg: MathTrainConfig = MathTrainConfig()) -> MathTrainReport:
     """Train the math/other fastText classifier (deterministic: one thread, ``cfg.seed``)."""
-    from stepcrawl.quality.classifier import iter_texts, normalize, train_two_class
+    from stepcrawl.quality.classifier import MAX_LISTED_ERRORS, read_training_texts, train_two_class
 
-    pos = [t for t in (normalize(x, cfg.max_chars) for x in iter_texts(math)) if t]
-    neg = [t for t in (normalize(x, cfg.max_chars) for x in iter_texts(other)) if t]
-    if not pos or not neg:
-        raise ValueError(f"need both classes: {len(pos)} math texts in {math}, {len(neg)} other in {other}")
-    n_train, n_hold, acc = train_two_class(pos, neg, ("math", "other"), out, cfg)
-    return MathTrainReport(str(out), len(pos), len(neg), n_train, n_hold, acc, asdict(cfg))
+    pos, neg = read_training_texts(math, cfg.max_chars), read_training_texts(other, cfg.max_chars)
+    if not pos.texts or not neg.texts:
+        raise ValueError(f"need both classes: {len(pos.texts)} math texts in {math}, {len(neg.texts)} other in {other}")
+    n_train, n_hold, acc = train_two_class(pos.texts, neg.texts, ("math", "other"), out, cfg)
+    return MathTrainReport(str(out), len(pos.texts), len(neg.texts), n_train, n_hold, acc, asdict(cfg),
+                           pos.n_malformed + neg.n_malformed, (pos.errors + neg.errors)[:MAX_LISTED_ERRORS])
 
 
 def math_probability(model, text: str, max_chars: int = 20_000) -> float:
