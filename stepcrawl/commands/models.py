@@ -54,7 +54,20 @@ def run_train_langid(args) -> int:
     return 0
 
 
+def _add_training_options(p, defaults) -> None:
+    """The fastText options both classifiers take, defaulting to their config's values."""
+    p.add_argument("--out", required=True, help="model path (.bin)")
+    p.add_argument("--epoch", type=int, default=defaults.epoch)
+    p.add_argument("--word-ngrams", type=int, default=defaults.word_ngrams)
+    p.add_argument("--dim", type=int, default=defaults.dim)
+    p.add_argument("--bucket", type=int, default=defaults.bucket, help="n-gram hash buckets (model size ≈ bucket × dim × 4 bytes)")
+    p.add_argument("--seed", type=int, default=defaults.seed)
+
+
 def register(sub) -> None:
+    from stepcrawl.quality.classifier import QualityTrainConfig
+    from stepcrawl.quality.math import MathTrainConfig
+
     p = sub.add_parser(
         "train-quality", help="train the DCLM-style fastText quality classifier (labels hq/lq, word bigrams)", formatter_class=RAW,
         epilog="example:\n  stepcrawl train-quality --positive samples/quality/positive.jsonl \\\n"
@@ -63,12 +76,7 @@ def register(sub) -> None:
     )
     p.add_argument("--positive", required=True, help="high-quality examples")
     p.add_argument("--negative", required=True, help="low-quality examples")
-    p.add_argument("--out", required=True, help="model path (.bin)")
-    p.add_argument("--epoch", type=int, default=20)
-    p.add_argument("--word-ngrams", type=int, default=2)
-    p.add_argument("--dim", type=int, default=64)
-    p.add_argument("--bucket", type=int, default=200_000, help="n-gram hash buckets (model size ≈ bucket × dim × 4 bytes)")
-    p.add_argument("--seed", type=int, default=0)
+    _add_training_options(p, QualityTrainConfig())
     p.set_defaults(func=run_train_quality)
 
     p = sub.add_parser(
@@ -81,12 +89,7 @@ def register(sub) -> None:
     )
     p.add_argument("--math", required=True, help="math pages (samples/math/math.jsonl: SciPy/Maxima docs)")
     p.add_argument("--other", required=True, help="non-math pages")
-    p.add_argument("--out", required=True, help="model path (.bin)")
-    p.add_argument("--epoch", type=int, default=25)
-    p.add_argument("--word-ngrams", type=int, default=2)
-    p.add_argument("--dim", type=int, default=32)
-    p.add_argument("--bucket", type=int, default=100_000, help="n-gram hash buckets (model size ≈ bucket × dim × 4 bytes)")
-    p.add_argument("--seed", type=int, default=0)
+    _add_training_options(p, MathTrainConfig())
     p.set_defaults(func=run_train_math)
 
     p = sub.add_parser(

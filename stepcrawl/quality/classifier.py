@@ -133,21 +133,47 @@ def train_two_class(pos_texts: list[str], neg_texts: list[str], labels: tuple[st
     return len(train), len(hold), acc
 
 
-def train_quality(positive: str | Path, negative: str | Path, out: str | Path, cfg: QualityTrainConfig = QualityTrainConfig()) -> QualityTrainReport:
-    pos, neg = read_training_texts(positive, cfg.max_chars), read_training_texts(negative, cfg.max_chars)
-    if not pos.texts or not neg.texts:
-        raise ValueError(f"need both classes: {len(pos.texts)} positive texts in {positive}, {len(neg.texts)} negative in {negative}")
-    n_train, n_hold, acc = train_two_class(pos.texts, neg.texts, ("hq", "lq"), out, cfg)
-    return QualityTrainReport(str(out), len(pos.texts), len(neg.texts), n_train, n_hold, acc, asdict(cfg),
-                              pos.n_malformed + neg.n_malformed, (pos.errors + neg.errors)[:MAX_LISTED_ERRORS])
+@dataclass
+class TwoClassRun:
+    """What training a two-label classifier from two inputs did (``train_two_class_from``)."""
+
+    n_first: int
+    n_second: int
+    n_train: int
+    n_holdout: int
+    holdout_accuracy: float | None
+    n_malformed: int
+    errors: list[str]
 
 
-def hq_probability(model, text: str, max_chars: int = 20_000) -> float:
+def train_two_class_from(first: str | Path, second: str | Path, labels: tuple[str, str], out: str | Path, cfg) -> TwoClassRun:
+    """Read both inputs (malformed records skipped and listed), refuse when a class is empty,
+    train with ``train_two_class`` and say what was done."""
+    a, b = read_training_texts(first, cfg.max_chars), read_training_texts(second, cfg.max_chars)
+    if not a.texts or not b.texts:
+        raise ValueError(f"need both classes: {len(a.texts)} {labels[0]} texts in {first}, {len(b.texts)} {labels[1]} in {second}")
+    n_train, n_hold, acc = train_two_class(a.texts, b.texts, labels, out, cfg)
+    return TwoClassRun(len(a.texts), len(b.texts), n_train, n_hold, acc, a.n_malformed + b.n_malformed,
+                       (a.errors + b.errors)[:MAX_LISTED_ERRORS])
+
+
+def label_probability(model, text: str, labels: tuple[str, str], max_chars: int = 20_000) -> float:
+    """P(labels[0]) of a text under a two-label model (0.0 for a text with no tokens)."""
     line = normalize(text, max_chars)
     if not line:
         return 0.0
     preds = dict(predict(model, line, k=2))
-    return float(min(1.0, preds.get("hq", 1.0 - preds.get("lq", 1.0))))
+    return float(min(1.0, preds.get(labels[0], 1.0 - preds.get(labels[1], 1.0))))
+
+
+def train_quality(positive: str | Path, negative: str | Path, out: str | Path, cfg: QualityTrainConfig = QualityTrainConfig()) -> QualityTrainReport:
+    run = train_two_class_from(positive, negative, ("hq", "lq"), out, cfg)
+    return QualityTrainReport(str(out), run.n_first, run.n_second, run.n_train, run.n_holdout, run.holdout_accuracy,
+                              asdict(cfg), run.n_malformed, run.errors)
+
+
+def hq_probability(model, text: str, max_chars: int = 20_000) -> float:
+    return label_probability(model, text, ("hq", "lq"), max_chars)
 
 
 class QualityClassifierStep(DocumentStep):

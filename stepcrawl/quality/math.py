@@ -116,25 +116,17 @@ class MathTrainReport:
 
 def train_math(math: str | Path, other: str | Path, out: str | Path, cfg: MathTrainConfig = MathTrainConfig()) -> MathTrainReport:
     """Train the math/other fastText classifier (deterministic: one thread, ``cfg.seed``)."""
-    from stepcrawl.quality.classifier import MAX_LISTED_ERRORS, read_training_texts, train_two_class
+    from stepcrawl.quality.classifier import train_two_class_from
 
-    pos, neg = read_training_texts(math, cfg.max_chars), read_training_texts(other, cfg.max_chars)
-    if not pos.texts or not neg.texts:
-        raise ValueError(f"need both classes: {len(pos.texts)} math texts in {math}, {len(neg.texts)} other in {other}")
-    n_train, n_hold, acc = train_two_class(pos.texts, neg.texts, ("math", "other"), out, cfg)
-    return MathTrainReport(str(out), len(pos.texts), len(neg.texts), n_train, n_hold, acc, asdict(cfg),
-                           pos.n_malformed + neg.n_malformed, (pos.errors + neg.errors)[:MAX_LISTED_ERRORS])
+    run = train_two_class_from(math, other, ("math", "other"), out, cfg)
+    return MathTrainReport(str(out), run.n_first, run.n_second, run.n_train, run.n_holdout, run.holdout_accuracy,
+                           asdict(cfg), run.n_malformed, run.errors)
 
 
 def math_probability(model, text: str, max_chars: int = 20_000) -> float:
-    from stepcrawl.langid import predict
-    from stepcrawl.quality.classifier import normalize
+    from stepcrawl.quality.classifier import label_probability
 
-    line = normalize(text, max_chars)
-    if not line:
-        return 0.0
-    preds = dict(predict(model, line, k=2))
-    return float(min(1.0, preds.get("math", 1.0 - preds.get("other", 1.0))))
+    return label_probability(model, text, ("math", "other"), max_chars)
 
 
 def combined_score(p_math: float | None, sig: dict[str, float]) -> float:
