@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from stepcrawl.document import TIERS, Document, tier_rank
+from stepcrawl.quality.classifier import QualityTrainConfig
 from stepcrawl.quality.tiers import TierConfig, TierStep, scores
 from stepcrawl.steps import Drop, DocumentStep
 
@@ -88,17 +89,14 @@ def math_quality(text: str, sig: dict[str, float], heuristic: float | None = Non
 
 
 @dataclass(frozen=True)
-class MathTrainConfig:
+class MathTrainConfig(QualityTrainConfig):
+    """The quality classifier's fastText settings, with defaults tuned for the math pages."""
+
     epoch: int = 25
     # 0.5 (the quality classifier's) hit fastText's "Encountered NaN" on these long lines
     lr: float = 0.1
-    word_ngrams: int = 2
     dim: int = 32
     bucket: int = 100_000
-    min_count: int = 1
-    holdout: float = 0.1
-    seed: int = 0
-    max_chars: int = 20_000
 
 
 @dataclass
