@@ -284,6 +284,7 @@ def _train_fasttext(path: Path, lines: list[str], out: Path) -> Path:
 def test_fasttext_scorer_loads_a_real_model(tmp_path):
     from stepcrawl.crawl.sample_server import load_site
     from stepcrawl.crawl.scorer import page_features
+    from stepcrawl.quality.classifier import normalize
 
     lines = []
     for p, body in sorted(load_site().items()):
@@ -292,7 +293,7 @@ def test_fasttext_scorer_loads_a_real_model(tmp_path):
                  "lq" if section in ("spam", "shop", "seo", "boilerplate") else None)
         if label and p.endswith(".html"):
             text = page_features(body.decode("utf-8", "replace"))[1]
-            lines.append(f"__label__{label} {text[:2000].lower()}")
+            lines.append(f"__label__{label} {normalize(text[:2000])}")  # as train-quality writes them
     model = _train_fasttext(tmp_path / "train.txt", lines, tmp_path / "quality.bin")
     sc = FastTextScorer(str(model))
     good_score, _ = sc.score("http://h/docs/x", GOOD)

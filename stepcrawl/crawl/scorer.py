@@ -24,7 +24,7 @@ from typing import Protocol
 import lxml.html
 from lxml import etree
 
-from stepcrawl.langid import load_fasttext, predict  # fastText itself is imported on first load
+from stepcrawl.langid import load_fasttext  # fastText itself is imported on first load
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 _SHOP_URL = re.compile(r"(shop|store|cart|checkout|product|buy|deal|discount|cheap|sale|price)",
@@ -178,13 +178,12 @@ class FastTextScorer:
         return self.score_document(url, parse_document(html_text))
 
     def score_document(self, url: str, doc) -> tuple[float, str]:
+        from stepcrawl.quality.classifier import hq_probability
+
         f, text = document_features(doc)  # whitespace-normalised visible text
-        text = text[: self.max_chars]
-        if not text:
-            return 0.0, categorize(url, f)
-        p = dict(predict(self.model, text, k=-1))
-        score = p["hq"] if "hq" in p else 1.0 - p.get("lq", 0.0)
-        return round(score, 4), categorize(url, f)
+        # hq_probability normalises the text exactly as `train-quality` did for training
+        # (lower-cased, punctuation split off): raw text would be off the model's distribution.
+        return round(hq_probability(self.model, text, self.max_chars), 4), categorize(url, f)
 
 
 def load_scorer(model_path: str | None) -> PageScorer:
