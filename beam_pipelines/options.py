@@ -29,7 +29,8 @@ class StepcrawlOptions(PipelineOptions):
     One class rather than one per pipeline because Beam registers every ``PipelineOptions``
     subclass in one global argparse parser: two classes declaring ``--input`` conflict, and a
     ``required=True`` flag of one pipeline would be demanded by the others. Each pipeline
-    checks the flags it needs with :func:`require`.
+    checks the flags it needs with :func:`require`. A flag is declared here only when a
+    pipeline reads it (curate's own flags live in ``curate._curate_args``).
     """
 
     @classmethod
@@ -37,7 +38,6 @@ class StepcrawlOptions(PipelineOptions):
         g = parser.add_argument_group("stepcrawl")
         g.add_argument("--input", default=None, help="curate: WARC file, folder or glob (local, gs://, s3://, hdfs://); tokenize: corpus folder of one source")
         g.add_argument("--output", default=None, help="output folder (curate: part-*.parquet + _manifest.json; tokenize: TOKENS/<source>; build_mix: MIX/)")
-        g.add_argument("--config", default=None, help="curate: config file (YAML/JSON) as for `stepcrawl curate --config`")
         g.add_argument(
             "--cc_max_rounds",
             type=int,
@@ -48,8 +48,6 @@ class StepcrawlOptions(PipelineOptions):
         g.add_argument("--keep_rejected", action="store_true", default=False, help="curate: also write dropped documents to OUTPUT/rejected/ with their reason")
         g.add_argument("--num_shards", type=int, default=0, help="curate: output Parquet files (0: the runner decides)")
         g.add_argument("--tokenizer", default=None, help="tokenize: sentencepiece model file")
-        g.add_argument("--source", default=None, help="tokenize: source name (default: the input folder's name)")
-        g.add_argument("--shard_docs", type=int, default=None, help="tokenize: documents per shard (default: the local command's)")
         g.add_argument("--curriculum", default=None, help="build_mix: curriculum YAML")
         g.add_argument("--stage", default=None, help="build_mix: stage to materialise")
         g.add_argument("--tokens", default=None, help="build_mix: TOKENS/ root (one folder per source)")
