@@ -73,11 +73,19 @@ def _owner(name: str) -> int:
     return int(m.group(1) or m.group(2)) if m else 0
 
 
+def _is_checksummed(name: str) -> bool:
+    """Whether a file in a checkpoint being saved belongs in a checksum list. Not COMPLETE or the
+    lists themselves, and not another rank's write still in flight (``atomic_open``'s
+    ``.tmp-NAME.XXXX``): rank 0 hashes while rank 1 may be writing its list, and a temp name
+    listed by rank 0 is gone after the rename, which made the checkpoint look corrupt."""
+    return name != "COMPLETE" and not CHECKSUMS_RE.match(name) and not name.startswith(".tmp-")
+
+
 def record_checksums(folder: Path, rank: int = 0) -> dict[str, str]:
     """sha256 of the files of ``folder`` this rank wrote, into ``checksums_rankRRRRR.json``.
     Every rank hashes its own shards, so the cost is spread like the writes are."""
     sums = {str(p.relative_to(folder)): _file_sha256(p) for p in sorted(folder.rglob("*"))
-            if p.is_file() and p.name != "COMPLETE" and not CHECKSUMS_RE.match(p.name) and _owner(p.name) == rank}
+            if p.is_file() and _is_checksummed(p.name) and _owner(p.name) == rank}
     write_json(folder / f"checksums_rank{rank:05d}.json", sums)
     return sums
 

@@ -258,6 +258,25 @@ def test_resume_skips_a_checkpoint_with_a_zeroed_distcp_chunk(tmp_path):
     assert all(torch.equal(at_step1[k], v) for k, v in fresh.state_dict().items())
 
 
+def test_checksums_leave_out_another_ranks_write_in_flight(tmp_path):
+    """Rank 0 hashes its files while rank 1 may still be writing its own list through
+    atomic_open (``.tmp-checksums_rank00001.json.XXXX``). Listing that temp name made a good pp2
+    checkpoint fail verification once the rename removed it (a 1-in-16 flake under load)."""
+    from model.checkpoint import record_checksums, verify_checkpoint
+
+    ck = tmp_path / "step_00000010"
+    ck.mkdir()
+    (ck / ".metadata").write_bytes(b"meta")
+    (ck / "__1_0.distcp").write_bytes(b"rank one's shard")
+    in_flight = ck / ".tmp-checksums_rank00001.json.39g895k5"
+    in_flight.write_text("{")
+    assert set(record_checksums(ck, rank=0)) == {".metadata"}
+    in_flight.unlink()
+    record_checksums(ck, rank=1)
+    (ck / "COMPLETE").write_text(json.dumps({"step": 10, "world": 2}))
+    assert verify_checkpoint(ck) is True
+
+
 def test_train_resume_falls_back_and_says_so(tmp_path, caplog, capsys):
     import logging
 
