@@ -375,22 +375,43 @@ def _check_root(element) -> Iterator[tuple[str, str]]:
         yield node, node
 
 
+def _own_and_children(edge: tuple[str, str]) -> Iterator[tuple[str, tuple[int, str]]]:
+    """A parent edge under both of its nodes: the child's own parent, the parent's child."""
+    child, parent = edge
+    yield child, (0, parent)
+    yield parent, (1, child)
+
+
+def _as_row(element) -> tuple[str, dict[str, list[str]]]:
+    node, tagged = element
+    row: dict[str, list[str]] = {"own": [], "children": []}
+    for tag, value in tagged:
+        row["children" if tag else "own"].append(value)
+    return node, row
+
+
+def _with_own_and_children(parents, label: str):
+    """``(node, {"own": [its parent], "children": [its children]})`` for every node of a
+    parent-edge collection — what ``{"own": p, "children": p | KvSwap()} | CoGroupByKey()``
+    gives, from one keyed ``FlatMap`` and one ``GroupByKey``. Why not the CoGroupByKey: its
+    ``Flatten`` of two views of one collection doubles the partitions on the DaskRunner (a
+    Dask ``concat``) at every round, 2 → 280 over the pointer-jumping rounds (docs/BEAM.md)."""
+    return (
+        parents
+        | f"{label}Keys" >> beam.FlatMap(_own_and_children)
+        | f"{label}Group" >> beam.GroupByKey()
+        | f"{label}Rows" >> beam.Map(_as_row)
+    )
+
+
 class ClusterLabels(beam.PTransform):
     """Parent edges ``(child, parent)`` → ``(member, root)`` for every member, roots included."""
 
     def expand(self, parents):
         current = parents
         for r in range(JUMP_ROUNDS):
-            current = (
-                {"own": current, "children": current | f"ByParent{r}" >> beam.KvSwap()}
-                | f"Jump{r}" >> beam.CoGroupByKey()
-                | f"NewParents{r}" >> beam.FlatMap(_jump)
-            )
-        return (
-            {"own": current, "children": current | "ByRoot" >> beam.KvSwap()}
-            | "CheckRoots" >> beam.CoGroupByKey()
-            | "Labels" >> beam.FlatMap(_check_root)
-        )
+            current = _with_own_and_children(current, f"Jump{r}") | f"NewParents{r}" >> beam.FlatMap(_jump)
+        return _with_own_and_children(current, "CheckRoots") | "Labels" >> beam.FlatMap(_check_root)
 
 
 class ApplyDecisions(beam.DoFn):

@@ -2,9 +2,10 @@
 ``dask.distributed`` cluster of two worker processes, against the local executor.
 
 The runner has faults of its own (mixed-up tagged outputs, lost ``finish_bundle`` outputs,
-only the last transform's ancestors computed, side inputs as nested computations); our
-transforms work around them (beam_pipelines.transforms, docs/BEAM.md "DaskRunner"). Inputs
-are kept small: every Beam transform is a Dask task graph layer, and the cost is per layer.
+only the last transform's ancestors computed, side inputs as nested computations, a ``Flatten``
+that adds up partitions); our transforms work around them (beam_pipelines.transforms,
+beam_pipelines.dedup, docs/BEAM.md "DaskRunner"). Inputs are kept small: every Beam transform
+is a Dask task graph layer, and the cost is per layer.
 """
 
 from __future__ import annotations
@@ -60,28 +61,45 @@ def test_dask_curate_equals_local_executor(dask_cluster, tmp_path):
     assert len(rejected) == sum(manifest["drops"].values())
 
 
-def test_dask_dedup_url_and_exact_equal_local(dask_cluster, tmp_path):
-    """Dedup's URL and exact stages and the dup_cluster labels (pointer jumping) on Dask. The
-    near-duplicate stage is left out here: its unrolled components rounds make a task graph
-    that takes this runner minutes on a few dozen documents (docs/BEAM.md)."""
+def _dedup_docs():
+    """12 documents: URL duplicates, exact duplicates, and near duplicates (one word changed)."""
+    from stepcrawl.document import Document
+
+    import random
+
+    rng = random.Random(5)  # letters only: the exact key ignores digits and case
+    base = [" ".join("".join(rng.choices("abcdefghij", k=6)) for _ in range(200)) for _ in range(8)]
+    texts = [base[i % 8] for i in range(12)]
+    texts[9] = texts[1].replace(texts[1].split()[7], "changed", 1)  # near-duplicates of d01 and d02
+    texts[10] = texts[2].replace(texts[2].split()[30], "other", 1)
+    return [Document(id=f"d{i:02d}", text=texts[i], url=f"https://x.test/{i % 10}", tier=("High", "Medium")[i % 2])
+            for i in range(12)]
+
+
+@pytest.mark.parametrize("near", [False, True], ids=["url+exact", "url+exact+near"])
+def test_dask_dedup_equals_local(dask_cluster, tmp_path, near):
+    """Dedup's URL, exact and near-duplicate stages with the dup_cluster labels (pointer
+    jumping) on Dask, against the local executor. Near-dup's components rounds are unrolled
+    (``max_rounds``) as in every Beam run; 4 rounds converge on this graph."""
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
     from apache_beam.testing.util import assert_that, equal_to
 
     from beam_pipelines.dedup import Dedup
     from stepcrawl.dedup import DedupConfig, run_dedup
-    from stepcrawl.document import Document
 
-    base = [f"document {i} " + " ".join(f"w{i}x{j}" for j in range(40)) for i in range(12)]
-    docs = [Document(id=f"d{i:02d}", text=base[i % 8], url=f"https://x.test/{i % 10}", tier=("High", "Medium")[i % 2])
-            for i in range(12)]
-    cfg = DedupConfig(near=False)
+    docs = _dedup_docs()
+    cfg = DedupConfig(near=near)
     run_dedup(docs, tmp_path / "local", cfg, progress=False)
     local = sorted((d.id, d.dup_cluster) for d in read_documents(tmp_path / "local"))
+    manifest = json.loads((tmp_path / "local" / "_manifest.json").read_text())
     assert len(local) < len(docs) and any(c for _, c in local)
+    assert ("dup:near" in manifest["drops"]) == near  # the near stage really decides something
     with beam.Pipeline(options=PipelineOptions(dask_cluster)) as p:
-        kept, _ = p | beam.Create(docs) | Dedup(cfg)
-        assert_that(kept | beam.Map(lambda d: (d.id, d.dup_cluster)), equal_to(local))
+        kept, dropped = p | beam.Create(docs) | Dedup(cfg, max_rounds=4)
+        assert_that(kept | beam.Map(lambda d: (d.id, d.dup_cluster)), equal_to(local), label="Kept")
+        assert_that(dropped | "Reasons" >> beam.Map(lambda rd: rd[0]),
+                    equal_to([r for r, n in manifest["drops"].items() for _ in range(n)]), label="Drops")
 
 
 def test_dask_tokenize_equals_local(dask_cluster, corpus, tmp_path):  # noqa: F811
