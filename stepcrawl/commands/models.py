@@ -13,38 +13,33 @@ RAW = argparse.RawDescriptionHelpFormatter
 def run_train_quality(args) -> int:
     from stepcrawl.quality import QualityTrainConfig, train_quality
 
-    cfg = QualityTrainConfig(epoch=args.epoch, word_ngrams=args.word_ngrams, dim=args.dim, bucket=args.bucket, seed=args.seed)
-    try:
-        report = train_quality(args.positive, args.negative, args.out, cfg)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"train-quality: {exc}", file=sys.stderr)
-        return 2
-    return _print_report("train-quality", report)
+    return _run_training("train-quality", train_quality, QualityTrainConfig, args, args.positive, args.negative)
 
 
-def _print_report(prog: str, report) -> int:
-    """The training report as JSON; exit 1 (done, input dropped: stepcrawl.errors) when
+def run_train_math(args) -> int:
+    from stepcrawl.quality.math import MathTrainConfig, train_math
+
+    return _run_training("train-math", train_math, MathTrainConfig, args, args.math, args.other)
+
+
+def _run_training(prog: str, train, config_cls, args, first, second) -> int:
+    """Train a two-class fastText model from the CLI's options (_add_training_options); print the
+    report as JSON; exit 2 on refused input, 1 (done, input dropped: stepcrawl.errors) when
     malformed records were skipped, each listed on stderr as FILE:LINE."""
     from stepcrawl.errors import EXIT_DROPPED_INPUT, EXIT_OK
 
+    cfg = config_cls(epoch=args.epoch, word_ngrams=args.word_ngrams, dim=args.dim, bucket=args.bucket, seed=args.seed)
+    try:
+        report = train(first, second, args.out, cfg)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 2
     print(json.dumps(asdict(report), indent=2))
     for err in report.errors:
         print(f"{prog}: skipped malformed record: {err}", file=sys.stderr)
     if report.n_malformed > len(report.errors):
         print(f"{prog}: … and {report.n_malformed - len(report.errors)} more", file=sys.stderr)
     return EXIT_DROPPED_INPUT if report.n_malformed else EXIT_OK
-
-
-def run_train_math(args) -> int:
-    from stepcrawl.quality.math import MathTrainConfig, train_math
-
-    cfg = MathTrainConfig(epoch=args.epoch, word_ngrams=args.word_ngrams, dim=args.dim, bucket=args.bucket, seed=args.seed)
-    try:
-        report = train_math(args.math, args.other, args.out, cfg)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"train-math: {exc}", file=sys.stderr)
-        return 2
-    return _print_report("train-math", report)
 
 
 def run_train_langid(args) -> int:

@@ -448,35 +448,14 @@ def _c4(text, _words, _lines_nl, tok, c, _cache) -> str | None:
 
 def _values(text, words, lines, cache) -> dict[str, float]:
     """Same keys and numbers as :func:`stepcrawl.quality.signals.signal_values`."""
-    from datatrove.pipeline.filters.gopher_repetition_filter import find_duplicates
-
-    from stepcrawl.quality.signals import STOP_WORDS, TERMINAL
+    from stepcrawl.quality.signals import word_and_line_values
 
     n_chars = max(1, len(text))
-    n_words = max(1, len(words))
     props = _props(words, cache)
     content = cache.get("non_symbol")
     if content is None:
         content = [w for w, p in zip(words, props) if p[0]]
-    n_lines = max(1, len(lines))
-    paragraphs = [p for p in text.strip().split("\n\n") if p.strip()]
-    dup_lines, dup_line_chars = find_duplicates(lines)
-    out = {
-        "n_words": float(len(content)),
-        "mean_word_len": (sum(map(len, content)) / len(content)) if content else 0.0,
-        "hash_word_ratio": text.count("#") / n_words,
-        "ellipsis_word_ratio": (text.count("...") + text.count("…")) / n_words,
-        "bullet_lines_ratio": sum(ln.lstrip().startswith(("•", "-")) for ln in lines) / n_lines,
-        "ellipsis_lines_ratio": sum(ln.rstrip().endswith(("...", "…")) for ln in lines) / n_lines,
-        "alpha_words_ratio": sum(p[1] for p in props) / n_words,
-        "stop_words": float(len(set(STOP_WORDS) & set(w.lower() for w in words))),
-        "dup_line_frac": dup_lines / n_lines,
-        "dup_line_char_frac": dup_line_chars / n_chars,
-        "dup_para_frac": (find_duplicates(paragraphs)[0] / len(paragraphs)) if paragraphs else 0.0,
-        "line_punct_ratio": sum(ln.rstrip().endswith(TERMINAL) for ln in lines) / n_lines,
-        "short_line_ratio": sum(len(ln) <= 30 for ln in lines) / n_lines,
-        "list_ratio": text.count("\n") / n_words,
-    }
+    out = word_and_line_values(text, words, content, sum(p[1] for p in props), lines)
     for n in (2, 3, 4):
         top = _top_dup(words, n, cache)
         out[f"top_{n}gram_char_frac"] = (top / n_chars) if top is not None else 0.0

@@ -235,32 +235,26 @@ def filter_verdicts(text: str, filters: dict[str, Any]) -> tuple[dict[str, float
     return verdicts, reasons
 
 
-def signal_values(text: str, language: str = "en") -> dict[str, float]:
-    """The numbers Gopher/FineWeb rules compare, via datatrove's helpers (one word split)."""
-    from datatrove.pipeline.filters.gopher_repetition_filter import (
-        find_all_duplicate,
-        find_duplicates,
-        find_top_duplicate,
-        get_n_grams,
-    )
-    from datatrove.utils.text import PUNCTUATION_SET, split_into_words
+def word_and_line_values(text: str, words: list[str], content_words: list[str], n_alpha_words: int,
+                         lines: list[str]) -> dict[str, float]:
+    """The Gopher/FineWeb/C4 numbers that need only the word split and the non-empty lines
+    (unrounded): shared by :func:`signal_values` and the fast path
+    (``stepcrawl.quality.fast_signals``), which gets the same words by its own tokenizer."""
+    from datatrove.pipeline.filters.gopher_repetition_filter import find_duplicates
 
     n_chars = max(1, len(text))
-    words = split_into_words(text, word_tokenizer(language))
     n_words = max(1, len(words))
-    content_words = [w for w in words if any(ch not in PUNCTUATION_SET for ch in w)]
-    lines = [ln for ln in text.split("\n") if ln.strip()]
     n_lines = max(1, len(lines))
     paragraphs = [p for p in text.strip().split("\n\n") if p.strip()]
     dup_lines, dup_line_chars = find_duplicates(lines)
-    out = {
+    return {
         "n_words": float(len(content_words)),
         "mean_word_len": (sum(map(len, content_words)) / len(content_words)) if content_words else 0.0,
         "hash_word_ratio": text.count("#") / n_words,
         "ellipsis_word_ratio": (text.count("...") + text.count("…")) / n_words,
         "bullet_lines_ratio": sum(ln.lstrip().startswith(("•", "-")) for ln in lines) / n_lines,
         "ellipsis_lines_ratio": sum(ln.rstrip().endswith(("...", "…")) for ln in lines) / n_lines,
-        "alpha_words_ratio": sum(any(c.isalpha() for c in w) for w in words) / n_words,
+        "alpha_words_ratio": n_alpha_words / n_words,
         "stop_words": float(len(set(STOP_WORDS) & set(w.lower() for w in words))),
         "dup_line_frac": dup_lines / n_lines,
         "dup_line_char_frac": dup_line_chars / n_chars,
@@ -269,6 +263,19 @@ def signal_values(text: str, language: str = "en") -> dict[str, float]:
         "short_line_ratio": sum(len(ln) <= 30 for ln in lines) / n_lines,
         "list_ratio": text.count("\n") / n_words,
     }
+
+
+def signal_values(text: str, language: str = "en") -> dict[str, float]:
+    """The numbers Gopher/FineWeb rules compare, via datatrove's helpers (one word split)."""
+    from datatrove.pipeline.filters.gopher_repetition_filter import find_all_duplicate, find_top_duplicate, get_n_grams
+    from datatrove.utils.text import PUNCTUATION_SET, split_into_words
+
+    n_chars = max(1, len(text))
+    words = split_into_words(text, word_tokenizer(language))
+    content_words = [w for w in words if any(ch not in PUNCTUATION_SET for ch in w)]
+    lines = [ln for ln in text.split("\n") if ln.strip()]
+    n_alpha = sum(any(c.isalpha() for c in w) for w in words)
+    out = word_and_line_values(text, words, content_words, n_alpha, lines)
     for n in (2, 3, 4):
         grams = get_n_grams(words, n)
         out[f"top_{n}gram_char_frac"] = (find_top_duplicate(grams) / n_chars) if grams else 0.0
