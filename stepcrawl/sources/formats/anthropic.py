@@ -17,7 +17,7 @@ from typing import Any
 
 from stepcrawl.sources.formats.model import (
     Call, Conversation, FormatError, FormatOptions, Message, Part, Text, Think, TraceFormat, decode_arguments,
-    decode_tools, need_list, need_str, normalise_assistant_text, result_text, type_name,
+    decode_tools, need_dict, need_list, need_str, normalise_assistant_text, result_text, type_name,
 )
 from stepcrawl.sources.formats.openai import origin_of, record_id
 
@@ -46,8 +46,7 @@ def _text_of_result(content: Any, where: str) -> str:
         return content or ""
     out = []
     for k, b in enumerate(need_list(content, f"{where}.content")):
-        if not isinstance(b, dict):
-            raise FormatError("wrong_type", f"{where} content[{k}] must be an object, got {type_name(b)}")
+        b = need_dict(b, f"{where} content[{k}]")
         if b.get("type") != "text":
             raise FormatError("unknown_part", f"{where}: tool_result block of type {b.get('type')!r} is not text")
         out.append(need_str(b.get("text"), f"{where} content[{k}].text"))
@@ -63,18 +62,14 @@ def parse(rec: dict, opts: FormatOptions) -> list[Conversation]:
             out.append(Message("system", [Text(text)]))
     for i, msg in enumerate(rec["messages"]):
         where = f"message {i}"
-        if not isinstance(msg, dict):
-            raise FormatError("wrong_type", f"{where}: a message must be an object, got {type_name(msg)}")
-        role = msg.get("role")
-        if not isinstance(role, str):
-            raise FormatError("wrong_type", f"{where}: role must be a string, got {type_name(role)}")
+        msg = need_dict(msg, f"{where}: a message")
+        role = need_str(msg.get("role"), f"{where}: role", optional=False)
         if role not in ("user", "assistant"):
             raise FormatError("unknown_role", f"{where}: unknown role {role!r} (the Messages API has user and assistant)")
         parts: list[Part] = []
         for j, b in enumerate(_blocks(msg.get("content"), where)):
             bw = f"{where} content[{j}]"
-            if not isinstance(b, dict):
-                raise FormatError("wrong_type", f"{bw}: a block must be an object, got {type_name(b)}")
+            b = need_dict(b, f"{bw}: a block")
             kind = b.get("type")
             if kind == "text":
                 text = need_str(b.get("text"), f"{bw}.text", optional=False)

@@ -18,7 +18,7 @@ from typing import Any
 
 from stepcrawl.sources.formats.model import (
     Conversation, FormatError, FormatOptions, Message, Part, Text, Think, TraceFormat, call_from_object,
-    decode_tools, need_list, need_str, normalise_assistant_text, result_text, type_name,
+    decode_tools, need_dict, need_list, need_str, normalise_assistant_text, result_text,
 )
 from stepcrawl.sources.formats.openai import origin_of, record_id
 
@@ -49,11 +49,8 @@ def parse(rec: Any, opts: FormatOptions) -> list[Conversation]:
     out: list[Message] = []
     for i, msg in enumerate(msgs):
         where = f"message {i}"
-        if not isinstance(msg, dict):
-            raise FormatError("wrong_type", f"{where}: a message must be an object, got {type_name(msg)}")
-        role = msg.get("role")
-        if not isinstance(role, str):
-            raise FormatError("wrong_type", f"{where}: role must be a string, got {type_name(role)}")
+        msg = need_dict(msg, f"{where}: a message")
+        role = need_str(msg.get("role"), f"{where}: role", optional=False)
         if role not in ROLES:
             raise FormatError("unknown_role", f"{where}: unknown role {role!r}")
         content = msg.get("content")
@@ -62,8 +59,7 @@ def parse(rec: Any, opts: FormatOptions) -> list[Conversation]:
         parts: list[Part] = []
         for j, part in enumerate(need_list(content, f"{where}.content")):
             pw = f"{where} content[{j}]"
-            if not isinstance(part, dict):
-                raise FormatError("wrong_type", f"{pw}: a part must be an object, got {type_name(part)}")
+            part = need_dict(part, f"{pw}: a part")
             kind = part.get("type")
             value = need_str(part.get("value"), f"{pw}.value", optional=False)
             if kind == "text":

@@ -57,11 +57,8 @@ def content_text(content: Any, where: str) -> str:
 def parse_message(msg: Any, where: str, role_aliases: dict[str, str] = ROLE_ALIASES) -> list[Message]:
     """One OpenAI-shaped message → normalised message(s) (a Hermes user/tool message holding
     several ``<tool_response>`` blocks becomes several results)."""
-    if not isinstance(msg, dict):
-        raise FormatError("wrong_type", f"{where}: a message must be an object, got {type_name(msg)}")
-    role = msg.get("role")
-    if not isinstance(role, str):
-        raise FormatError("wrong_type", f"{where}: role must be a string, got {type_name(role)}")
+    msg = need_dict(msg, f"{where}: a message")
+    role = need_str(msg.get("role"), f"{where}: role", optional=False)
     role = role_aliases.get(role, role)
     if role not in ("system", "user", "assistant", "tool"):
         raise FormatError("unknown_role", f"{where}: unknown role {role!r}")

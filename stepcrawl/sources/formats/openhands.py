@@ -28,7 +28,7 @@ from typing import Any
 
 from stepcrawl.sources.formats.model import (
     Call, Conversation, FormatError, FormatOptions, Message, Text, TraceFormat, call_from_object, decode_arguments,
-    decode_tools, first_dict, need_dict, need_list, need_str, normalise_assistant_text, result_text, type_name,
+    decode_tools, first_dict, need_dict, need_list, need_str, normalise_assistant_text, result_text,
 )
 from stepcrawl.sources.formats.openai import origin_of, record_id
 
@@ -68,12 +68,9 @@ def parse(rec: Any, opts: FormatOptions) -> list[Conversation]:
     turn_key: Any = None  # model response id of the assistant turn being built
     for i, ev in enumerate(events):
         where = f"event {i}"
-        if not isinstance(ev, dict):
-            raise FormatError("wrong_type", f"{where}: an event must be an object, got {type_name(ev)}")
+        ev = need_dict(ev, f"{where}: an event")
         if "action" in ev:
-            kind = ev["action"]
-            if not isinstance(kind, str):
-                raise FormatError("wrong_type", f"{where}: action must be a string, got {type_name(kind)}")
+            kind = need_str(ev["action"], f"{where}: action", optional=False)
             if kind in SKIP_ACTIONS:
                 continue
             args = ev.get("args") if ev.get("args") is not None else {}
@@ -114,9 +111,7 @@ def parse(rec: Any, opts: FormatOptions) -> list[Conversation]:
                 messages.append(Message("assistant", [*parts, call]))
             turn_key = key
         elif "observation" in ev:
-            kind = ev["observation"]
-            if not isinstance(kind, str):
-                raise FormatError("wrong_type", f"{where}: observation must be a string, got {type_name(kind)}")
+            kind = need_str(ev["observation"], f"{where}: observation", optional=False)
             if kind in SKIP_OBSERVATIONS:
                 continue
             raw = ev.get("content")

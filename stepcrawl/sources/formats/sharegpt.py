@@ -20,7 +20,7 @@ from typing import Any
 
 from stepcrawl.sources.formats.model import (
     Conversation, FormatError, FormatOptions, Message, Text, TraceFormat, call_from_object,
-    decode_tools, first_dict, need_list, need_str, normalise_assistant_text, result_text, tool_responses, type_name,
+    decode_tools, first_dict, need_dict, need_list, need_str, normalise_assistant_text, result_text, tool_responses,
 )
 from stepcrawl.sources.formats.openai import origin_of, record_id
 
@@ -62,11 +62,8 @@ def parse(rec: Any, opts: FormatOptions) -> list[Conversation]:
             messages.append(Message("system", [Text(system)]))
     for i, turn in enumerate(turns):
         where = f"turn {i}"
-        if not isinstance(turn, dict):
-            raise FormatError("wrong_type", f"{where}: a turn must be an object, got {type_name(turn)}")
-        tag = turn.get("from")
-        if not isinstance(tag, str):
-            raise FormatError("wrong_type", f"{where}: 'from' must be a string, got {type_name(tag)}")
+        turn = need_dict(turn, f"{where}: a turn")
+        tag = need_str(turn.get("from"), f"{where}: 'from'", optional=False)
         role = ROLES.get(tag)
         if role is None:
             raise FormatError("unknown_role", f"{where}: unknown role {tag!r}")

@@ -28,7 +28,7 @@ from typing import Any
 
 from stepcrawl.sources.formats.model import (
     Conversation, FormatError, FormatOptions, Message, Part, Text, Think, TraceFormat, first_dict,
-    need_list, need_str, result_text, type_name,
+    need_dict, need_list, need_str, result_text,
 )
 from stepcrawl.sources.formats.openai import content_text, origin_of, parse_message, record_id
 
@@ -55,8 +55,7 @@ def detect_swe_agent(rec: Any) -> bool:
 
 
 def _history_message(item: Any, where: str, after_action: bool) -> list[Message]:
-    if not isinstance(item, dict):
-        raise FormatError("wrong_type", f"{where}: a history item must be an object, got {type_name(item)}")
+    item = need_dict(item, f"{where}: a history item")
     role, mtype = item.get("role"), item.get("message_type")
     if role == "user" and mtype == "observation" and after_action and not item.get("is_demo"):
         raw = item.get("content")
@@ -92,8 +91,7 @@ def parse_swe_agent(rec: dict, opts: FormatOptions) -> list[Conversation]:
     else:
         for i, step in enumerate(need_list(rec.get("trajectory"), "trajectory", optional=False)):
             where = f"trajectory {i}"
-            if not isinstance(step, dict):
-                raise FormatError("wrong_type", f"{where}: a step must be an object, got {type_name(step)}")
+            step = need_dict(step, f"{where}: a step")
             response = need_str(step.get("response"), f"{where}.response")
             if not response.strip():
                 thought = need_str(step.get("thought"), f"{where}.thought")
