@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from stepcrawl.document import Document
 from stepcrawl.io import ShardWriter, atomic_path, read_documents
-from stepcrawl.manifest import MANIFEST_NAME, Accounting, StageManifest, config_hash, manifest_hash
+from stepcrawl.manifest import Accounting, StageManifest, clear_stage, config_hash, manifest_hash
 
 log = logging.getLogger(__name__)
 MODEL_NAME = "_cluster_model.npz"
@@ -200,9 +200,7 @@ def run_cluster(
 
     model = ClusterModel.fit(all_batches(), cfg)
     out.mkdir(parents=True, exist_ok=True)
-    for stale in out.glob("part-*.parquet"):
-        stale.unlink()
-    (out / MANIFEST_NAME).unlink(missing_ok=True)  # a run that dies now must not look finished
+    clear_stage(out)
     model.save(out / MODEL_NAME)
     acc = Accounting()
     sizes: Counter = Counter()

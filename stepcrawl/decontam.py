@@ -27,7 +27,7 @@ from tqdm import tqdm
 from stepcrawl.dedup.normalize import GramSpans, ngram_hashes
 from stepcrawl.document import Document
 from stepcrawl.io import BadRecord, ShardWriter, atomic_path, iter_jsonl, read_documents
-from stepcrawl.manifest import MANIFEST_NAME, Accounting, StageManifest, config_hash, file_hash, manifest_hash
+from stepcrawl.manifest import Accounting, StageManifest, clear_stage, config_hash, file_hash, manifest_hash
 from stepcrawl.steps import DocumentStep, Drop, StepResult, run_steps
 
 log = logging.getLogger(__name__)
@@ -285,9 +285,7 @@ def run_decontam(
         log.info("decontam: %s is up to date; skipping", out)
         return old
     out.mkdir(parents=True, exist_ok=True)
-    for stale in list(out.glob("part-*.parquet")) + list(out.glob("rejected/part-*.parquet")):
-        stale.unlink()
-    (out / MANIFEST_NAME).unlink(missing_ok=True)  # a run that dies now must not look finished
+    clear_stage(out)
     step.ensure_setup()  # up front: the manifest lists the indexes even for empty input
     acc = Accounting()
     rejected = ShardWriter(out / "rejected", "part", shard_docs, rejected=True) if keep_rejected else None

@@ -198,6 +198,19 @@ class StageManifest:
         )
 
 
+def clear_stage(folder: str | os.PathLike, extra: Iterable[str] = ()) -> None:
+    """Remove a stage's outputs before it rewrites them: the manifest first (a run that dies
+    from here on must not look finished), then ``part-*.parquet``, ``rejected/part-*.parquet``
+    and the stage's own ``extra`` files (glob patterns relative to ``folder``)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return
+    (folder / MANIFEST_NAME).unlink(missing_ok=True)
+    for pattern in ("part-*.parquet", "rejected/part-*.parquet", *extra):
+        for f in folder.glob(pattern):
+            f.unlink()
+
+
 def manifest_hash(folder: str | os.PathLike) -> str | None:
     """Hash of a folder's manifest (the next stage records it as its input), or None."""
     path = Path(folder) / MANIFEST_NAME

@@ -30,7 +30,7 @@ from stepcrawl.dedup.unionfind import UnionFind
 from stepcrawl.dedup.verify import adjacency, greedy_cover, verified_bucket_pairs
 from stepcrawl.document import Document
 from stepcrawl.io import ShardWriter, batched, read_documents, write_parquet
-from stepcrawl.manifest import MANIFEST_NAME, Accounting, StageManifest, config_hash, manifest_hash
+from stepcrawl.manifest import Accounting, StageManifest, clear_stage, config_hash, manifest_hash
 
 log = logging.getLogger(__name__)
 
@@ -202,12 +202,6 @@ def plan_dedup(docs: Iterable[Document], cfg: DedupConfig, progress: bool = True
     return DedupPlan(n=n, ids=ids, drop=drop, cluster=cluster, extra=extra, near_clusters=near_clusters)
 
 
-def _clear_outputs(out_dir: Path) -> None:
-    for pattern in ("part-*.parquet", "rejected/part-*.parquet", NEAR_REPORT, MANIFEST_NAME):
-        for f in out_dir.glob(pattern):
-            f.unlink()
-
-
 def run_dedup(
     docs_or_path,
     out_dir: str | os.PathLike,
@@ -234,7 +228,7 @@ def run_dedup(
         log.info("dedup: %s is up to date (same config and input); skipping", out)
         return old
     out.mkdir(parents=True, exist_ok=True)
-    _clear_outputs(out)
+    clear_stage(out, extra=(NEAR_REPORT,))
 
     plan = plan_dedup(open_input(), cfg, progress=progress)
     bad = list(errors)  # pass 1's list (pass 2 meets the same records again and appends them twice)

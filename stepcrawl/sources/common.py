@@ -12,7 +12,6 @@ import dataclasses
 import json
 import logging
 import re
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +21,7 @@ from tqdm import tqdm
 
 from stepcrawl.document import Document, Span, text_id
 from stepcrawl.io import BadRecord, ShardWriter
-from stepcrawl.manifest import MANIFEST_NAME, Accounting, StageManifest, config_hash, file_hash
+from stepcrawl.manifest import Accounting, StageManifest, clear_stage, config_hash, file_hash
 from stepcrawl.steps import Drop
 
 log = logging.getLogger(__name__)
@@ -521,7 +520,7 @@ def write_stage(
     if not force and (prev := StageManifest.reusable(out, chash, input_id)):
         log.info("%s: %s is up to date (same config and input); skipping", stage, out)
         return StageResult(prev, [], skipped=True)
-    _clear_stage(out)
+    clear_stage(out)
     started = time.time()
     acc = Accounting()
     errors: list[str] = []
@@ -562,16 +561,6 @@ def write_stage(
     )
     manifest.write(out)
     return StageResult(manifest, errors)
-
-
-def _clear_stage(out: Path) -> None:
-    if not out.exists():
-        return
-    for f in out.glob("part-*.parquet"):
-        f.unlink()
-    if (out / "rejected").is_dir():
-        shutil.rmtree(out / "rejected")
-    (out / MANIFEST_NAME).unlink(missing_ok=True)
 
 
 # --------------------------------------------------------------------------- pseudonymisation
