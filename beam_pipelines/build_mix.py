@@ -170,27 +170,15 @@ class WriteMixManifest(beam.DoFn):
         self.job = job
 
     def process(self, element) -> Iterator[str]:
-        from curricula.mixer import pad_id  # the local mixer's rule, so both manifests agree
+        from curricula.mixer import mix_manifest  # the local builder, so both manifests agree
 
         built = [m for m in element[1] if m is not None]
         j = self.job
         by_name = {m["phase"]: m for m in built}
         for name in j["reuse"]:
             by_name[name] = bio.read_json(FileSystems.join(j["out_dir"].rstrip("/"), name, "manifest.json"))
-        phase_manifests = [by_name[n] for n in j["order"]]
-        mix = {
-            "curriculum": j["cur_name"],
-            "stage": j["stage"],
-            "seed": j["seed"],
-            "scale": j["scale"],
-            "tokens_dir": j["tokens_abs"],
-            "tokenizer": j["tok_info"],
-            "pad_id": pad_id(j["tok_info"]),
-            "phases": [
-                {"name": m["phase"], "path": m["phase"], "seq_len": m["seq_len"], "n_sequences": m["n_sequences"], "tokens": m["tokens"]}
-                for m in phase_manifests
-            ],
-        }
+        mix = mix_manifest(j["cur_name"], j["stage"], j["seed"], j["scale"], j["tokens_abs"], j["tok_info"],
+                           [by_name[n] for n in j["order"]])
         path = FileSystems.join(j["out_dir"].rstrip("/"), "manifest.json")
         bio.write_json(path, mix)
         yield path

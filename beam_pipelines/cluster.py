@@ -25,9 +25,6 @@ is an annotation, it drops nothing). The fitted model is written to
 from __future__ import annotations
 
 import hashlib
-import io
-import json
-from dataclasses import asdict
 from typing import Any, Iterator
 
 import apache_beam as beam
@@ -63,15 +60,6 @@ def _epochs(batches: list[list[str]], epochs: int) -> Iterator[list[str]]:
         yield from batches
 
 
-def model_bytes(model) -> bytes:
-    """``ClusterModel.save``'s ``.npz`` content, built in memory (written through FileSystems)."""
-    import numpy as np
-
-    buf = io.BytesIO()
-    np.savez(buf, centers=model.centers, config=json.dumps(asdict(model.cfg)))
-    return buf.getvalue()
-
-
 class AssignClusters(beam.DoFn):
     """A batch of Documents → the same documents with ``cluster`` set (model: side input)."""
 
@@ -93,7 +81,7 @@ class _SaveModel(beam.DoFn):
         self.path = path
 
     def process(self, model) -> Iterator[Any]:
-        bio.write_bytes(self.path, model_bytes(model))
+        bio.write_bytes(self.path, model.to_bytes())
         yield model  # passed on, so saving is upstream of assignment on every runner
 
 

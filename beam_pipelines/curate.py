@@ -64,15 +64,15 @@ class FilterFactory:
 
 @dataclass(frozen=True)
 class DecontamFactory:
-    """Builds the ``DecontamStep`` exactly as ``stepcrawl.curate.run_decontam_stage`` does."""
+    """Builds the ``DecontamStep`` with ``stepcrawl.curate.decontam_step``, as the local stage does,
+    from the config with its eval sets localised on the worker."""
 
     cfg: Any
 
     def __call__(self):
-        from stepcrawl.decontam import DecontamStep
+        from stepcrawl.curate import decontam_step
 
-        cfg = localize_config(self.cfg)
-        return [("decontam", [DecontamStep(eval_sets=list(cfg.decontam_sets), n=cfg.decontam_n, mode=cfg.decontam_mode)])]
+        return [("decontam", [decontam_step(localize_config(self.cfg))])]
 
 
 def localize_config(cfg):

@@ -226,7 +226,7 @@ class ExtractDoFn(beam.DoFn):
         self._in = Metrics.counter(NAMESPACE, "docs_in")
 
     def process(self, raw: Any) -> Iterator[Any]:
-        from stepcrawl.curate import _stub_for
+        from stepcrawl.curate import rejected_stub
         from stepcrawl.extract import extract_record
 
         if self._c is None:
@@ -238,7 +238,7 @@ class ExtractDoFn(beam.DoFn):
         if isinstance(result, Drop):
             self._c.drop(result.reason)
             yield beam.pvalue.TaggedOutput(EVENTS, event("extract", result.reason, n_in, 0))
-            yield beam.pvalue.TaggedOutput(DROPPED, (result.reason, result.doc or _stub_for(raw)))
+            yield beam.pvalue.TaggedOutput(DROPPED, (result.reason, result.doc or rejected_stub(raw)))
         else:
             self._c.stage_out.inc()
             yield beam.pvalue.TaggedOutput(EVENTS, event("extract", None, n_in, result.n_chars))

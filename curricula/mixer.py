@@ -727,12 +727,21 @@ def build_mix(
         phase_manifests.append(
             build_phase(cur, stage, p, readers, out, scale, seed, counter, configs[p.name], progress)
         )
-    mix = {
-        "curriculum": cur.name,
+    mix = mix_manifest(cur.name, stage, seed, str(scale), str(Path(tokens_dir).resolve()), tok_info, phase_manifests)
+    write_json(out / "manifest.json", mix)
+    return mix
+
+
+def mix_manifest(curriculum: str, stage: str, seed: int, scale: str, tokens_dir: str, tok_info: dict,
+                 phase_manifests: list[dict]) -> dict:
+    """The stage's ``manifest.json`` (what the trainer reads first) from its phases' manifests,
+    in curriculum order — one builder for the local and the Beam build-mix."""
+    return {
+        "curriculum": curriculum,
         "stage": stage,
         "seed": seed,
-        "scale": str(scale),
-        "tokens_dir": str(Path(tokens_dir).resolve()),
+        "scale": scale,
+        "tokens_dir": tokens_dir,
         "tokenizer": tok_info,
         "pad_id": pad_id(tok_info),
         "phases": [
@@ -741,8 +750,6 @@ def build_mix(
             for m in phase_manifests
         ],
     }
-    write_json(out / "manifest.json", mix)
-    return mix
 
 
 __all__ = ["LINEAGE_SCHEMA", "Packer", "build_mix", "build_phase", "check_token_ids", "interleave", "verify_source_files"]

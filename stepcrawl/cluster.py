@@ -10,6 +10,7 @@ learns the centroids from streamed batches, so the corpus never has to fit in me
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -139,10 +140,16 @@ class ClusterModel:
         model._vec = vec
         return model
 
+    def to_bytes(self) -> bytes:
+        """The saved model's ``.npz`` content (what ``save`` writes; Beam writes it through
+        its FileSystems)."""
+        buf = io.BytesIO()
+        np.savez(buf, centers=self.centers, config=json.dumps(asdict(self.cfg)))
+        return buf.getvalue()
+
     def save(self, path: str | os.PathLike) -> None:
         with atomic_path(path) as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, centers=self.centers, config=json.dumps(asdict(self.cfg)))
+            Path(tmp).write_bytes(self.to_bytes())
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "ClusterModel":

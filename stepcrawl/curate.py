@@ -268,7 +268,7 @@ def _iter_unit_docs(unit: Unit, plan: StepPlan, accs: dict[str, Accounting], on_
             if isinstance(result, Drop):
                 acc.dropped(result.reason, len(raw.payload))
                 if on_drop is not None:
-                    on_drop(_stub_for(raw), result.reason)
+                    on_drop(rejected_stub(raw), result.reason)
                 continue
             acc.kept(result.n_chars)
             yield result
@@ -289,7 +289,7 @@ def _iter_unit_docs(unit: Unit, plan: StepPlan, accs: dict[str, Accounting], on_
             yield doc
 
 
-def _stub_for(raw: RawRecord) -> Document:
+def rejected_stub(raw: RawRecord) -> Document:
     """What --keep-rejected writes for a record that produced no text: its provenance."""
     # damaged spans and ARC records have no record id: their file and offset name them
     return Document(id="warc-record:" + (raw.record_id or f"{raw.warc_file}@{raw.offset}"), text="", source="web", kind="web", url=raw.url or None,
@@ -468,15 +468,21 @@ def _move_rejected(stage_out: Path, dest: Path) -> None:
         shutil.move(str(src), str(dest))
 
 
+def decontam_step(cfg: CurateConfig):
+    """The ``DecontamStep`` a curate config asks for (the local stage and Beam build it here)."""
+    from stepcrawl.decontam import DecontamStep
+
+    return DecontamStep(eval_sets=list(cfg.decontam_sets), n=cfg.decontam_n, mode=cfg.decontam_mode)
+
+
 def run_decontam_stage(in_dir: Path, out_dir: Path, cfg: CurateConfig, keep_rejected: bool, rejected_dir: Path, progress: bool) -> StageManifest | None:
     if not cfg.decontam_sets:
         return None
     try:
-        from stepcrawl.decontam import DecontamStep
+        step = decontam_step(cfg)
     except ImportError as exc:
         log.warning("decontam stage unavailable (%s): curate continues without it", exc)
         return None
-    step = DecontamStep(eval_sets=list(cfg.decontam_sets), n=cfg.decontam_n, mode=cfg.decontam_mode)
     input_hash = manifest_hash(in_dir)
     plan = StepPlan(stage="decontam", config={"eval_sets": list(cfg.decontam_sets), "n": cfg.decontam_n, "mode": cfg.decontam_mode,
                                                "input": input_hash},
