@@ -38,7 +38,7 @@ from apache_beam.io.filesystems import FileSystems
 from beam_pipelines import io as bio
 from beam_pipelines.cluster import DEFAULT_SAMPLE, Cluster, model_path_for
 from beam_pipelines.components import DEFAULT_MAX_ROUNDS
-from beam_pipelines.dedup import Dedup
+from beam_pipelines.dedup import Dedup, WriteNearReport
 from beam_pipelines.options import make_options, run_pipeline
 from beam_pipelines.transforms import DROPPED, AccountingFn, CountOut, ExtractDoFn, apply_step_groups, event, tagged_outputs
 from stepcrawl.document import TIERS
@@ -219,7 +219,7 @@ class WriteManifest(beam.DoFn):
         from stepcrawl.manifest import Accounting
 
         by_kind: dict[str, list] = {"steps": [], "stats": [], "files": [], "errors": [], "n_units": [], "rejected": [],
-                                    "math_files": [], "books_files": []}
+                                    "math_files": [], "books_files": [], "near_report": []}
         for kind, value in element[1]:
             by_kind[kind].append(value)
         # global combines without defaults: one value each, none for an empty input
@@ -265,6 +265,13 @@ class WriteManifest(beam.DoFn):
         yield path
 
 
+def near_report_path_for(output: str) -> str:
+    """Where the local executor's dedup stage leaves its per-keeper near-duplicate report."""
+    from stepcrawl.dedup.local import NEAR_REPORT
+
+    return FileSystems.join(output.rstrip("/"), "_work", "dedup", NEAR_REPORT)
+
+
 # ------------------------------------------------------------------------------ pipeline
 def build_pipeline(p: beam.Pipeline, input_path: str, output: str, cfg, *, keep_rejected: bool = False,
                    max_rounds: int = DEFAULT_MAX_ROUNDS, num_shards: int = 0, runner: str = "DirectRunner",
@@ -292,10 +299,13 @@ def build_pipeline(p: beam.Pipeline, input_path: str, output: str, cfg, *, keep_
     dropped.append(d)
     events.append(ev)
 
+    near_report = p | "NoNearReport" >> beam.Create([])
     if cfg.dedup:
         entering = docs
-        docs, d = entering | "Dedup" >> Dedup(DedupConfig(), max_rounds)
+        docs, d, near_pairs = entering | "Dedup" >> Dedup(DedupConfig(), max_rounds, with_report=True)
         dropped.append(d)
+        # the local executor's per-keeper near-duplicate report, in its place under _work/dedup/
+        near_report = near_pairs | "NearReport" >> WriteNearReport(near_report_path_for(output))
         events.append(docs | "DedupKeptEvents" >> beam.Map(lambda x: event("dedup", None, x.n_chars, x.n_chars)))
         events.append(d | "DedupDropEvents" >> beam.Map(lambda rd: event("dedup", rd[0], rd[1].n_chars, 0)))
 
@@ -343,6 +353,7 @@ def build_pipeline(p: beam.Pipeline, input_path: str, output: str, cfg, *, keep_
         # not in the manifest, but gathered so that every runner writes them before it (the
         # DaskRunner computes only what the last transform depends on)
         rejected_files | "TagRejected" >> beam.Map(lambda f: ("rejected", f)),
+        near_report | "TagNearReport" >> beam.Map(lambda f: ("near_report", f)),
     )
     return (
         parts

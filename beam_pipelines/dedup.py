@@ -57,6 +57,7 @@ from stepcrawl.document import Document
 STAGE = "dedup"
 DROPPED = "dropped"
 PARENT = "parent"
+REPORT = "report"
 KEYS = "keys"
 JUMP_ROUNDS = 2  # pointer-jumping rounds: 2 cover a forest of depth ≤ 4 (ours is ≤ 3)
 
@@ -163,10 +164,11 @@ def copy_reason(doc: Document, cfg: DedupConfig) -> str | None:
     return None
 
 
-def verified_bucket_edges(members: Iterable[tuple[str, str, bytes]], threshold: float) -> Iterator[tuple[str, str]]:
-    """One LSH bucket's ``(id, uid, signature)`` members → its verified edges ``(uid, uid)``,
-    smaller uid first (``stepcrawl.dedup.verify``; canonical order: id, then uid — the local
-    executor's id, then input position)."""
+def verified_bucket_edges(members: Iterable[tuple[str, str, bytes]], threshold: float) -> Iterator[tuple[str, str, float]]:
+    """One LSH bucket's ``(id, uid, signature)`` members → its verified edges ``(uid, uid,
+    estimated J)``, smaller uid first (``stepcrawl.dedup.verify``; canonical order: id, then
+    uid — the local executor's id, then input position). A pair found in several buckets gets
+    the same J from each (the same two signatures), so ``Distinct`` merges them."""
     import numpy as np
 
     from stepcrawl.dedup.verify import verified_bucket_pairs
@@ -175,20 +177,23 @@ def verified_bucket_edges(members: Iterable[tuple[str, str, bytes]], threshold: 
     if len(ordered) < 2:
         return
     sigs = np.stack([np.frombuffer(sig, dtype="<u4") for _, _, sig in ordered])
-    for a, b, _ in verified_bucket_pairs([uid for _, uid, _ in ordered], sigs, threshold):
-        yield (a, b) if a < b else (b, a)
+    for a, b, j in verified_bucket_pairs([uid for _, uid, _ in ordered], sigs, threshold):
+        yield (a, b, j) if a < b else (b, a, j)
 
 
-def resolve_near_component(members: Iterable[DocKeys], edges: Iterable[tuple[str, str]]) -> Iterator[tuple[DocKeys, str]]:
-    """One component of the verified graph → ``(dropped, keeper uid)`` by the greedy cover of
-    ``stepcrawl.dedup.verify``, members ranked as :func:`resolve_group` ranks them."""
+def resolve_near_component(members: Iterable[DocKeys], edges: Iterable[tuple[str, str, float]]
+                           ) -> Iterator[tuple[DocKeys, str, float]]:
+    """One component of the verified graph → ``(dropped, keeper uid, their estimated J)`` by
+    the greedy cover of ``stepcrawl.dedup.verify``, members ranked as :func:`resolve_group`
+    ranks them."""
     from stepcrawl.dedup import survivor_key
     from stepcrawl.dedup.verify import adjacency, greedy_cover
 
     by_uid = {m.uid: m for m in members}
+    jaccard = {(a, b): j for a, b, j in edges}
     ranked = sorted(by_uid, key=lambda u: (survivor_key(by_uid[u]), u))
-    for dropped, keeper in greedy_cover(ranked, adjacency(edges)).items():
-        yield by_uid[dropped], keeper
+    for dropped, keeper in greedy_cover(ranked, adjacency(jaccard)).items():
+        yield by_uid[dropped], keeper, jaccard[(min(dropped, keeper), max(dropped, keeper))]
 
 
 # ------------------------------------------------------------------------------ DoFns
@@ -280,8 +285,9 @@ def _attach_edge_root(element) -> Iterator[tuple[str, tuple[str, str]]]:
 
 
 class ResolveNear(beam.DoFn):
-    """``(root, {"keys": [DocKeys], "edges": [(uid, uid)]})`` → ``(dropped uid, "dup:near")``
-    (tag ``dropped``) and ``(dropped uid, keeper uid)`` (tag ``parent``)."""
+    """``(root, {"keys": [DocKeys], "edges": [(uid, uid, J)]})`` → ``(dropped uid, "dup:near")``
+    (tag ``dropped``), ``(dropped uid, keeper uid)`` (tag ``parent``) and ``(keeper id, J)``
+    (tag ``report``, for the per-keeper report)."""
 
     def setup(self) -> None:
         self.drops = Counters(STAGE)
@@ -289,10 +295,11 @@ class ResolveNear(beam.DoFn):
     def process(self, element) -> Iterator[Any]:
         _, row = element
         n = 0
-        for rec, keeper in resolve_near_component(row["keys"], row["edges"]):
+        for rec, keeper, j in resolve_near_component(row["keys"], row["edges"]):
             n += 1
             yield beam.pvalue.TaggedOutput(DROPPED, (rec.uid, DROP_NEAR))
             yield beam.pvalue.TaggedOutput(PARENT, (rec.uid, keeper))
+            yield beam.pvalue.TaggedOutput(REPORT, (uid_doc_id(keeper), j))
         if n:
             self.drops.drop(DROP_NEAR, n)
 
@@ -307,8 +314,9 @@ def _attach_root(element) -> Iterator[tuple[str, DocKeys]]:
 
 
 class NearDuplicates(beam.PTransform):
-    """``DocKeys`` → (drop decisions ``(id, "dup:near")``, parent edges): MinHash-LSH buckets,
-    every candidate pair verified, components of the verified graph, greedy cover."""
+    """``DocKeys`` → (drop decisions ``(id, "dup:near")``, parent edges, ``(keeper id, J)`` per
+    near drop): MinHash-LSH buckets, every candidate pair verified, components of the verified
+    graph, greedy cover."""
 
     def __init__(self, max_rounds: int = DEFAULT_MAX_ROUNDS, verify_threshold: float = DedupConfig.verify_threshold) -> None:
         super().__init__()
@@ -323,7 +331,7 @@ class NearDuplicates(beam.PTransform):
             | "VerifiedEdges" >> beam.FlatMap(_bucket_to_edges, self.verify_threshold)
             | "DistinctEdges" >> beam.Distinct()
         )
-        roots = edges | "Components" >> ConnectedComponents(self.max_rounds)
+        roots = edges | "Pairs" >> beam.Map(lambda e: (e[0], e[1])) | "Components" >> ConnectedComponents(self.max_rounds)
         members = (
             {"keys": keys | "ByUid" >> beam.Map(lambda k: (k.uid, k)), "root": roots}
             | "JoinRoots" >> beam.CoGroupByKey()
@@ -335,8 +343,8 @@ class NearDuplicates(beam.PTransform):
             | "AttachEdgeRoot" >> beam.FlatMap(_attach_edge_root)
         )
         components = {"keys": members, "edges": edges_by_root} | "GroupComponents" >> beam.CoGroupByKey()
-        res = tagged_outputs(components, "Resolve", ResolveNear(), DROPPED, PARENT, main="unused")
-        return res[DROPPED], res[PARENT]
+        res = tagged_outputs(components, "Resolve", ResolveNear(), DROPPED, PARENT, REPORT, main="unused")
+        return res[DROPPED], res[PARENT], res[REPORT]
 
 
 # ------------------------------------------------------------------------------ dup_cluster
@@ -459,15 +467,17 @@ class Dedup(beam.PTransform):
     ``stepcrawl.dedup:no_shingles`` and the components' per-round change counters.
     """
 
-    def __init__(self, cfg: DedupConfig | None = None, max_rounds: int = DEFAULT_MAX_ROUNDS) -> None:
+    def __init__(self, cfg: DedupConfig | None = None, max_rounds: int = DEFAULT_MAX_ROUNDS, with_report: bool = False) -> None:
         super().__init__()
         self.cfg = cfg or DedupConfig()
         self.max_rounds = max_rounds
+        self.with_report = with_report  # also return (keeper id, J) per near drop (NearReport)
 
     def expand(self, docs):
         cfg = self.cfg
         if not (cfg.url or cfg.exact or cfg.near):
-            return docs, docs.pipeline | "NoDrops" >> beam.Create([])
+            none = docs.pipeline | "NoDrops" >> beam.Create([])
+            return (docs, none, none) if self.with_report else (docs, none)
         batches = batch_elements(docs, "Batch", cfg.batch_docs)
         signed = tagged_outputs(batches, "Sign", SignBatch(cfg), KEYS, main="docs")
         live = signed[KEYS]
@@ -480,12 +490,59 @@ class Dedup(beam.PTransform):
             live, d, p = live | "Exact" >> GroupDuplicates("exact_key", DROP_EXACT)
             decisions.append(d)
             parents.append(p)
+        near_pairs = None
         if cfg.near:
-            d, p = live | "Near" >> NearDuplicates(self.max_rounds, cfg.verify_threshold)
+            d, p, near_pairs = live | "Near" >> NearDuplicates(self.max_rounds, cfg.verify_threshold)
             decisions.append(d)
             parents.append(p)
         labels = tuple(parents) | "AllParents" >> beam.Flatten() | "ClusterLabels" >> ClusterLabels()
         drops = tuple(decisions) | "AllDecisions" >> beam.Flatten()
         joined = {"doc": signed.docs, "drop": drops, "root": labels} | "ApplyDecisions" >> beam.CoGroupByKey()
         res = tagged_outputs(joined, "SetDupCluster", ApplyDecisions(cfg), DROPPED, main="kept")
-        return res.kept, res[DROPPED]
+        if not self.with_report:
+            return res.kept, res[DROPPED]
+        if near_pairs is None:
+            near_pairs = docs.pipeline | "NoNearPairs" >> beam.Create([])
+        return res.kept, res[DROPPED], near_pairs
+
+
+def _report_bytes(pairs: list[tuple[str, float]]) -> bytes:
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from stepcrawl.dedup.verify import keeper_rows
+
+    by_keeper: dict[str, list[float]] = {}
+    for keeper, j in pairs:
+        by_keeper.setdefault(keeper, []).append(j)
+    buf = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(keeper_rows(by_keeper)), buf, compression="zstd")
+    return buf.getvalue()
+
+
+class WriteNearReport(beam.PTransform):
+    """``(keeper id, J)`` per near drop → the local executor's ``_near_clusters.parquet`` at
+    ``path`` (one small file: a row per keeper), yielding the path; nothing for no near drop,
+    as locally. Gathered with a global combine without defaults (no side input: see
+    docs/BEAM.md on the DaskRunner)."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self.path = path
+
+    def expand(self, pairs):
+        from beam_pipelines import io as bio
+
+        path = self.path
+
+        def write(all_pairs: list) -> str:
+            bio.write_bytes(path, _report_bytes(all_pairs))
+            return path
+
+        return (
+            pairs
+            | "AllPairs" >> beam.CombineGlobally(beam.combiners.ToListCombineFn()).without_defaults()
+            | "Write" >> beam.Map(write)
+        )

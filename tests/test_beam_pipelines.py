@@ -15,6 +15,7 @@ from pathlib import Path
 
 import apache_beam as beam
 import cloudpickle
+import pyarrow.parquet as pq
 from apache_beam.options.pipeline_options import PipelineOptions
 import pytest
 
@@ -84,6 +85,11 @@ def test_beam_curate_equals_local_executor(crawl):
     assert err["file"].endswith("zz-damaged.warc.gz") and err["offset"] > 0
     assert [e["offset"] for e in local["extra"]["errors"]] == [err["offset"]]
     assert manifest["stage"] == "curate" and manifest["config_hash"] == local["config_hash"]
+    # the per-keeper near-duplicate report, where and as the local executor writes it
+    report = Path("_work") / "dedup" / "_near_clusters.parquet"
+    rows = pq.read_table(out / report).to_pylist()
+    assert rows == pq.read_table(crawl["root"] / "local" / report).to_pylist()
+    assert sum(r["n_dropped"] for r in rows) == drops["dup:near"]
 
     # Beam counters (what the Dataflow UI shows) agree with the manifest
     counters = {(c.key.metric.namespace, c.key.metric.name): c.committed for c in result.metrics().query()["counters"]}

@@ -26,7 +26,7 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.util import assert_that, equal_to
 
-from beam_pipelines.dedup import Dedup
+from beam_pipelines.dedup import Dedup, WriteNearReport
 from stepcrawl.dedup import DedupConfig, run_dedup
 from stepcrawl.dedup.verify import adjacency, greedy_cover, verified_bucket_pairs
 from stepcrawl.document import Document
@@ -109,9 +109,13 @@ def test_beam_decides_as_the_local_executor(truth_set, tmp_path):
     run_dedup(docs, tmp_path / "local", DedupConfig(), progress=False)
     local = sorted((d.id, d.dup_cluster) for d in read_documents(tmp_path / "local"))
     assert any(c is not None for _, c in local)
+    report = tmp_path / "beam" / "_near_clusters.parquet"
     with beam.Pipeline(options=PipelineOptions(["--runner", "DirectRunner"])) as p:
-        kept, _ = p | beam.Create(docs) | Dedup(DedupConfig(), max_rounds=12)
+        kept, _, near_pairs = p | beam.Create(docs) | Dedup(DedupConfig(), max_rounds=12, with_report=True)
         assert_that(kept | beam.Map(lambda d: (d.id, d.dup_cluster)), equal_to(local))
+        near_pairs | WriteNearReport(str(report))
+    # the per-keeper report: the same rows as the local executor's
+    assert pq.read_table(report).to_pylist() == pq.read_table(tmp_path / "local" / "_near_clusters.parquet").to_pylist()
 
 
 def test_greedy_cover_keeps_one_per_neighbourhood_and_never_two_neighbours():

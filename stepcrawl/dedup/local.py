@@ -27,7 +27,7 @@ from stepcrawl.dedup.minhash import MAX_HASH, MinHasher, band_ids
 from stepcrawl.dedup.normalize import exact_key, normalize_url
 from stepcrawl.dedup.survivor import survivor_key
 from stepcrawl.dedup.unionfind import UnionFind
-from stepcrawl.dedup.verify import adjacency, greedy_cover, verified_bucket_pairs
+from stepcrawl.dedup.verify import adjacency, greedy_cover, keeper_rows, verified_bucket_pairs
 from stepcrawl.document import Document
 from stepcrawl.io import ShardWriter, batched, read_documents, write_parquet
 from stepcrawl.manifest import Accounting, StageManifest, clear_stage, config_hash, manifest_hash
@@ -111,8 +111,7 @@ def _resolve_near(edges: dict[tuple[int, int], float], rank: list[tuple], drop: 
             lowest = j if lowest is None else min(lowest, j)
             per_keeper.setdefault(keeper, []).append(j)
     report["min_keeper_jaccard"] = None if lowest is None else round(lowest, 4)
-    return [{"keeper": ids[k], "n_dropped": len(js), "min_jaccard": round(min(js), 4), "mean_jaccard": round(sum(js) / len(js), 4)}
-            for k, js in sorted(per_keeper.items(), key=lambda kv: ids[kv[0]])]
+    return keeper_rows({ids[k]: js for k, js in per_keeper.items()})
 
 
 def plan_dedup(docs: Iterable[Document], cfg: DedupConfig, progress: bool = True) -> DedupPlan:

@@ -77,3 +77,14 @@ def adjacency(edges: Iterable[tuple[K, K]]) -> dict[K, set[K]]:
             adj.setdefault(a, set()).add(b)
             adj.setdefault(b, set()).add(a)
     return adj
+
+
+def keeper_rows(jaccards_by_keeper: dict[str, list[float]]) -> list[dict]:
+    """The near-duplicate report (``_near_clusters.parquet``), one row per kept document id
+    that near-duplicates were dropped against: how many, and their lowest and mean estimated
+    Jaccard with it; sorted by id. Both executors build it here (values summed in sorted
+    order, so the mean does not depend on the order a runner delivers them in)."""
+    return [{"keeper": k, "n_dropped": len(js), "min_jaccard": round(min(js), 4),
+             "mean_jaccard": round(sum(sorted(js)) / len(js), 4)}
+            for k, js in sorted(jaccards_by_keeper.items())]
+
