@@ -90,3 +90,16 @@ def test_sentence_count_matches_spacy(line):
     tok = word_tokenizer("en")
     want = len(tok.span_tokenize(line))
     assert count_sentences(line, ChunkTokenizer(tok._base.tokenizer), 10_000) == want
+
+
+@settings(max_examples=300, derandomize=True, deadline=None)
+@given(st.lists(st.sampled_from(["a", "b", "ab", "ba", "c", "abc", "x"]), min_size=0, max_size=60), st.sampled_from([2, 3, 5, 10]))
+def test_duplicate_ngram_chars_match_datatrove(words, n):
+    """Few distinct words, so repeats, overlapping repeats and concatenation collisions
+    ("ab"+"c" = "a"+"bc") are common: the fast count equals datatrove's find_all_duplicate."""
+    from datatrove.pipeline.filters.gopher_repetition_filter import find_all_duplicate
+
+    from stepcrawl.quality.fast_signals import _all_dup
+
+    assert _all_dup(words, n, {}) == find_all_duplicate(words, n)
+

@@ -348,17 +348,22 @@ def _all_dup(words, n, cache) -> int:
                 offs.append(offs[-1] + len(w))
             cache["offs"] = offs
         offs = cache["offs"]
-        n_words = len(words)
-        unique: set[str] = set()
-        repeated, idx = 0, 0
-        while idx < n_words - n + 1:
-            gram = joined[offs[idx]:offs[idx + n]]
-            if gram in unique:
-                repeated += len(gram)
-                idx += n
-            else:
-                unique.add(gram)
-                idx += 1
+        grams = [joined[offs[i]:offs[i + n]] for i in range(len(words) - n + 1)]
+        repeated = 0
+        # Most texts repeat no n-gram: one C-level set() proves it. Only a text with a repeat
+        # needs datatrove's sequential walk (a repeat skips the next n-1 positions, which
+        # then never enter ``unique``).
+        if len(set(grams)) < len(grams):
+            unique: set[str] = set()
+            add, idx, end = unique.add, 0, len(grams)
+            while idx < end:
+                gram = grams[idx]
+                if gram in unique:
+                    repeated += len(gram)
+                    idx += n
+                else:
+                    add(gram)
+                    idx += 1
         cache[key] = repeated
     return cache[key]
 
