@@ -457,6 +457,9 @@ def parallel_layout_or_fail(args, world: int, cfg, seq_lens: list[int], dry_run:
     sequence lengths: plain arithmetic, before any process group or parameter exists."""
     from model.parallel.layout import LayoutError, resolve_layout, validate_layout
     ep, pp = args.ep, args.pp
+    if not dry_run and (args.tp or 1) != 1:
+        raise TrainError(f"parallel layout: --tp {args.tp}: tensor parallelism is dry-run "
+                         f"arithmetic only (train with --dp/--ep/--pp/--cp)")
     if dry_run:  # the report's layout unless told otherwise
         ep, pp = ep or 8, pp or 8
     try:
@@ -464,9 +467,6 @@ def parallel_layout_or_fail(args, world: int, cfg, seq_lens: list[int], dry_run:
         validate_layout(lay, cfg, seq_lens)
     except LayoutError as exc:
         raise TrainError(f"parallel layout: {exc}") from None
-    if not dry_run and lay.cp > 1 and lay.pp > 1:
-        raise TrainError(f"parallel layout {lay.describe()}: context parallelism together with "
-                         f"pipeline stages is not implemented in training (only in --dry-run)")
     return lay
 
 

@@ -82,7 +82,7 @@ def _args(root: Path, out: Path, *extra: str) -> list[str]:
     ("3", ["--ep", "3"], "4 experts per MoE layer, not divisible by 3"),
     ("4", ["--dp", "2", "--ep", "2"], "= 2 ranks, but the world size is 4"),
     ("3", ["--cp", "3"], "--cp 3: does not divide the curriculum's seq_len 32"),
-    ("4", ["--pp", "2", "--cp", "2"], "together with pipeline stages is not implemented"),
+    ("2", ["--tp", "2"], "--tp 2: tensor parallelism is dry-run arithmetic only"),
 ])
 def test_train_rejects_bad_layouts_before_any_process_group(setup, tmp_path, monkeypatch, capsys,
                                                             world, flags, match):
@@ -303,6 +303,33 @@ def test_cp2_matches_one_process(setup, tmp_path):
     assert [r["step"] for r in b] == list(range(1, 13)) and b[-1]["seq_len"] == 64
     for x, y in zip(a, b):
         for k in ("loss", "mtp_loss"):
+            assert y[k] == pytest.approx(x[k], rel=2e-5, abs=1e-6), (x["step"], k, x[k], y[k])
+        assert y["grad_norm"] == pytest.approx(x["grad_norm"], rel=1e-4)
+    for x, y in zip(a[:8], b[:8]):   # trained router: the balance loss is in the loss, global f
+        assert y["aux_loss"] == pytest.approx(x["aux_loss"], rel=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_pp2_x_cp2_on_four_processes_matches_one_process_and_resumes_in_one(setup, tmp_path):
+    """--pp 2 --cp 2 (4 processes): each pipeline stage's attention is context-parallel over its
+    CP pair and the stages exchange only their CP rank's chunk ``[B, T/2, d]`` of the hidden
+    state (and of the MTP embeddings).  Same 12 steps as the other layouts (batch ramp → 4
+    micro-batches in 1F1B, phase switch to seq_len 64, RoPE θ change, bias updates, frozen
+    router), 2 sequences per micro-batch and the global balance loss (counts all-reduced over
+    each stage's DP × CP ranks, so the EP-group loss is exact too).  Its checkpoint, saved at
+    step 10, resumes in one process (pp2 × cp2 → 1)."""
+    common = ["--checkpoint-every", "0", "--micro-batch-tokens", "64"]
+    one = tmp_path / "one"
+    assert main(_args(setup, one, *common)) == 0
+    run = tmp_path / "ppcp"
+    _torchrun(4, _args(setup, run, *common, "--pp", "2", "--cp", "2", "--max-steps", "10"))
+    assert main(_args(setup, run, *common, "--resume")) == 0
+    a, b = _metrics(one), _metrics(run)
+    assert [r["step"] for r in b] == list(range(1, 13)) and b[-1]["seq_len"] == 64
+    assert [r["grad_accum"] for r in b] == [2] * 4 + [4] * 8
+    for x, y in zip(a, b):
+        for k in ("loss", "mtp_loss", "total_loss"):
             assert y[k] == pytest.approx(x[k], rel=2e-5, abs=1e-6), (x["step"], k, x[k], y[k])
         assert y["grad_norm"] == pytest.approx(x["grad_norm"], rel=1e-4)
     for x, y in zip(a[:8], b[:8]):   # trained router: the balance loss is in the loss, global f
