@@ -747,7 +747,7 @@ def _train_loop(args, cur, cfg, phases: list[RunPhase], mtp_overrides: dict[str,
             "mtp_depths": model.mtp_active_depths,
             "rope_theta_full": float(sched.rope_theta_full), "router_frozen": bool(sched.router_frozen),
             "bias_update_rate": rate,
-            **ep_load_balance(disp, pm.group("dp"), dev),
+            **ep_load_balance(disp, dense_group, dev, pm.group("pp") if pipe is not None else None),
         }
         monitor.log(rec, routing)
         if not math.isfinite(rec["loss"]):
