@@ -808,7 +808,7 @@ examples:
   # mid-training on the released weights (python -m model.hf import/export convert both ways)
   train --curriculum full.yaml --mix data/mix --stage mid --init-from Step-3.5-Flash/ --out runs/mid
   # long-context phases: 2 pipeline stages, each context-parallel over 4 GPUs
-  torchrun --nproc-per-node 8 -m model.train --curriculum full.yaml --mix data/mix --model small \
+  torchrun --nproc-per-node 8 -m model.train --curriculum full.yaml --mix data/mix --model small \\
       --out runs/small --pp 2 --cp 4 --resume
   # plan and memory for the full model on 4096 GPUs, nothing allocated
   train --curriculum full.yaml --model full --dry-run --gpus-total 4096 --ep 8 --pp 8
