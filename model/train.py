@@ -457,6 +457,9 @@ def parallel_layout_or_fail(args, world: int, cfg, seq_lens: list[int], dry_run:
     sequence lengths: plain arithmetic, before any process group or parameter exists."""
     from model.parallel.layout import LayoutError, resolve_layout, validate_layout
     ep, pp = args.ep, args.pp
+    if not dry_run and (args.tp or 1) != 1:
+        raise TrainError(f"parallel layout: --tp {args.tp}: tensor parallelism is dry-run "
+                         f"arithmetic only (train with --dp/--ep/--pp/--cp)")
     if dry_run:  # the report's layout unless told otherwise
         ep, pp = ep or 8, pp or 8
     try:
@@ -464,9 +467,6 @@ def parallel_layout_or_fail(args, world: int, cfg, seq_lens: list[int], dry_run:
         validate_layout(lay, cfg, seq_lens)
     except LayoutError as exc:
         raise TrainError(f"parallel layout: {exc}") from None
-    if not dry_run and lay.cp > 1 and lay.pp > 1:
-        raise TrainError(f"parallel layout {lay.describe()}: context parallelism together with "
-                         f"pipeline stages is not implemented in training (only in --dry-run)")
     return lay
 
 
@@ -747,7 +747,7 @@ def _train_loop(args, cur, cfg, phases: list[RunPhase], mtp_overrides: dict[str,
             "mtp_depths": model.mtp_active_depths,
             "rope_theta_full": float(sched.rope_theta_full), "router_frozen": bool(sched.router_frozen),
             "bias_update_rate": rate,
-            **ep_load_balance(disp, pm.group("dp"), dev),
+            **ep_load_balance(disp, dense_group, dev, pm.group("pp") if pipe is not None else None),
         }
         monitor.log(rec, routing)
         if not math.isfinite(rec["loss"]):
@@ -807,6 +807,9 @@ examples:
   train --curriculum full.yaml --mix data/mix --model small --set n_mtp=3 --mtp-depths mid/mid2=3
   # mid-training on the released weights (python -m model.hf import/export convert both ways)
   train --curriculum full.yaml --mix data/mix --stage mid --init-from Step-3.5-Flash/ --out runs/mid
+  # long-context phases: 2 pipeline stages, each context-parallel over 4 GPUs
+  torchrun --nproc-per-node 8 -m model.train --curriculum full.yaml --mix data/mix --model small \\
+      --out runs/small --pp 2 --cp 4 --resume
   # plan and memory for the full model on 4096 GPUs, nothing allocated
   train --curriculum full.yaml --model full --dry-run --gpus-total 4096 --ep 8 --pp 8
 

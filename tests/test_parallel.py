@@ -82,7 +82,7 @@ def _args(root: Path, out: Path, *extra: str) -> list[str]:
     ("3", ["--ep", "3"], "4 experts per MoE layer, not divisible by 3"),
     ("4", ["--dp", "2", "--ep", "2"], "= 2 ranks, but the world size is 4"),
     ("3", ["--cp", "3"], "--cp 3: does not divide the curriculum's seq_len 32"),
-    ("4", ["--pp", "2", "--cp", "2"], "together with pipeline stages is not implemented"),
+    ("2", ["--tp", "2"], "--tp 2: tensor parallelism is dry-run arithmetic only"),
 ])
 def test_train_rejects_bad_layouts_before_any_process_group(setup, tmp_path, monkeypatch, capsys,
                                                             world, flags, match):
@@ -286,20 +286,28 @@ def test_dp2_x_ep2_on_four_processes_resumes_as_dp4(setup, tmp_path):
     assert all("ep/max_over_mean" in r for r in b[:6]) and not any("ep/max_over_mean" in r for r in b[6:])
 
 
+ONE_MICRO_BATCH = ["--checkpoint-every", "0", "--micro-batch-tokens", "256"]  # whole batch per forward
+
+
+@pytest.fixture(scope="module")
+def one_micro_batch_run(setup):
+    """The 1-process reference with one micro-batch per step (shared by the CP tests)."""
+    out = setup / "one_mb"
+    assert main(_args(setup, out, *ONE_MICRO_BATCH)) == 0
+    return out
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_cp2_matches_one_process(setup, tmp_path):
+def test_cp2_matches_one_process(setup, one_micro_batch_run, tmp_path):
     """--cp 2: each rank holds half of every sequence (K/V all-gathered, masks of the chunk's
     queries against the whole sequence: causal, window, documents; positions from the whole
     sequence; MTP inputs and targets shifted across the chunk boundary).  One micro-batch per
     step on both sides and the global balance loss, so the EP-group loss is exact too; each MTP
     depth's loss is weighted by the rank's share of that depth's global targets."""
-    common = ["--checkpoint-every", "0", "--micro-batch-tokens", "256"]
-    one = tmp_path / "one"
-    assert main(_args(setup, one, *common)) == 0
     cp2 = tmp_path / "cp2"
-    _torchrun(2, _args(setup, cp2, *common, "--cp", "2"))
-    a, b = _metrics(one), _metrics(cp2)
+    _torchrun(2, _args(setup, cp2, *ONE_MICRO_BATCH, "--cp", "2"))
+    a, b = _metrics(one_micro_batch_run), _metrics(cp2)
     assert [r["step"] for r in b] == list(range(1, 13)) and b[-1]["seq_len"] == 64
     for x, y in zip(a, b):
         for k in ("loss", "mtp_loss"):
@@ -307,6 +315,55 @@ def test_cp2_matches_one_process(setup, tmp_path):
         assert y["grad_norm"] == pytest.approx(x["grad_norm"], rel=1e-4)
     for x, y in zip(a[:8], b[:8]):   # trained router: the balance loss is in the loss, global f
         assert y["aux_loss"] == pytest.approx(x["aux_loss"], rel=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_pp2_x_cp2_on_four_processes_matches_one_process_and_resumes_in_one(setup, tmp_path):
+    """--pp 2 --cp 2 (4 processes): each pipeline stage's attention is context-parallel over its
+    CP pair and the stages exchange only their CP rank's chunk ``[B, T/2, d]`` of the hidden
+    state (and of the MTP embeddings).  Same 12 steps as the other layouts (batch ramp → 4
+    micro-batches in 1F1B, phase switch to seq_len 64, RoPE θ change, bias updates, frozen
+    router), 2 sequences per micro-batch and the global balance loss (counts all-reduced over
+    each stage's DP × CP ranks, so the EP-group loss is exact too).  Its checkpoint, saved at
+    step 10, resumes in one process (pp2 × cp2 → 1)."""
+    common = ["--checkpoint-every", "0", "--micro-batch-tokens", "64"]
+    one = tmp_path / "one"
+    assert main(_args(setup, one, *common)) == 0
+    run = tmp_path / "ppcp"
+    _torchrun(4, _args(setup, run, *common, "--pp", "2", "--cp", "2", "--max-steps", "10"))
+    assert main(_args(setup, run, *common, "--resume")) == 0
+    a, b = _metrics(one), _metrics(run)
+    assert [r["step"] for r in b] == list(range(1, 13)) and b[-1]["seq_len"] == 64
+    assert [r["grad_accum"] for r in b] == [2] * 4 + [4] * 8
+    for x, y in zip(a, b):
+        for k in ("loss", "mtp_loss", "total_loss"):
+            assert y[k] == pytest.approx(x[k], rel=2e-5, abs=1e-6), (x["step"], k, x[k], y[k])
+        assert y["grad_norm"] == pytest.approx(x["grad_norm"], rel=1e-4)
+    for x, y in zip(a[:8], b[:8]):   # trained router: the balance loss is in the loss, global f
+        assert y["aux_loss"] == pytest.approx(x["aux_loss"], rel=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_pp2_dp2_ep2_cp2_on_eight_processes_matches_one_process(setup, one_micro_batch_run, tmp_path):
+    """Every dimension at once (8 processes, mesh pp2 × edp1 × ep2 × cp2): two pipeline
+    stages, each with its experts split over an EP pair that reads different sequences, each of
+    those sequences split over a CP pair.  One micro-batch per rank per step and the global
+    balance loss (counts over each stage's DP × CP ranks), so the 1-process reference with one
+    micro-batch per step is matched exactly, phase switch included."""
+    run = tmp_path / "all"
+    _torchrun(8, _args(setup, run, *ONE_MICRO_BATCH, "--pp", "2", "--dp", "2", "--ep", "2", "--cp", "2"),
+              timeout=500)
+    a, b = _metrics(one_micro_batch_run), _metrics(run)
+    assert [r["step"] for r in b] == list(range(1, 13)) and b[-1]["seq_len"] == 64
+    for x, y in zip(a, b):
+        for k in ("loss", "mtp_loss", "total_loss"):
+            assert y[k] == pytest.approx(x[k], rel=2e-5, abs=1e-6), (x["step"], k, x[k], y[k])
+        assert y["grad_norm"] == pytest.approx(x["grad_norm"], rel=1e-4)
+    for x, y in zip(a[:8], b[:8]):
+        assert y["aux_loss"] == pytest.approx(x["aux_loss"], rel=1e-5)
+    assert all(r["ep/max_over_mean"] >= 1.0 for r in b)
 
 
 def test_context_parallel_masks_match_the_reference_mask():

@@ -5,7 +5,7 @@
 * ``expert.py`` — expert parallelism: the routed experts of every MoE layer sharded over the
   ``ep`` mesh dimension, tokens dispatched and combined with ``all_to_all_single``;
 * ``pipeline.py`` — pipeline stages over the backbone blocks, ``torch.distributed.pipelining``
-  1F1B;
+  1F1B (with CP, each stage context-parallel over its own CP group);
 * ``context.py`` — context parallelism: sequences split across ``cp`` ranks (K/V all-gather for
   full attention, a ``W - 1`` halo from the previous rank for sliding-window layers);
 * ``state.py`` — checkpoint adapters so DCP sees expert shards as one global tensor (a run saved

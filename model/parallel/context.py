@@ -17,6 +17,10 @@ boundaries and positions stay exact across the split.  Sliding-window layers nee
 all-gather.  The SDPA path is used (flex's BlockMask would need the chunk offset in its mask
 function).
 
+With pipeline parallelism the same object is the stage's hook
+(``model/parallel/pipeline.py``): each stage's attention exchanges K/V over its own CP group
+and the stages pass the chunk along.
+
 Hand-written: the autograd of both exchanges (``all_gather`` forward / ``all_reduce`` + slice
 backward, because gloo has no reduce-scatter for the functional all-gather's backward; the halo
 send/recv and its reverse), a few lines each.

@@ -164,9 +164,13 @@ def clip_grad_norm(dense: list[torch.Tensor], experts: list[torch.Tensor], max_n
     return total
 
 
-def ep_load_balance(disp: ExpertParallelDispatch | None, group, device=None) -> dict[str, float]:
+def ep_load_balance(disp: ExpertParallelDispatch | None, group, device=None,
+                    pp_group=None) -> dict[str, float]:
     """Tokens (token·expert rows) computed per EP rank since the last call: max/mean over the
-    ranks of ``group`` (the whole data-parallel mesh), i.e. how balanced the EP ranks were."""
+    ranks of ``group`` (every rank of a pipeline stage: the DP × CP mesh), i.e. how balanced
+    the EP ranks were.  With pipeline stages (``pp_group``) each stage is measured on its own
+    (they run different MoE layers; a stage may have none) and the least balanced stage is
+    reported, so every rank logs the same figures."""
     if disp is None:
         return {}
     n = torch.tensor([float(disp.take_received())], dtype=torch.float64, device=device)  # NCCL: on device
@@ -175,5 +179,11 @@ def ep_load_balance(disp: ExpertParallelDispatch | None, group, device=None) -> 
     dist.all_gather(allv, n, group=group)
     v = torch.cat(allv)
     mean = float(v.mean())
-    return {"ep/tokens_per_rank_max": float(v.max()), "ep/tokens_per_rank_mean": mean,
-            "ep/max_over_mean": float(v.max()) / mean if mean else 0.0}
+    stat = torch.tensor([float(v.max()), mean, float(v.max()) / mean if mean else 0.0],
+                        dtype=torch.float64, device=device)
+    if pp_group is not None and dist.get_world_size(pp_group) > 1:
+        stages = [torch.zeros_like(stat) for _ in range(dist.get_world_size(pp_group))]
+        dist.all_gather(stages, stat, group=pp_group)
+        stat = max(stages, key=lambda s: float(s[2]))
+    mx, mean, ratio = stat.tolist()
+    return {"ep/tokens_per_rank_max": mx, "ep/tokens_per_rank_mean": mean, "ep/max_over_mean": ratio}

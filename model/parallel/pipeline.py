@@ -19,6 +19,14 @@ the LM head and the MTP heads.
   last stage it is added to the loss, on earlier stages it is attached to the stage output
   with :class:`AuxLossGrad` (identity forward; backward adds ``coef·weight`` as the loss's
   gradient — Megatron-core's ``MoEAuxLossAutoScaler`` idea), so no scalar has to cross stages.
+* **With context parallelism** (``--pp N --cp M``): the mesh's ``pp`` groups join ranks with
+  the same CP coordinate, so stage ``s`` of CP rank ``c`` talks only to stage ``s ± 1`` of CP
+  rank ``c``.  Every stage receives the whole micro-batch's labels, document ids and positions
+  (the schedule's kwargs, a few int64 ``[B, T]`` tensors), builds the CP masks from them and
+  keeps its chunk; the first stage embeds its chunk of the ids (and of the MTP-shifted ids);
+  the activations sent between stages are the chunk ``[B, T/cp, d]``; the last stage's MTP
+  targets are shifted on the whole sequence, then cut.  Loss weights use the chunk's share of
+  the global loss tokens, so the sum over DP × CP ranks and micro-batches is the 1-process loss.
 * **Shapes**: ``PipelineStage`` infers its activation shapes once; a new stage + schedule is
   built (and cached) for every (micro-batch, seq_len, micro-batches, MTP inputs) combination
   the curriculum produces (a phase switch, a partial last batch).
@@ -67,7 +75,7 @@ class PipelineStageModel(Step35Model):
         self.lm_head = full.lm_head if self.last else None
         self.mtp = full.mtp if self.last else nn.ModuleList()
         for k in ("mtp_active_depths", "ep_loss_coef", "balance_scope", "balance_group",
-                  "activation_checkpointing", "chunked_window"):
+                  "activation_checkpointing", "chunked_window", "context_parallel"):
             setattr(self, k, getattr(full, k))
         # per step, set by the trainer (see set_step)
         self.denom, self.global_tokens, self.grad_scale, self.mtp_weight, self.n_mtp_inputs = 1, 1, 1.0, 0.0, 0
@@ -103,18 +111,28 @@ class PipelineStageModel(Step35Model):
 
     # --- the stage forward -----------------------------------------------------------------
     def forward(self, *xs, labels, document_ids, position_ids):
+        # every stage gets the whole micro-batch's labels / document ids / positions (the
+        # schedule's kwargs); activations between stages are this CP rank's chunk only
+        B, T = labels.shape
+        cp = self.context_parallel
+        local = cp.local if cp is not None else (lambda x: x)
         if self.first:
             ids = xs[0]
-            h = self.embed(ids)
-            extra = [self.embed(shift_left(ids, k, 0)) for k in range(1, self.n_mtp_inputs + 1)]
+            h = self.embed(local(ids))
+            extra = [self.embed(local(shift_left(ids, k, 0))) for k in range(1, self.n_mtp_inputs + 1)]
         else:
             h, *extra = xs
-        B, T = h.shape[:2]
         device = h.device
         if position_ids is None:
             position_ids = positions_from_documents(document_ids)
         backend = resolve_backend(self.cfg.attn_backend, device)
-        masks = build_masks(backend, B, T, self.cfg.window, document_ids, device, self.chunked_window)
+        if cp is not None:   # the chunk's queries against whole-sequence masks (model/parallel/context.py)
+            backend = "sdpa" if backend == "flex" else backend
+            masks = cp.build_masks(B, T, self.cfg.window, document_ids, device)
+        else:
+            masks = build_masks(backend, B, T, self.cfg.window, document_ids, device, self.chunked_window)
+        full_labels = labels
+        labels, position_ids = local(labels), local(position_ids)
         rope = RopeCache(position_ids)
         routed = []
         for block in self.layers.values():
@@ -146,7 +164,7 @@ class PipelineStageModel(Step35Model):
                 h_prev, h_out, logits_k = self.mtp[k - 1](h_prev, extra[k - 1], rope, masks, backend)
                 if logits_k is None:  # mtp_share_lm_head
                     logits_k = self.lm_head(h_out)
-                tgt = mtp_targets(labels, k, document_ids)
+                tgt = local(mtp_targets(full_labels, k, document_ids))   # t + k may be in the next chunk
                 share = float((tgt != -100).sum()) / max(self.mtp_counts[k - 1], 1)
                 mtp = mtp + self._ce(logits_k, tgt) * (wts[k - 1] / sum(wts) * share)
             total = total + self.mtp_weight * mtp
@@ -171,7 +189,9 @@ class Pipeline:
             # explicit shapes: PipelineStage's own shape inference would run this stage's forward
             # on uninitialised inputs, which records their routing into the MoE load buffers
             B, T = mb_shape
-            act = tuple(torch.empty(B, T, m.cfg.d_model, device="meta", requires_grad=True)
+            cp = m.context_parallel
+            t_local = T // cp.cp if cp is not None else T   # stages exchange this CP rank's chunk
+            act = tuple(torch.empty(B, t_local, m.cfg.d_model, device="meta", requires_grad=True)
                         for _ in range(1 + m.n_mtp_inputs))
             inputs = (torch.empty(B, T, dtype=torch.long, device="meta"),) if m.first else act
             outputs = (torch.empty((), device="meta"),) if m.last else act
