@@ -19,11 +19,10 @@ import torch
 from model.config import ModelConfig, get_config
 from model.parallel.layout import LayoutError, ParallelLayout, resolve_layout, stage_layers, validate_layout
 from model.train import main
-from trainer_bridge.synthetic import SyntheticPhase, write_synthetic_mix
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
-from test_train import CURRICULUM, QUIET, TINY  # noqa: E402  (the same tiny curriculum/model)
+from test_train import QUIET, TINY, _args, setup  # noqa: E402,F401  (the same tiny curriculum, model, mix fixture)
 
 
 # ------------------------------------------------------------------------------------------
@@ -61,20 +60,6 @@ def test_layout_against_model_and_curriculum():
     with pytest.raises(LayoutError, match="--cp 3: does not divide the curriculum's seq_len 32"):
         validate_layout(ParallelLayout(cp=3), cfg, [32, 64])
     validate_layout(ParallelLayout(dp=8, ep=8, pp=5, cp=2), cfg, [32, 64])
-
-
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    root = tmp_path_factory.mktemp("parallel")
-    (root / "cur.yaml").write_text(CURRICULUM)
-    write_synthetic_mix(root / "mix", [SyntheticPhase("short", 32, 48), SyntheticPhase("long", 64, 16)],
-                        vocab_size=256, seed=1, stage="pre", curriculum="unit")
-    return root
-
-
-def _args(root: Path, out: Path, *extra: str) -> list[str]:
-    return ["--curriculum", str(root / "cur.yaml"), "--mix", str(root / "mix"), "--out", str(out),
-            *TINY, *QUIET, *extra]
 
 
 @pytest.mark.parametrize("world, flags, match", [
