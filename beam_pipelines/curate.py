@@ -392,6 +392,8 @@ def config_from_args(args: argparse.Namespace):
 def _curate_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:
     """Curate's own flags (the same names as ``stepcrawl curate``, Beam's underscore style);
     everything else goes to Beam."""
+    from stepcrawl.extract import ExtractConfig
+
     ap = argparse.ArgumentParser(
         prog="python -m beam_pipelines.curate",
         description="Curate WARC files into a Parquet corpus with Apache Beam (any runner).",
@@ -415,7 +417,7 @@ def _curate_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[s
     ap.add_argument("--math_threshold", "--math-threshold", type=float, default=0.5, help="math_score routing a page to OUTPUT/math/")
     ap.add_argument("--tiers", help="TierConfig YAML")
     ap.add_argument("--min_tier", "--min-tier", default="Medium", choices=TIERS)
-    ap.add_argument("--max_html_bytes", "--max-html-bytes", type=int, default=2_000_000)
+    ap.add_argument("--max_html_bytes", "--max-html-bytes", type=int, default=ExtractConfig.max_html_bytes)
     ap.add_argument("--extractor", default="trafilatura", choices=["trafilatura", "resiliparse"],
                     help="HTML main-content extractor (as stepcrawl curate --extractor)")
     ap.add_argument("--no_math", "--no-math", action="store_true", help="skip the math-preserving pre-pass")

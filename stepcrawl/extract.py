@@ -49,7 +49,7 @@ logging.getLogger("trafilatura").setLevel(logging.CRITICAL)
 EXTRACT_DROP_REASONS = (
     "extract:http-status",  # not a 2xx response
     "extract:unsupported-type",  # content type we do not extract (images, JS, zip, …)
-    "extract:too-large",  # payload above ExtractConfig.max_bytes (PDF/ePub; HTML is capped instead)
+    "extract:too-large",  # body above ExtractConfig.max_html_bytes (HTML/text) or max_bytes (PDF/ePub)
     "extract:parse-error",  # the PDF/ePub/HTML library raised on this payload
     "extract:empty",  # extraction returned no (or too little) text
     "extract:timeout",  # extraction ran past ExtractConfig.timeout_s (a pathological page)
@@ -68,9 +68,11 @@ TEXT_TYPES = ("text/plain",)
 class ExtractConfig:
     """Knobs of the extract step (all JSON-able: they go into the stage manifest)."""
 
-    # HTML larger than this is cut before parsing: trafilatura's cost grows with the DOM, and
-    # the main content of a real page is almost always in its first megabytes.
-    max_html_bytes: int = 2_000_000
+    # HTML/text pages larger than this are dropped (``extract:too-large``, a limit), not cut:
+    # a cut page would be a document with its end missing. The limit exists because one lxml
+    # parse is a single C call the per-record time limit cannot interrupt (~0.1-0.3 s for
+    # 10 MB); real pages above it are rare (generated listings, inlined data).
+    max_html_bytes: int = 10_000_000
     # PDFs/ePubs (books) larger than this are dropped (``extract:too-large``). A 1,000-page PDF
     # manual is 5–60 MB, so the limit is well above that; books also get their own time limit
     # (``book_timeout_s``): pypdf reads tens of pages/s, the web limit would drop every long
@@ -182,7 +184,7 @@ class _Watchdog:
     SIGALRM). An asynchronous exception works in any thread and in ``ProcessPoolExecutor``
     children (the watchdog restarts after a fork). Like a signal handler it fires between
     Python bytecodes, so a single long C call (one lxml parse) finishes first; trafilatura's
-    expensive passes are Python loops, and HTML is capped at ``max_html_bytes`` before parsing.
+    expensive passes are Python loops, and HTML above ``max_html_bytes`` is refused before parsing.
     Like ``KeyboardInterrupt``, it can in principle land between a Python-level lock's acquire
     and its ``try`` in library code (e.g. a ``logging`` handler that emits); the libraries on
     this path log nothing at the levels we leave enabled, and datatrove's alternative (a forked
@@ -376,7 +378,7 @@ def extract_record(raw: RawRecord, cfg: ExtractConfig = ExtractConfig()) -> Docu
     kind = _kind_of(raw.content_type, url, raw.payload)
     if kind is None:
         return Drop("extract:unsupported-type")
-    if kind in ("pdf", "epub") and raw.full_body_bytes > cfg.max_bytes:
+    if raw.full_body_bytes > (cfg.max_bytes if kind in ("pdf", "epub") else cfg.max_html_bytes):
         return Drop("extract:too-large")
     meta: dict = {"content_type": (raw.content_type or "").split(";")[0].strip().lower(), "format": kind}
     try:
@@ -411,11 +413,7 @@ def _extract_payload(raw: RawRecord, kind: str, url: str, cfg: ExtractConfig, me
         return extract_pdf(raw.payload)
     if kind == "epub":
         return extract_epub(raw.payload)
-    payload = raw.payload
-    if raw.full_body_bytes > cfg.max_html_bytes:
-        meta["truncated_bytes"] = raw.full_body_bytes
-        payload = payload[: cfg.max_html_bytes]
-    text_in, encoding = decode_html(payload, raw.content_type)
+    text_in, encoding = decode_html(raw.payload, raw.content_type)
     meta["encoding"] = encoding
     if kind == "html":
         return extract_html(text_in, url, cfg, raw.date)

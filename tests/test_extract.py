@@ -108,15 +108,17 @@ def test_drops_have_reasons():
     assert extract_record(raw(b"%PDF-1.4 garbage", "application/pdf")).reason in ("extract:parse-error", "extract:empty")
 
 
-def test_huge_page_is_capped():
-    para = "<p>" + "A long but perfectly reasonable sentence about software packaging. " * 20 + "</p>\n"
-    body = ("<html><head><title>Huge</title></head><body><article>" + para * 3000 + "</article></body></html>").encode()
-    assert len(body) > 4_000_000
-    cfg = ExtractConfig(max_html_bytes=300_000)
-    doc = extract_record(raw(body), cfg)
-    assert isinstance(doc, Document)
-    assert doc.meta["truncated_bytes"] == len(body)
-    assert 0 < len(doc.text) <= 300_000
+def test_a_page_above_the_size_limit_is_dropped_not_cut():
+    """A cut page would be a document with its end missing: above max_html_bytes the record is
+    dropped as extract:too-large (a limit: exit 0); at the limit it is extracted whole."""
+    paras = "".join(f"<p>Paragraph {i}: " + "a long but perfectly reasonable sentence about software packaging. " * 20 + "</p>\n"
+                    for i in range(300))
+    body = ("<html><head><title>Huge</title></head><body><article>" + paras + "</article></body></html>").encode()
+    assert len(body) > 400_000
+    assert extract_record(raw(body), ExtractConfig(max_html_bytes=len(body) - 1)).reason == "extract:too-large"
+    doc = extract_record(raw(body), ExtractConfig(max_html_bytes=len(body)))
+    assert isinstance(doc, Document) and doc.text.count("packaging") == 300 * 20 and "Paragraph 299:" in doc.text
+    assert extract_record(raw(b"plain " * 100, "text/plain"), ExtractConfig(max_html_bytes=100)).reason == "extract:too-large"
     assert extract_record(raw(b"%PDF-" + b"0" * 2000, "application/pdf"), ExtractConfig(max_bytes=1000)).reason == "extract:too-large"
 
 

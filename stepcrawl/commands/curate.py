@@ -25,7 +25,8 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def _extract_args(p: argparse.ArgumentParser) -> None:
     """The extraction flags ``curate`` and ``extract`` share (read back by :func:`_extract_cfg`)."""
-    p.add_argument("--max-html-bytes", type=int, default=2_000_000, help="HTML payloads are cut to this many bytes before extraction")
+    p.add_argument("--max-html-bytes", type=int, default=10_000_000,
+                   help="larger HTML/text pages are dropped as extract:too-large, never cut (default 10 MB)")
     p.add_argument("--extract-timeout", type=float, default=20.0, metavar="SECONDS",
                    help="per-record extraction time limit; slower records are dropped as extract:timeout (0: none; default 20)")
     p.add_argument("--max-decoded-bytes", type=int, default=20_000_000,
