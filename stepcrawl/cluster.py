@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from stepcrawl.document import Document
 from stepcrawl.io import ShardWriter, atomic_path, read_documents
+from stepcrawl.faults import kill_point
 from stepcrawl.manifest import MANIFEST_NAME, Accounting, StageManifest, config_hash, manifest_hash
 
 log = logging.getLogger(__name__)
@@ -204,6 +205,7 @@ def run_cluster(
         stale.unlink()
     (out / MANIFEST_NAME).unlink(missing_ok=True)  # a run that dies now must not look finished
     model.save(out / MODEL_NAME)
+    kill_point("cluster.model-saved")  # kill matrix: model saved, documents not yet assigned
     acc = Accounting()
     sizes: Counter = Counter()
     errors.clear()  # the assigning pass below reports each malformed record once more

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from stepcrawl.document import TIERS, Document
+from stepcrawl.faults import kill_point
 from stepcrawl.extract import ExtractConfig, RawRecord, extract_record
 from stepcrawl.readers.warc import DAMAGED, damage_error, iter_warc_records, split_points, warc_files
 from stepcrawl.io import ShardWriter, document_files, read_documents
@@ -147,8 +148,17 @@ class Unit:
     end: int | None = None
 
     def fingerprint(self) -> dict[str, Any]:
+        """The input's identity, recorded in the unit's manifest and compared on re-run. A WARC
+        (often GBs, never rewritten) is known by size and mtime; a Parquet/JSONL file of Documents
+        — usually a previous stage's shard, rewritten whenever that stage re-runs — by its sha256,
+        so a re-run that rewrote the same bytes still finds the unit done, and a killed-and-resumed
+        curate records the same manifests as an uninterrupted one (an mtime would differ)."""
         st = os.stat(self.path)
-        fp = {"path": self.path, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+        fp: dict[str, Any] = {"path": self.path, "size": st.st_size}
+        if self.kind == "docs":
+            fp["sha256"] = file_hash(self.path)
+        else:
+            fp["mtime_ns"] = st.st_mtime_ns
         if self.start or self.end is not None:
             fp["range"] = [self.start, self.end]
         return fp
@@ -334,6 +344,7 @@ def run_unit(unit: Unit, plan: StepPlan, out_dir: str, rejected_dir: str | None,
     times["write"] += time.perf_counter() - t
     if rej_writer is not None:
         rej_writer.close()
+    kill_point(f"{plan.stage}.unit-written")  # kill matrix: shards in place, unit not yet marked done
     # unit accounting: in = first step's in; out = written; drops = all steps' drops
     order = [k for k in ("extract", "read", *[n for n, _ in plan.step_groups]) if k in accs]
     if order:
@@ -369,7 +380,7 @@ def _unit_done(unit: Unit, plan: StepPlan, out_dir: Path) -> bool:
         return False
     fp = unit.fingerprint()
     inp = m.extra.get("input", {})
-    return m.config_hash == plan.hash and inp.get("size") == fp["size"] and inp.get("mtime_ns") == fp["mtime_ns"]
+    return m.config_hash == plan.hash and all(inp.get(k) == v for k, v in fp.items() if k != "path")
 
 
 def run_doc_stage(units: list[Unit], out_dir: str | Path, plan: StepPlan, rejected_dir: str | Path | None = None,

@@ -30,6 +30,7 @@ from stepcrawl.dedup.unionfind import UnionFind
 from stepcrawl.dedup.verify import adjacency, greedy_cover, verified_bucket_pairs
 from stepcrawl.document import Document
 from stepcrawl.io import ShardWriter, batched, read_documents, write_parquet
+from stepcrawl.faults import kill_point
 from stepcrawl.manifest import MANIFEST_NAME, Accounting, StageManifest, config_hash, manifest_hash
 
 log = logging.getLogger(__name__)
@@ -237,6 +238,7 @@ def run_dedup(
     _clear_outputs(out)
 
     plan = plan_dedup(open_input(), cfg, progress=progress)
+    kill_point("dedup.planned")  # kill matrix: duplicates decided, nothing written yet
     bad = list(errors)  # pass 1's list (pass 2 meets the same records again and appends them twice)
     acc = Accounting()
     for e in bad:  # malformed input records: counted, and listed in the manifest

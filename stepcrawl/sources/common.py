@@ -21,6 +21,7 @@ from typing import Any, Iterable, Iterator
 from tqdm import tqdm
 
 from stepcrawl.document import Document, Span, text_id
+from stepcrawl.faults import kill_point
 from stepcrawl.io import BadRecord, ShardWriter
 from stepcrawl.manifest import MANIFEST_NAME, Accounting, StageManifest, config_hash, file_hash
 from stepcrawl.steps import Drop
@@ -549,6 +550,7 @@ def write_stage(
                 rej.write(rejected_doc(item), reason)
         else:  # pragma: no cover - adapter bug
             raise TypeError(f"adapter yielded {type(item).__name__}")
+        kill_point("ingest.record")  # kill matrix: mid-stage, some shards written, no manifest
     files = writer.close()
     if rej is not None:
         rej.close()
