@@ -14,7 +14,8 @@ Points (grep ``kill_point(`` for the places): ``filter.unit-written``, ``deconta
 (a curate work unit's shards written, its manifest not yet), ``dedup.planned`` (duplicates
 decided, nothing written), ``cluster.model-saved`` (k-means fitted and saved, documents not yet
 assigned), ``ingest.record`` (after each record an ingest stage consumed), ``tokenize.shard-written``
-(a shard's files in place, its ``.done.json`` not yet), ``build-mix.phase-packed`` (a phase packed
+(a shard's files in place, its ``.done.json`` not yet), ``tokenize.document`` (after each
+document a shard encoded: its files still under temporary names), ``build-mix.phase-packed`` (a phase packed
 in its temporary folder, not yet renamed), ``train.mid-step`` (gradients computed, optimizer step
 not taken), ``train.phase-switch`` (the first step of a new phase, before its schedule is
 applied), ``checkpoint.files-written`` (every file and checksum list of a checkpoint written,

@@ -354,3 +354,24 @@ def test_train_killed_resumes_bit_for_bit(train_job, point, resumes_from):
     assert latest_checkpoint(out).name == resumes_from
     assert main([*argv, "--resume"]) == 0
     assert_same_output(ref, out, _train_special)
+
+
+# ------------------------------------------------------------------------------------- the hook
+
+
+def test_kill_point_names_and_counts():
+    from stepcrawl.faults import _parse
+
+    assert _parse(None) == (None, 0) and _parse("") == (None, 0)
+    assert _parse("tokenize.document") == ("tokenize.document", 1)
+    assert _parse("ingest.record:9") == ("ingest.record", 9)
+    assert _parse("odd:name") == ("odd:name", 1)  # a suffix that is not a count is part of the name
+
+
+def test_kill_point_fires_at_the_nth_hit_only(tmp_path):
+    code = ("from stepcrawl.faults import kill_point\n"
+            "for i in range(1, 6):\n"
+            "    kill_point('other'); kill_point('here'); print(i, flush=True)\n")
+    env = {**os.environ, "STEPCRAWL_KILL_AT": "here:3", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == -signal.SIGKILL and proc.stdout.split() == ["1", "2"]
