@@ -401,9 +401,19 @@ def run_doc_stage(units: list[Unit], out_dir: str | Path, plan: StepPlan, reject
     rej = str(rejected_dir) if rejected_dir else None
     bar = tqdm(total=len(units), initial=len(units) - len(todo), desc=plan.stage, unit="file", disable=not progress, file=sys.stderr)
     if workers > 1 and len(todo) > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            for _ in pool.map(run_unit, todo, [plan] * len(todo), [str(out_dir)] * len(todo), [rej] * len(todo)):
-                bar.update(1)
+        from concurrent.futures.process import BrokenProcessPool
+
+        from stepcrawl.errors import StepcrawlError
+
+        try:
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                for _ in pool.map(run_unit, todo, [plan] * len(todo), [str(out_dir)] * len(todo), [rej] * len(todo)):
+                    bar.update(1)
+        except BrokenProcessPool as exc:
+            # a worker killed (OOM killer, SIGKILL): a refusal (exit 2) naming what to do, not a
+            # traceback whose exit status 1 would read as "done, some input dropped"
+            raise StepcrawlError(f"a {plan.stage} worker died ({exc}); re-run the same command to resume "
+                                 f"from the finished units", str(out_dir)) from None
     else:
         for u in todo:
             run_unit(u, plan, str(out_dir), rej, progress)

@@ -87,11 +87,13 @@ def assert_same_output(ref: Path, out: Path, special=None) -> None:
     )
 
 
-def run_killed(module: str, argv: list[str], point: str) -> None:
-    """``python -m module argv`` with ``STEPCRAWL_KILL_AT=point``: it must die by SIGKILL."""
+def run_killed(module: str, argv: list[str], point: str, rc: int = -signal.SIGKILL) -> str:
+    """``python -m module argv`` with ``STEPCRAWL_KILL_AT=point``: it must die by SIGKILL (or,
+    when the point is hit in a worker process, end with ``rc``); returns its stderr."""
     env = {**os.environ, "STEPCRAWL_KILL_AT": point, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.run([sys.executable, "-m", module, *argv], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == -signal.SIGKILL, f"rc {proc.returncode}, not killed at {point}:\n{proc.stderr[-3000:]}"
+    assert proc.returncode == rc, f"rc {proc.returncode}, not {rc} (killed at {point}):\n{proc.stderr[-3000:]}"
+    return proc.stderr
 
 
 def reference(run, out: Path) -> Path:
@@ -144,6 +146,21 @@ def test_curate_killed_resumes_to_the_uninterrupted_output(curate_job, point, sh
     run_killed("stepcrawl", argv, point)
     assert (out / shows).exists() and not (out / "web" / "_manifest.json").exists()
     assert main(argv) in (0, 1)  # documented resume: the same command again
+    assert_same_output(ref, out)
+
+
+def test_curate_worker_killed_is_a_refusal_and_resumes(curate_job):
+    """--workers 2 and one worker SIGKILLed (the OOM killer's way): the parent refuses in one line
+    (exit 2; a traceback's exit 1 would read as "done, some input dropped"), and the same command
+    again ends with the single-process output."""
+    from stepcrawl.cli import main
+
+    argv, out, ref = curate_job
+    fresh(out)
+    err = run_killed("stepcrawl", [*argv, "--workers", "2"], "filter.unit-written", rc=2)
+    lines = [x for x in err.splitlines() if x.startswith("stepcrawl curate: error:")]
+    assert len(lines) == 1 and "worker died" in lines[0] and "Traceback" not in err
+    assert main([*argv, "--workers", "2"]) in (0, 1)
     assert_same_output(ref, out)
 
 
@@ -230,6 +247,19 @@ def test_tokenize_killed_resumes_to_the_uninterrupted_output(token_inputs, split
     run_killed("stepcrawl", argv, point)
     assert not list(out.rglob("manifest.json"))
     assert main(argv) == 0  # documented resume: the same command again
+    assert_same_output(ref, out)
+
+
+def test_tokenize_worker_killed_is_a_refusal_and_resumes(token_inputs):
+    from stepcrawl.cli import main
+
+    root = token_inputs
+    out = fresh(root / "tokens-workers")
+    argv = ["tokenize", str(root / "corpus"), "--tokenizer", str(root / "tok"), "--out", str(out), "--no-progress"]
+    ref = reference(lambda: main([*argv, "--workers", "1"]), out)
+    err = run_killed("stepcrawl", [*argv, "--workers", "2"], "tokenize.document:20", rc=2)
+    assert "worker died" in err and "Traceback" not in err
+    assert main([*argv, "--workers", "2"]) == 0
     assert_same_output(ref, out)
 
 
