@@ -573,6 +573,7 @@ def publish(in_dir: Path, out_dir: Path, cfg: CurateConfig, funnel: list[dict], 
             writers[cfg.source] = ShardWriter(out_dir, shard_docs=cfg.shard_docs)
         for w in writers.values():
             w.close()
+    kill_point("curate.published")  # kill matrix: corpus shards in OUT/<source>/, no manifest yet
     for f in funnel:
         for reason, n in (f.get("drops") or {}).items():
             acc.drops[reason] += n

@@ -11,7 +11,8 @@ per process: a worker process counts its own hits). The variable is read once, a
 :func:`kill_point` is one comparison of a module global.
 
 Points (grep ``kill_point(`` for the places): ``filter.unit-written``, ``decontam.unit-written``
-(a curate work unit's shards written, its manifest not yet), ``dedup.planned`` (duplicates
+(a curate work unit's shards written, its manifest not yet), ``curate.published`` (the corpus
+shards published, the curate manifest not yet), ``dedup.planned`` (duplicates
 decided, nothing written), ``cluster.model-saved`` (k-means fitted and saved, documents not yet
 assigned), ``ingest.record`` (after each record an ingest stage consumed), ``tokenize.shard-written``
 (a shard's files in place, its ``.done.json`` not yet), ``tokenize.document`` (after each
