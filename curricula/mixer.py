@@ -55,8 +55,8 @@ from curricula.planner import (
     scaled,
 )
 from curricula.schema import Curriculum, CurriculumError, Phase, SourceSpec, load_curriculum
-from stepcrawl.io import write_json
 from stepcrawl.faults import kill_point
+from stepcrawl.io import write_json
 from stepcrawl.manifest import config_hash
 from tokenizer.indexed import IndexedDataset, IndexedDatasetWriter
 from tokenizer.masks import PAD

@@ -23,8 +23,8 @@ import numpy as np
 from tqdm import tqdm
 
 from stepcrawl.document import Document
-from stepcrawl.io import ShardWriter, atomic_path, read_documents
 from stepcrawl.faults import kill_point
+from stepcrawl.io import ShardWriter, atomic_path, read_documents
 from stepcrawl.manifest import MANIFEST_NAME, Accounting, StageManifest, config_hash, manifest_hash
 
 log = logging.getLogger(__name__)

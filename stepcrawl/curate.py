@@ -38,8 +38,8 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from stepcrawl.document import TIERS, Document
-from stepcrawl.faults import kill_point
 from stepcrawl.extract import ExtractConfig, RawRecord, extract_record
+from stepcrawl.faults import kill_point
 from stepcrawl.readers.warc import DAMAGED, damage_error, iter_warc_records, split_points, warc_files
 from stepcrawl.io import ShardWriter, document_files, read_documents
 from stepcrawl.manifest import MANIFEST_NAME, Accounting, StageManifest, config_hash, file_hash, manifest_hash

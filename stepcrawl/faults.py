@@ -10,17 +10,20 @@ kill a job at a precise moment instead of polling for files on a loaded machine 
 per process: a worker process counts its own hits). The variable is read once, at import; unset,
 :func:`kill_point` is one comparison of a module global.
 
-Points (grep ``kill_point(`` for the places): ``filter.unit-written``, ``decontam.unit-written``
-(a curate work unit's shards written, its manifest not yet), ``curate.published`` (the corpus
-shards published, the curate manifest not yet), ``dedup.planned`` (duplicates
-decided, nothing written), ``cluster.model-saved`` (k-means fitted and saved, documents not yet
-assigned), ``ingest.record`` (after each record an ingest stage consumed), ``tokenize.shard-written``
-(a shard's files in place, its ``.done.json`` not yet), ``tokenize.document`` (after each
-document a shard encoded: its files still under temporary names), ``build-mix.phase-packed`` (a phase packed
-in its temporary folder, not yet renamed), ``train.mid-step`` (gradients computed, optimizer step
-not taken), ``train.phase-switch`` (the first step of a new phase, before its schedule is
-applied), ``checkpoint.files-written`` (every file and checksum list of a checkpoint written,
-before ``COMPLETE`` and the rename).
+Points (grep ``kill_point(`` for the places):
+
+* ``filter.unit-written``, ``decontam.unit-written``: a curate work unit's shards written, its
+  manifest (the done marker) not yet;
+* ``dedup.planned``: duplicates decided, nothing written; ``cluster.model-saved``: k-means fitted
+  and saved, documents not yet assigned; ``curate.published``: the corpus shards published, the
+  curate manifest not yet;
+* ``ingest.record``: after each record an ingest stage consumed;
+* ``tokenize.shard-written``: a shard's files in place, its ``.done.json`` not yet;
+  ``tokenize.document``: after each document of a shard (its files still under temporary names);
+* ``build-mix.phase-packed``: a phase complete in its temporary folder, not yet renamed;
+* ``train.mid-step``: gradients computed, optimizer step not taken; ``train.phase-switch``: the
+  first step of a later phase, before its schedule is applied; ``checkpoint.files-written``:
+  every file and checksum list of a checkpoint written, before ``COMPLETE`` and the rename.
 """
 
 from __future__ import annotations

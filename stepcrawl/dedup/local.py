@@ -29,8 +29,8 @@ from stepcrawl.dedup.survivor import survivor_key
 from stepcrawl.dedup.unionfind import UnionFind
 from stepcrawl.dedup.verify import adjacency, greedy_cover, verified_bucket_pairs
 from stepcrawl.document import Document
-from stepcrawl.io import ShardWriter, batched, read_documents, write_parquet
 from stepcrawl.faults import kill_point
+from stepcrawl.io import ShardWriter, batched, read_documents, write_parquet
 from stepcrawl.manifest import MANIFEST_NAME, Accounting, StageManifest, config_hash, manifest_hash
 
 log = logging.getLogger(__name__)
