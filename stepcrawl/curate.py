@@ -13,8 +13,8 @@ Layout of ``OUT``::
 Work units are input files (one WARC/ARC, or one Parquet/JSONL of Documents); a large per-record
 gzip WARC is several units, one per record range (``Unit.start``/``end``: the records that start
 in that byte range), so ``--workers`` scales within one file. A unit is done when
-its ``_manifest.json`` exists with the same config hash and the same input size/mtime; a re-run
-skips it. A killed run leaves at most one unit without a manifest (its shards are written
+its ``_manifest.json`` exists with the same config hash and the same input (a WARC: size and
+mtime; a Parquet/JSONL file: its sha256, see ``Unit.fingerprint``); a re-run skips it. A killed run leaves at most one unit without a manifest (its shards are written
 atomically) and that unit is redone from scratch, so a resumed run ends with exactly the output
 of an uninterrupted one. The global stages (dedup/decontam/cluster) are skipped when their
 manifest records the same config and the same input manifest hash.
