@@ -194,6 +194,9 @@ INGEST = {  # kind → (arguments before --out, kill point)
     "git": (lambda repo: ["ingest", "git", str(repo)], "ingest.record:5"),
     "issues": (lambda repo: ["ingest", "issues", str(ROOT / "samples" / "github" / "threads.jsonl"),
                              "--swebench", str(ROOT / "samples" / "swebench_tasks.jsonl")], "ingest.record:9"),
+    "pr-dialogue": (lambda repo: ["ingest", "pr-dialogue", str(ROOT / "samples" / "github" / "threads.jsonl")], "ingest.record:9"),
+    "tool-use": (lambda repo: ["ingest", "tool-use", str(ROOT / "samples" / "traces" / "tool_use.jsonl")], "ingest.record:9"),
+    "reasoning": (lambda repo: ["ingest", "reasoning", str(ROOT / "samples" / "traces" / "reasoning.jsonl")], "ingest.record:9"),
 }
 
 
