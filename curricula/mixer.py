@@ -55,6 +55,7 @@ from curricula.planner import (
     scaled,
 )
 from curricula.schema import Curriculum, CurriculumError, Phase, SourceSpec, load_curriculum
+from stepcrawl.faults import kill_point
 from stepcrawl.io import write_json
 from stepcrawl.manifest import config_hash
 from tokenizer.indexed import IndexedDataset, IndexedDatasetWriter
@@ -660,6 +661,7 @@ def build_phase(cur: Curriculum, stage_name: str, phase: Phase, readers: dict[st
         "wall_time_s": round(time.time() - t0, 3),
     }
     write_json(tmp / "manifest.json", manifest)
+    kill_point("build-mix.phase-packed")  # kill matrix: phase complete in .tmp-<phase>, not renamed
     if final.exists():
         shutil.rmtree(final)
     tmp.rename(final)

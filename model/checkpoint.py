@@ -42,6 +42,7 @@ from torch import nn
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
 from model.distributed import DistInfo, barrier
+from stepcrawl.faults import kill_point
 from stepcrawl.io import read_json, write_json
 
 CKPT_RE = re.compile(r"^step_(\d{8})$")
@@ -189,6 +190,7 @@ def save_checkpoint(run_dir: str | Path, step: int, model: nn.Module, optimizer:
     if info.is_main:
         write_json(tmp / "trainer_state.json", trainer_state)
     record_checksums(tmp, info.rank)  # this rank's files, before COMPLETE makes them count
+    kill_point("checkpoint.files-written")  # kill matrix: every file written, no COMPLETE, no rename
     barrier()
     if info.is_main:
         (tmp / "COMPLETE").write_text(json.dumps({"step": step, "world": info.world}) + "\n")

@@ -25,13 +25,17 @@ import json
 import logging
 import math
 import os
+import random
 import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+
+from stepcrawl.faults import kill_point
 
 log = logging.getLogger("train")
 
@@ -523,7 +527,11 @@ def _train_loop(args, cur, cfg, phases: list[RunPhase], mtp_overrides: dict[str,
     from stepcrawl.io import atomic_open
     from trainer_bridge.loader import CurriculumLoader
 
+    # every generator a checkpoint saves (model.checkpoint.rng_state), not only torch's: seeded,
+    # a run's rng_rank*.pt no longer depends on what the process did before (tests, notebooks)
     torch.manual_seed(args.seed)
+    random.seed(args.seed)
+    np.random.seed(args.seed)
     dev = info.device
     use_amp = dev.type == "cuda" and not args.no_amp
     if dev.type == "cpu":
@@ -632,6 +640,8 @@ def _train_loop(args, cur, cfg, phases: list[RunPhase], mtp_overrides: dict[str,
         sched = rp.phase.schedule
         n_steps = rp.plan.steps
         if sb.phase_index != applied_phase:
+            if sb.step_in_phase == 0 and step > 0:  # kill matrix: a later phase's first step
+                kill_point("train.phase-switch")
             model.set_rope_theta(sched.rope_theta_full, sched.rope_theta_swa)
             model.freeze_router(bool(sched.router_frozen))
             model.set_ep_loss_coef(0.0 if sched.router_frozen else float(sched.ep_loss_coef))
@@ -722,6 +732,7 @@ def _train_loop(args, cur, cfg, phases: list[RunPhase], mtp_overrides: dict[str,
                                    pm.group("pp") if pipe is not None else None)
         else:
             gnorm = _grad_norm_and_clip(params, args.clip)
+        kill_point("train.mid-step")  # kill matrix: gradients computed, optimizer step not taken
         opt.step()
         if args.memory_report:
             mem_seen = state_bytes(params, opt)

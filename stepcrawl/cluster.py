@@ -24,6 +24,7 @@ import numpy as np
 from tqdm import tqdm
 
 from stepcrawl.document import Document
+from stepcrawl.faults import kill_point
 from stepcrawl.io import ShardWriter, atomic_path, read_documents
 from stepcrawl.manifest import Accounting, StageManifest, clear_stage, config_hash, manifest_hash
 
@@ -209,6 +210,7 @@ def run_cluster(
     out.mkdir(parents=True, exist_ok=True)
     clear_stage(out)
     model.save(out / MODEL_NAME)
+    kill_point("cluster.model-saved")  # kill matrix: model saved, documents not yet assigned
     acc = Accounting()
     sizes: Counter = Counter()
     errors.clear()  # the assigning pass below reports each malformed record once more

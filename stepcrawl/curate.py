@@ -13,8 +13,8 @@ Layout of ``OUT``::
 Work units are input files (one WARC/ARC, or one Parquet/JSONL of Documents); a large per-record
 gzip WARC is several units, one per record range (``Unit.start``/``end``: the records that start
 in that byte range), so ``--workers`` scales within one file. A unit is done when
-its ``_manifest.json`` exists with the same config hash and the same input size/mtime; a re-run
-skips it. A killed run leaves at most one unit without a manifest (its shards are written
+its ``_manifest.json`` exists with the same config hash and the same input (a WARC: size and
+mtime; a Parquet/JSONL file: its sha256, see ``Unit.fingerprint``); a re-run skips it. A killed run leaves at most one unit without a manifest (its shards are written
 atomically) and that unit is redone from scratch, so a resumed run ends with exactly the output
 of an uninterrupted one. The global stages (dedup/decontam/cluster) are skipped when their
 manifest records the same config and the same input manifest hash.
@@ -39,6 +39,7 @@ from typing import Any, Iterable, Iterator
 
 from stepcrawl.document import TIERS, Document
 from stepcrawl.extract import ExtractConfig, RawRecord, extract_record
+from stepcrawl.faults import kill_point
 from stepcrawl.readers.warc import DAMAGED, damage_error, iter_warc_records, split_points, warc_files
 from stepcrawl.io import ShardWriter, document_files, read_documents
 from stepcrawl.manifest import MANIFEST_NAME, Accounting, StageManifest, config_hash, file_hash, manifest_hash
@@ -147,8 +148,17 @@ class Unit:
     end: int | None = None
 
     def fingerprint(self) -> dict[str, Any]:
+        """The input's identity, recorded in the unit's manifest and compared on re-run. A WARC
+        (often GBs, never rewritten) is known by size and mtime; a Parquet/JSONL file of Documents
+        — usually a previous stage's shard, rewritten whenever that stage re-runs — by its sha256,
+        so a re-run that rewrote the same bytes still finds the unit done, and a killed-and-resumed
+        curate records the same manifests as an uninterrupted one (an mtime would differ)."""
         st = os.stat(self.path)
-        fp = {"path": self.path, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+        fp: dict[str, Any] = {"path": self.path, "size": st.st_size}
+        if self.kind == "docs":
+            fp["sha256"] = file_hash(self.path)
+        else:
+            fp["mtime_ns"] = st.st_mtime_ns
         if self.start or self.end is not None:
             fp["range"] = [self.start, self.end]
         return fp
@@ -334,6 +344,7 @@ def run_unit(unit: Unit, plan: StepPlan, out_dir: str, rejected_dir: str | None,
     times["write"] += time.perf_counter() - t
     if rej_writer is not None:
         rej_writer.close()
+    kill_point(f"{plan.stage}.unit-written")  # kill matrix: shards in place, unit not yet marked done
     # unit accounting: in = first step's in; out = written; drops = all steps' drops
     order = [k for k in ("extract", "read", *[n for n, _ in plan.step_groups]) if k in accs]
     if order:
@@ -369,7 +380,7 @@ def _unit_done(unit: Unit, plan: StepPlan, out_dir: Path) -> bool:
         return False
     fp = unit.fingerprint()
     inp = m.extra.get("input", {})
-    return m.config_hash == plan.hash and inp.get("size") == fp["size"] and inp.get("mtime_ns") == fp["mtime_ns"]
+    return m.config_hash == plan.hash and all(inp.get(k) == v for k, v in fp.items() if k != "path")
 
 
 def run_doc_stage(units: list[Unit], out_dir: str | Path, plan: StepPlan, rejected_dir: str | Path | None = None,
@@ -390,9 +401,19 @@ def run_doc_stage(units: list[Unit], out_dir: str | Path, plan: StepPlan, reject
     rej = str(rejected_dir) if rejected_dir else None
     bar = tqdm(total=len(units), initial=len(units) - len(todo), desc=plan.stage, unit="file", disable=not progress, file=sys.stderr)
     if workers > 1 and len(todo) > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            for _ in pool.map(run_unit, todo, [plan] * len(todo), [str(out_dir)] * len(todo), [rej] * len(todo)):
-                bar.update(1)
+        from concurrent.futures.process import BrokenProcessPool
+
+        from stepcrawl.errors import StepcrawlError
+
+        try:
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                for _ in pool.map(run_unit, todo, [plan] * len(todo), [str(out_dir)] * len(todo), [rej] * len(todo)):
+                    bar.update(1)
+        except BrokenProcessPool as exc:
+            # a worker killed (OOM killer, SIGKILL): a refusal (exit 2) naming what to do, not a
+            # traceback whose exit status 1 would read as "done, some input dropped"
+            raise StepcrawlError(f"a {plan.stage} worker died ({exc}); re-run the same command to resume "
+                                 f"from the finished units", str(out_dir)) from None
     else:
         for u in todo:
             run_unit(u, plan, str(out_dir), rej, progress)
@@ -558,6 +579,7 @@ def publish(in_dir: Path, out_dir: Path, cfg: CurateConfig, funnel: list[dict], 
             writers[cfg.source] = ShardWriter(out_dir, shard_docs=cfg.shard_docs)
         for w in writers.values():
             w.close()
+    kill_point("curate.published")  # kill matrix: corpus shards in OUT/<source>/, no manifest yet
     for f in funnel:
         for reason, n in (f.get("drops") or {}).items():
             acc.drops[reason] += n

@@ -211,7 +211,27 @@ def clear_stage(folder: str | os.PathLike, extra: Iterable[str] = ()) -> None:
             f.unlink()
 
 
+# Manifest fields that say how long a run took or when it ran, not what it produced: left out of
+# manifest_hash, so an interrupted-and-resumed run (or any re-run) that produces the same output
+# gives the next stages the same input hash as an uninterrupted one (the kill matrix checks it).
+TIMING_FIELDS = ("wall_time_s", "created_at")
+TIMING_EXTRA_FIELDS = ("stage_times_s", "wall_time_total_s")
+
+
+def reproducible_part(manifest: dict[str, Any]) -> dict[str, Any]:
+    """A manifest (as read from ``_manifest.json``) without its wall-clock fields."""
+    d = {k: v for k, v in manifest.items() if k not in TIMING_FIELDS}
+    if isinstance(d.get("extra"), dict):
+        d["extra"] = {k: v for k, v in d["extra"].items() if k not in TIMING_EXTRA_FIELDS}
+    return d
+
+
 def manifest_hash(folder: str | os.PathLike) -> str | None:
-    """Hash of a folder's manifest (the next stage records it as its input), or None."""
+    """Hash of a folder's manifest (the next stage records it as its input), or None. It covers
+    everything the manifest says about the output (config, input hash, counts, shards, bytes,
+    extras) but not its timings (``reproducible_part``): the same output, the same hash."""
     path = Path(folder) / MANIFEST_NAME
-    return file_hash(path)[:16] if path.exists() else None
+    if not path.exists():
+        return None
+    blob = json.dumps(reproducible_part(read_json(path)), sort_keys=True, ensure_ascii=False).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]

@@ -8,7 +8,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -197,17 +196,14 @@ def test_killed_run_resumes_to_the_same_result(tmp_path, quality_model):
 
     out = tmp_path / "killed"
     cmd = [sys.executable, "-m", "stepcrawl", "curate", str(crawl), "--out", str(out), "--quality-model", quality_model, "--no-progress"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    # SIGKILLed by stepcrawl.faults when unit 3 of 4 is written but not yet marked done (no polling:
+    # on a loaded machine a poll can miss the moment); tests/test_kill_matrix.py has the other points
+    env = {**os.environ, "STEPCRAWL_KILL_AT": "filter.unit-written:3"}
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
+    assert proc.returncode == -signal.SIGKILL
     units = out / "_work" / "filter"
-    deadline = time.time() + 60
-    try:
-        while time.time() < deadline and proc.poll() is None and len(list(units.glob("*/_manifest.json"))) < 1:
-            time.sleep(0.05)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
     done_before = {p.parent.name: p.stat().st_mtime_ns for p in units.glob("*/_manifest.json")}
-    assert 1 <= len(done_before) < 4, "the run should have been killed between units"
+    assert len(done_before) == 2 and (units / "part2.warc.gz").is_dir(), "killed in unit 3, after two finished units"
     assert not (out / "web" / "_manifest.json").exists()
     curate([crawl], out, cfg, progress=False)
     for name, mtime in done_before.items():  # finished units were not redone

@@ -13,6 +13,7 @@ never split. Plain documents are encoded in one batched sentencepiece call (the 
 
 from __future__ import annotations
 
+import glob
 import json
 import logging
 import multiprocessing as mp
@@ -35,6 +36,7 @@ from tokenizer import special
 from tokenizer.indexed import IndexedDatasetWriter, token_dtype
 from tokenizer.masks import LOSS, META
 from tokenizer.meta import meta_body
+from stepcrawl.faults import kill_point
 from stepcrawl.manifest import file_hash
 from tokenizer.train import TOKENIZER_INFO, TOKENIZER_MODEL
 
@@ -298,6 +300,20 @@ class _ShardOut:
         }
 
 
+def _remove_stale_temps(task: EncodeTask) -> None:
+    """Delete the temporary files a killed run left for this shard (``.tmp-part-NNNNN.*`` of
+    ``atomic_path``; SIGKILL runs no cleanup): the shard is encoded again from scratch, under new
+    temporary names, so without this they would stay beside the finished dataset forever."""
+    prefix = Path(task.out_prefix)
+    folders = [prefix.parent]
+    if task.split_tiers:  # the shard's tier datasets: <source>/ and <source>.<Tier>/
+        root = prefix.parent.parent
+        folders = [root / task.source, *root.glob(glob.escape(task.source) + ".*")]
+    for folder in folders:
+        for stale in folder.glob(f".tmp-{glob.escape(prefix.name)}.*") if folder.is_dir() else []:
+            stale.unlink(missing_ok=True)
+
+
 def encode_shard(task: EncodeTask) -> dict:
     """Encode one input file into ``out_prefix``.{bin,idx,mask.*,docs.parquet}; returns its
     record (also written as ``.done.json``, the resume marker, after every file is in place).
@@ -309,6 +325,7 @@ def encode_shard(task: EncodeTask) -> dict:
         return read_json(done)
     tok = _tokenizer(task.tokenizer_dir)
     prefix = Path(task.out_prefix)
+    _remove_stale_temps(task)
     outs: dict[str, _ShardOut] = {}
     if not task.split_tiers:
         outs[task.source] = _ShardOut(task.out_prefix, tok.dtype)
@@ -328,6 +345,7 @@ def encode_shard(task: EncodeTask) -> dict:
         def flush() -> None:
             for doc, (ids, flags) in zip(batch, tok.encode_documents(batch, task.with_meta)):
                 out_for(doc).add(doc, ids, flags)
+                kill_point("tokenize.document")  # kill matrix: mid-shard, its files half written
             batch.clear()
 
         for doc in read_documents(task.input_file, on_error=lambda e: errors.append(str(e))):
@@ -340,6 +358,7 @@ def encode_shard(task: EncodeTask) -> dict:
             out.abort()
         raise
     records = {name: out.close(task.input_file) for name, out in sorted(outs.items())}
+    kill_point("tokenize.shard-written")  # kill matrix: shard files in place, .done.json not yet
     record = {"name": prefix.name, "input": task.input_file, "split": records} if task.split_tiers else records[task.source]
     # dropped input is recorded once per input file (on the unsplit record, or beside "split")
     record["n_malformed"] = len(errors)

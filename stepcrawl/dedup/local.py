@@ -29,6 +29,7 @@ from stepcrawl.dedup.survivor import survivor_key
 from stepcrawl.dedup.unionfind import UnionFind
 from stepcrawl.dedup.verify import adjacency, greedy_cover, keeper_rows, verified_bucket_pairs
 from stepcrawl.document import Document
+from stepcrawl.faults import kill_point
 from stepcrawl.io import ShardWriter, batched, read_documents, write_parquet
 from stepcrawl.manifest import Accounting, StageManifest, clear_stage, config_hash, manifest_hash
 
@@ -230,6 +231,7 @@ def run_dedup(
     clear_stage(out, extra=(NEAR_REPORT,))
 
     plan = plan_dedup(open_input(), cfg, progress=progress)
+    kill_point("dedup.planned")  # kill matrix: duplicates decided, nothing written yet
     bad = list(errors)  # pass 1's list (pass 2 meets the same records again and appends them twice)
     acc = Accounting()
     for e in bad:  # malformed input records: counted, and listed in the manifest

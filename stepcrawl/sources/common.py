@@ -20,6 +20,7 @@ from typing import Any, Iterable, Iterator
 from tqdm import tqdm
 
 from stepcrawl.document import Document, Span, text_id
+from stepcrawl.faults import kill_point
 from stepcrawl.io import BadRecord, ShardWriter
 from stepcrawl.manifest import Accounting, StageManifest, clear_stage, config_hash, file_hash
 from stepcrawl.steps import Drop
@@ -548,6 +549,7 @@ def write_stage(
                 rej.write(rejected_doc(item), reason)
         else:  # pragma: no cover - adapter bug
             raise TypeError(f"adapter yielded {type(item).__name__}")
+        kill_point("ingest.record")  # kill matrix: mid-stage, some shards written, no manifest
     files = writer.close()
     if rej is not None:
         rej.close()
