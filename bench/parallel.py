@@ -113,8 +113,13 @@ def main() -> None:
                                                          batch=args.batch))
         write_synthetic_mix(root / "mix", [SyntheticPhase("main", args.seq_len, n_seq)], vocab_size=256,
                             seed=1, stage="pre", curriculum="bench")
-        rows = [(name, nproc, flags, run(name, nproc, flags, root, args.steps, args.model, args.ns_steps))
-                for name, nproc, flags in layouts]
+        rows = []
+        for name, nproc, flags in layouts:
+            r = run(name, nproc, flags, root, args.steps, args.model, args.ns_steps)
+            rows.append((name, nproc, flags, r))
+            # as each row finishes, so a run cut short still reports its per-step time
+            print(f"# {name}: {r['tok_s']:.1f} tokens/s = {args.batch * args.seq_len / r['tok_s']:.1f} s/step",
+                  file=sys.stderr, flush=True)
     base = next(r for n, _, _, r in rows if n == "dp2")["tok_s"]
     print(f"{args.model} model, seq_len {args.seq_len}, global batch {args.batch}, {args.steps} steps, CPU gloo, "
           f"1 thread per rank")
