@@ -12,8 +12,9 @@ bytes of parameters + gradients + optimizer state per rank measured by ``--memor
 next to what ``trainer_memory_plan`` (the dry run's model of this trainer) predicts for that
 layout.  On 2 shared cores the processes of one row compete for the CPU, so tokens/s measure
 overheads (communication, pipeline bubbles), not scaling (the 4-rank row even more so).
-``--model small`` runs the same rows on the ~1B-parameter config; it did not fit the shared
-2-core machine (no dp2 step finished in 10 minutes), so its table is not recorded.
+``--model small`` runs the same rows on the ~1B-parameter config; on the shared 2-core machine
+only with the cheapest settings (``--ns-steps 1 --seq-len 32 --batch 2 --steps 2``: ~1-2 min
+per step, docs/benchmarks/parallel.md).
 """
 
 from __future__ import annotations
@@ -97,8 +98,8 @@ def main() -> None:
     ap.add_argument("--seq-len", type=int, default=128)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--model", default="tiny", choices=["tiny", "small"],
-                    help="small: ~1B parameters, ~14 GB of fp32 state per 1-process row; did not fit the "
-                         "shared 2-core machine (docs/benchmarks/parallel.md)")
+                    help="small: ~1B parameters, ~14 GB of fp32 state per 1-process row; on 2 cores use "
+                         "--ns-steps 1 --seq-len 32 --batch 2 --steps 2 (docs/benchmarks/parallel.md)")
     ap.add_argument("--ns-steps", type=int, default=6, help="Muon Polar Express steps (train --ns-steps)")
     ap.add_argument("--layouts", nargs="+", default=[n for n, _, _ in LAYOUTS],
                     help=f"rows to run (default all: {', '.join(n for n, _, _ in LAYOUTS)}); dp2 is the ratio base")
@@ -113,8 +114,13 @@ def main() -> None:
                                                          batch=args.batch))
         write_synthetic_mix(root / "mix", [SyntheticPhase("main", args.seq_len, n_seq)], vocab_size=256,
                             seed=1, stage="pre", curriculum="bench")
-        rows = [(name, nproc, flags, run(name, nproc, flags, root, args.steps, args.model, args.ns_steps))
-                for name, nproc, flags in layouts]
+        rows = []
+        for name, nproc, flags in layouts:
+            r = run(name, nproc, flags, root, args.steps, args.model, args.ns_steps)
+            rows.append((name, nproc, flags, r))
+            # as each row finishes, so a run cut short still reports its per-step time
+            print(f"# {name}: {r['tok_s']:.1f} tokens/s = {args.batch * args.seq_len / r['tok_s']:.1f} s/step",
+                  file=sys.stderr, flush=True)
     base = next(r for n, _, _, r in rows if n == "dp2")["tok_s"]
     print(f"{args.model} model, seq_len {args.seq_len}, global batch {args.batch}, {args.steps} steps, CPU gloo, "
           f"1 thread per rank")

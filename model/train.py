@@ -577,7 +577,10 @@ def _train_loop(args, cur, cfg, phases: list[RunPhase], mtp_overrides: dict[str,
     model = shard_model(model, info, mixed_precision=False, mesh=pm.sub("dense"),
                         ignored_params=expert_set)
     model.train()
-    opt = build_optimizer(model, lr=0.0, weight_decay=args.weight_decay, ns_steps=args.ns_steps)
+    # expert banks are identical on the replica ranks: Muon splits their orthogonalisation there
+    opt = build_optimizer(model, lr=0.0, weight_decay=args.weight_decay, ns_steps=args.ns_steps,
+                          replica_group=pm.group("replica") if disp is not None else None,
+                          replicated=expert_set)
 
     adapter = ExpertStateAdapter(pm.sub("ep"), disp.local) if disp is not None else None
     mtp_depths = cfg.mtp_active_depths  # depths trained so far (restored on resume)

@@ -15,7 +15,11 @@ needs what: e.g. that the LM head's fp32 logits of one 128k-token micro-batch al
   shared expert), plus on the last stage the fp32 logits of the LM head and each active MTP
   depth for one micro-batch;
 * time per step: 6 · (active parameters incl. active MTP heads) + 3 · (attention core FLOPs of
-  the forward) per token, at ``mfu`` of ``peak_flops`` per GPU.
+  the forward) per token, at ``mfu`` of ``peak_flops`` per GPU.  The optimizer step is not
+  counted: Muon's orthogonalisation is split over the ranks (``model.optim``: each 2-D matrix
+  on one owner of the dense mesh, expert slices over the expert-DP replicas), ≈ 9.4 TFLOP on
+  the busiest rank of ``full`` under PP8 × DP512 (EP8), tens of milliseconds, not the 7.4 PFLOP
+  every rank ran when each orthogonalised every matrix.
 """
 
 from __future__ import annotations
