@@ -114,7 +114,8 @@ def polar_express_flops(shape: torch.Size | tuple[int, ...], split: tuple[int, .
                         steps: int) -> float:
     """Matmul FLOPs of :func:`orthogonalize` on one ``[..., m, n]`` update: per step and
     sub-matrix (``s = min(m, n)``, ``l = max``) ``X Xᵀ`` and ``B X`` are ``2 s² l`` each, ``A²``
-    is ``2 s³``.  Used to balance owners and by the dry run's estimate."""
+    is ``2 s³``.  Used to balance the owners (:func:`assign_owners`); the dry run's
+    estimate does not count optimizer time (model/parallel/estimate.py)."""
     batch = math.prod(shape[:-2]) if len(shape) > 2 else 1
     rows = split or (shape[-2],)
     total = 0.0
