@@ -103,3 +103,26 @@ def test_duplicate_ngram_chars_match_datatrove(words, n):
 
     assert _all_dup(words, n, {}) == find_all_duplicate(words, n)
 
+
+@settings(max_examples=300, derandomize=True, deadline=None)
+@given(st.lists(st.sampled_from(["a", "b", "ab", "ba", "c", "abc", "é", "日本"]), min_size=0, max_size=60), st.sampled_from([1, 2, 5, 10]))
+def test_duplicate_ngram_hash_collisions_fall_back_to_the_exact_walk(words, n):
+    """With base 1 the gram hash is the sum of the character codes ("ab" = "ba"): classes mix,
+    the string check must catch it and the count must still be datatrove's."""
+    from datatrove.pipeline.filters.gopher_repetition_filter import find_all_duplicate
+
+    from stepcrawl.quality.fast_signals import _repeated_chars
+
+    assert _repeated_chars(words, n, {}, base=1) == find_all_duplicate(words, n)
+
+
+def test_duplicate_ngram_count_shares_one_hashing_across_n():
+    from datatrove.pipeline.filters.gopher_repetition_filter import find_all_duplicate
+
+    from stepcrawl.quality.fast_signals import _all_dup
+
+    words = ("the cat sat on the mat and the cat sat on the hat " * 30).split() + ["end"]
+    cache: dict = {}
+    got = [_all_dup(words, n, cache) for n in range(5, 11)]
+    assert got == [find_all_duplicate(words, n) for n in range(5, 11)] and got[0] > 0
+

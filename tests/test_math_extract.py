@@ -6,6 +6,8 @@ import re
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from stepcrawl.extract import ExtractConfig, RawRecord, extract_html, extract_record
 from stepcrawl.extractors.math import mathml_to_latex, preserve_math
@@ -83,3 +85,30 @@ def test_extract_record_counts_formulas():
 def test_extractor_choice_is_validated():
     with pytest.raises(ValueError, match="extractor"):
         ExtractConfig(extractor="lynx")
+
+
+# the marker search before the lower-casing speed-up: re.IGNORECASE on the raw page
+_MARKERS_IGNORECASE = re.compile(
+    r"math/tex|<math[\s>]|katex|mwe-math|class=\"[^\"]*\b(?:math|tex|latex)\b|\\\(|\\\[|alt=\"[^\"]*\\[a-zA-Z]", re.I)
+_MARKER_PIECES = ["math", "MATH", "Math", "/tex", "TeX", "<", ">", " ", "\n", "katex", "KaTeX", "mwe-", "class=\"", "alt=\"",
+                  "\"", "\\", "(", "[", "la", "LA", "x", "-", "é", "İ", "text", "a", "Z"]
+
+
+@settings(max_examples=400, derandomize=True, deadline=None)
+@given(st.lists(st.sampled_from(_MARKER_PIECES), max_size=25).map("".join))
+def test_math_marker_search_matches_the_case_insensitive_regex(html):
+    from stepcrawl.extractors.math import has_math_markers
+
+    assert has_math_markers(html) == (_MARKERS_IGNORECASE.search(html) is not None)
+
+
+def test_math_marker_search_on_real_fixture_pages():
+    from stepcrawl.extractors.math import has_math_markers
+
+    pages = sorted(Path(__file__).parent.glob("fixtures/**/*.html"))
+    found = []
+    for p in pages:
+        html = p.read_text(encoding="utf-8", errors="replace")
+        found.append(has_math_markers(html))
+        assert found[-1] == (_MARKERS_IGNORECASE.search(html) is not None), p.name
+    assert len(pages) >= 15 and 0 < sum(found) < len(pages)  # math pages and plain pages both seen

@@ -38,10 +38,12 @@ import html as htmllib
 import re
 from dataclasses import dataclass
 
-# one search over the raw HTML decides whether the DOM pass runs at all
+# one search over the raw HTML decides whether the DOM pass runs at all. It runs on the
+# lower-cased page without re.IGNORECASE: the same matches (the markers are ASCII) for ~4× less
+# CPU on 600 real pages (with the flag, re folds case at every position). On pages without
+# math (nearly all) the case-folding search cost as much as resiliparse's whole extraction.
 _MARKERS = re.compile(
-    r"math/tex|<math[\s>]|katex|mwe-math|class=\"[^\"]*\b(?:math|tex|latex)\b|\\\(|\\\[|alt=\"[^\"]*\\[a-zA-Z]",
-    re.I,
+    r"math/tex|<math[\s>]|katex|mwe-math|class=\"[^\"]*\b(?:math|tex|latex)\b|\\\(|\\\[|alt=\"[^\"]*\\[a-z]",
 )
 _TEX_ANNOTATIONS = ("application/x-tex", "tex", "latex", "text/x-tex", "application/x-latex")
 _SKIP_TEXT = {"code", "pre", "script", "style", "textarea", "kbd", "samp", "tt", "var"}
@@ -60,7 +62,9 @@ class MathResult:
 
 
 def has_math_markers(html: str) -> bool:
-    return _MARKERS.search(html) is not None
+    if "\\(" in html or "\\[" in html:  # the TeX delimiters: no need to lower-case the page
+        return True
+    return _MARKERS.search(html.lower()) is not None
 
 
 def _clean_tex(tex: str) -> str:
