@@ -398,7 +398,9 @@ def _repeated_chars(words, n, cache, base: int = _HASH_BASE) -> int:
     o = offs.tolist()
     for c, f in zip(c_list, f_list):
         if joined[o[c]:o[c + n]] != joined[o[f]:o[f + n]]:
-            return _walk_all_grams(joined, o, n)  # a hash collision: datatrove's walk
+            from datatrove.pipeline.filters.gopher_repetition_filter import find_all_duplicate
+
+            return find_all_duplicate(words, n)  # a hash collision: datatrove's own walk
     seen_later: set[int] = set()  # classes added to datatrove's set at a candidate position
     skip_starts: list[int] = []  # the windows [start, start + n - 1) jumped over, in order
     repeated, idx = 0, 0
@@ -413,21 +415,6 @@ def _repeated_chars(words, n, cache, base: int = _HASH_BASE) -> int:
         else:
             seen_later.add(k)
             idx = c + 1
-    return repeated
-
-
-def _walk_all_grams(joined: str, offs: list[int], n: int) -> int:
-    """datatrove's own loop, over slices of the joined words."""
-    unique: set[str] = set()
-    repeated, idx, end = 0, 0, len(offs) - n
-    while idx < end:
-        gram = joined[offs[idx]:offs[idx + n]]
-        if gram in unique:
-            repeated += len(gram)
-            idx += n
-        else:
-            unique.add(gram)
-            idx += 1
     return repeated
 
 
