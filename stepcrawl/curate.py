@@ -465,7 +465,8 @@ def damaged_bytes(errors: list[dict]) -> int:
 # ---------------------------------------------------------------------------------- global stages
 
 
-def run_dedup_stage(in_dir: Path, out_dir: Path, keep_rejected: bool, rejected_dir: Path, progress: bool) -> StageManifest | None:
+def run_dedup_stage(in_dir: Path, out_dir: Path, keep_rejected: bool, rejected_dir: Path, progress: bool,
+                    workers: int = 1) -> StageManifest | None:
     """The dedup helper's URL + exact + MinHash-LSH stage (it skips itself when its config and
     input manifest are unchanged); None when stepcrawl.dedup is not available."""
     try:
@@ -473,7 +474,7 @@ def run_dedup_stage(in_dir: Path, out_dir: Path, keep_rejected: bool, rejected_d
     except ImportError as exc:
         log.warning("dedup stage unavailable (%s): curate continues without near-duplicate removal", exc)
         return None
-    m = run_dedup(str(in_dir), str(out_dir), DedupConfig(), keep_rejected=keep_rejected, progress=progress)
+    m = run_dedup(str(in_dir), str(out_dir), DedupConfig(), keep_rejected=keep_rejected, progress=progress, workers=workers)
     if keep_rejected:
         _move_rejected(out_dir, rejected_dir / "dedup")
     return m
@@ -640,7 +641,7 @@ def curate(inputs: list[str | Path], out: str | Path, cfg: CurateConfig | None =
     last = work / "filter"
     stages_run = ["filter"]
     if cfg.dedup:
-        dm = run_dedup_stage(last, work / "dedup", keep_rejected, rejected, progress)
+        dm = run_dedup_stage(last, work / "dedup", keep_rejected, rejected, progress, workers=workers)
         if dm is not None:
             funnel.append(funnel_entry("dedup", dm.accounting))
             last = work / "dedup"

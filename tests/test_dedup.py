@@ -312,3 +312,41 @@ def test_run_dedup_from_path_skips_when_up_to_date_and_cli(tmp_path, capsys):
     assert saved.config["url"] is False and saved.config["bands"] == 8
     assert dict(saved.accounting.drops) == {"dup:exact": 2, "dup:near": 1}  # url-dup survives
     assert "dedup:" in capsys.readouterr().out
+
+
+def test_parallel_signing_pass_gives_the_same_output_and_reports_bad_rows(tmp_path, monkeypatch):
+    """``workers`` > 1 runs pass 1 over the folder's files on several processes: the same kept
+    documents, drop reasons, clusters and accounting as one process, and a malformed row in one
+    file is reported (FILE:ROW) without costing the other rows or files."""
+    import pyarrow as pa
+
+    rng = random.Random(7)
+    docs = corpus()
+    extra = [Document(id=f"x{i}", text=rand_text(rng, 60), url=f"https://x.org/{i}") for i in range(40)]
+    extra += [Document(id=f"xd{i}", text=extra[i].text + " tail", url=f"https://y.org/{i}") for i in range(0, 40, 5)]
+    alldocs = docs + extra
+    src = tmp_path / "in"
+    for k in range(4):  # four shards, duplicates across shard boundaries
+        write_documents(src / f"part-{k:05d}.parquet", alldocs[k::4])
+    good = pq.read_table(src / "part-00001.parquet").to_pylist()
+    bad = dict(good[0], id=None, text=None)  # no text: not a Document
+    pq.write_table(pa.Table.from_pylist(good[:2] + [bad] + good[2:], schema=pq.read_schema(src / "part-00001.parquet")),
+                   src / "part-00001.parquet")
+    import stepcrawl.dedup.local as local
+
+    parallel_runs = []
+    real = local.parallel_keys
+    monkeypatch.setattr(local, "parallel_keys", lambda *a: parallel_runs.append(a[2]) or real(*a))
+    outs = {}
+    for w in (1, 2):
+        m = run_dedup(src, tmp_path / f"out{w}", DedupConfig(shard_docs=7), keep_rejected=True, progress=False, workers=w)
+        kept = [(d.id, d.dup_cluster) for d in read_documents(tmp_path / f"out{w}")]
+        rej = sorted((r["id"], r["drop_reason"], r["dup_cluster"]) for r in pq.read_table(tmp_path / f"out{w}" / "rejected").to_pylist())
+        outs[w] = (kept, rej, m.accounting.to_dict(), m.extra["errors"], m.extra["cluster_sizes"], m.extra["near"])
+    assert parallel_runs == [2]  # workers=1 read serially, workers=2 signed on two processes
+    assert outs[1] == outs[2]
+    kept, rej, acc, errors, _, _ = outs[2]
+    assert len(errors) == 1 and "part-00001.parquet:3" in errors[0]
+    assert acc["drops"]["malformed"] == 1
+    assert acc["docs_in"] == len(alldocs) + 1 == len(kept) + sum(acc["drops"].values())
+    assert {r[1] for r in rej} >= {"dup:url", "dup:exact", "dup:near"}

@@ -126,3 +126,55 @@ def test_duplicate_ngram_count_shares_one_hashing_across_n():
     got = [_all_dup(words, n, cache) for n in range(5, 11)]
     assert got == [find_all_duplicate(words, n) for n in range(5, 11)] and got[0] > 0
 
+
+
+def _rules_view(tok) -> tuple:
+    """What a ChunkTokenizer is made of, comparable across two builds."""
+    pattern = lambda f: getattr(getattr(f, "__self__", None), "pattern", f)  # noqa: E731
+    return (pattern(tok._prefix), pattern(tok._suffix), pattern(tok._infix), tok._token_match, tok._url_match,
+            tok._specials, tok._merge)
+
+
+def test_rules_read_from_language_defaults_equal_the_built_pipelines():
+    """The fast path reads spaCy's tokenizer rules from each language's Defaults instead of
+    building ``spacy.blank(lang)`` (seconds per language per process): for every language
+    datatrove tokenizes with spaCy's default tokenizer, both give the same chunk tokenizer."""
+    import spacy
+    from datatrove.utils.word_tokenizers import SpaCyTokenizer, load_tokenizer_assignments, load_word_tokenizer
+
+    from stepcrawl.quality.fast_signals import ChunkTokenizer, language_rules
+
+    # the languages of the Debian Handbook editions and of Europe's larger web: (all of
+    # datatrove's ~400 would take minutes)
+    langs = ("ar ca cs da de el en es et fa fi fr he hr hu id it lt lv nb nl pl pt ro ru sk sl sr sv tr uk").split()
+    assigned = load_tokenizer_assignments()
+    checked = []
+    for lang in langs:
+        if lang not in assigned:
+            continue
+        tok = load_word_tokenizer(lang)
+        if type(tok) is not SpaCyTokenizer or tok.config is not None:
+            continue
+        rules = language_rules(tok.language)
+        if rules is None:  # another tokenizer (a segmenter): the fast path does not use rules
+            continue
+        assert _rules_view(ChunkTokenizer(rules=rules)) == _rules_view(ChunkTokenizer(spacy.blank(tok.language))), lang
+        checked.append(lang)
+    assert {"en", "de", "fr", "id", "ru", "nl", "pl", "ar"} <= set(checked)
+    assert len(checked) >= 25
+
+
+def test_fast_path_chunk_tokenizer_splits_like_spacy_in_many_languages():
+    docs = [d for d in shipped_docs() if d["lang"] != "en"]
+    langs = sorted({datatrove_language(d["lang"]) for d in docs} - {"en"})
+    assert len(langs) >= 8
+    from datatrove.utils.text import split_into_words
+
+    from stepcrawl.quality.fast_signals import chunk_tokenizer
+
+    for d in docs[::3]:
+        key = datatrove_language(d["lang"])
+        base = word_tokenizer(key)._base if hasattr(word_tokenizer(key), "_base") else None
+        if base is None:
+            continue
+        assert chunk_tokenizer(base).words(d["text"][:20_000]) == split_into_words(d["text"][:20_000], key), d["lang"]

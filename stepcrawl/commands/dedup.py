@@ -68,7 +68,8 @@ def run_dedup_cmd(args: argparse.Namespace) -> int:
         hash=args.hash,
         shard_docs=args.shard_docs,
     )
-    return _print_manifest(run_dedup(args.input, args.out, cfg, keep_rejected=args.keep_rejected, force=args.force))
+    return _print_manifest(run_dedup(args.input, args.out, cfg, keep_rejected=args.keep_rejected, force=args.force,
+                                     workers=args.workers))
 
 
 def run_decontam_cmd(args: argparse.Namespace) -> int:
@@ -104,6 +105,7 @@ def register(subparsers) -> None:
     p.add_argument("--shard-docs", type=int, default=10_000, help="documents per output shard")
     p.add_argument("--keep-rejected", action="store_true", help="write dropped documents to OUT/rejected/")
     p.add_argument("--force", action="store_true", help="re-run even if OUT is up to date")
+    p.add_argument("--workers", type=int, default=1, help="processes for the signing pass over a folder's files (same output)")
     p.set_defaults(func=run_dedup_cmd)
 
     p = subparsers.add_parser(

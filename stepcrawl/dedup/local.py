@@ -30,7 +30,7 @@ from stepcrawl.dedup.unionfind import UnionFind
 from stepcrawl.dedup.verify import adjacency, greedy_cover, keeper_rows, verified_bucket_pairs
 from stepcrawl.document import Document
 from stepcrawl.faults import kill_point
-from stepcrawl.io import ShardWriter, batched, read_documents, write_parquet
+from stepcrawl.io import ShardWriter, batched, document_files, read_documents, write_parquet
 from stepcrawl.manifest import Accounting, StageManifest, clear_stage, config_hash, manifest_hash
 
 log = logging.getLogger(__name__)
@@ -115,25 +115,63 @@ def _resolve_near(edges: dict[tuple[int, int], float], rank: list[tuple], drop: 
     return keeper_rows({ids[k]: js for k, js in per_keeper.items()})
 
 
-def plan_dedup(docs: Iterable[Document], cfg: DedupConfig, progress: bool = True) -> DedupPlan:
-    """Pass 1 + global decisions: which positions are dropped and why, and their clusters."""
-    ids: list[str] = []
-    keys: list[tuple] = []
-    url_keys: list[str | None] = []
-    exact_keys: list[str | None] = []
-    sig_blocks: list[np.ndarray] = []
+@dataclass
+class DocKeys:
+    """Pass 1's output for a run of consecutive documents: what the decisions need of each."""
+
+    ids: list[str] = field(default_factory=list)
+    keys: list[tuple] = field(default_factory=list)  # survivor_key
+    url_keys: list[str | None] = field(default_factory=list)
+    exact_keys: list[str | None] = field(default_factory=list)
+    sig_blocks: list[np.ndarray] = field(default_factory=list)  # MinHash signatures, in order
+    errors: list[str] = field(default_factory=list)  # malformed input records (FILE:ROW: reason)
+
+
+def doc_keys(docs: Iterable[Document], cfg: DedupConfig, progress: bool = False) -> DocKeys:
+    """Pass 1 over ``docs``: each document's survivor key, URL key, exact key and signature."""
+    out = DocKeys()
     hasher = MinHasher(cfg) if cfg.near else None
     bar = tqdm(desc="dedup: signing", unit="doc", disable=not progress or None)
     for batch in batched(docs, cfg.batch_docs):
         for doc in batch:
-            ids.append(doc.id)
-            keys.append(survivor_key(doc))
-            url_keys.append(normalize_url(doc.url) if cfg.url else None)
-            exact_keys.append(exact_key(doc.text) if cfg.exact else None)
+            out.ids.append(doc.id)
+            out.keys.append(survivor_key(doc))
+            out.url_keys.append(normalize_url(doc.url) if cfg.url else None)
+            out.exact_keys.append(exact_key(doc.text) if cfg.exact else None)
         if hasher is not None:
-            sig_blocks.append(hasher.signatures([d.text for d in batch]))
+            out.sig_blocks.append(hasher.signatures([d.text for d in batch]))
         bar.update(len(batch))
     bar.close()
+    return out
+
+
+def file_keys(path: str, cfg: DedupConfig) -> DocKeys:
+    """Pass 1 over one input file (a worker's share of a parallel pass 1); malformed records
+    are reported in ``errors`` exactly as a serial read reports them."""
+    errors: list[str] = []
+    keys = doc_keys(read_documents(Path(path), on_error=lambda e: errors.append(str(e))), cfg)
+    keys.errors = errors
+    return keys
+
+
+def parallel_keys(files: list[Path], cfg: DedupConfig, workers: int) -> DocKeys:
+    """Pass 1 over ``files`` on ``workers`` processes, merged in file order: the same keys, in
+    the same order, as one serial read (signatures do not depend on their batch)."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    merged = DocKeys()
+    with ProcessPoolExecutor(max_workers=min(workers, len(files))) as pool:
+        for part in pool.map(file_keys, [str(f) for f in files], [cfg] * len(files)):
+            for name in ("ids", "keys", "url_keys", "exact_keys", "sig_blocks", "errors"):
+                getattr(merged, name).extend(getattr(part, name))
+    return merged
+
+
+def plan_dedup(docs: Iterable[Document] | DocKeys, cfg: DedupConfig, progress: bool = True) -> DedupPlan:
+    """Pass 1 (unless ``docs`` is its output already) + global decisions: which positions are
+    dropped and why, and their clusters."""
+    k = docs if isinstance(docs, DocKeys) else doc_keys(docs, cfg, progress)
+    ids, keys, url_keys, exact_keys, sig_blocks = k.ids, k.keys, k.url_keys, k.exact_keys, k.sig_blocks
     n = len(ids)
     drop: list[str | None] = [None] * n
     uf = UnionFind()
@@ -209,6 +247,7 @@ def run_dedup(
     keep_rejected: bool = False,
     progress: bool = True,
     force: bool = False,
+    workers: int = 1,
 ) -> StageManifest:
     """Deduplicate documents (a Parquet/JSONL path or Documents) into ``out_dir``.
 
@@ -216,6 +255,8 @@ def run_dedup(
     duplicate cluster), ``rejected/part-*.parquet`` with ``drop_reason`` when
     ``keep_rejected``, and ``_manifest.json`` (drops by reason, cluster-size histogram). A
     finished output with the same config and input manifest is reused unless ``force``.
+    ``workers`` > 1 runs pass 1 (normalising, hashing, signing: most of the CPU) over a folder's
+    files on that many processes; the decisions and pass 2 stay serial (same output).
     """
     cfg = cfg or DedupConfig()
     out = Path(out_dir)
@@ -230,7 +271,13 @@ def run_dedup(
     out.mkdir(parents=True, exist_ok=True)
     clear_stage(out, extra=(NEAR_REPORT,))
 
-    plan = plan_dedup(open_input(), cfg, progress=progress)
+    files = document_files(docs_or_path) if workers > 1 and isinstance(docs_or_path, (str, os.PathLike)) else []
+    if len(files) > 1:
+        keys = parallel_keys(files, cfg, workers)
+        errors.extend(keys.errors)
+        plan = plan_dedup(keys, cfg)
+    else:
+        plan = plan_dedup(open_input(), cfg, progress=progress)
     kill_point("dedup.planned")  # kill matrix: duplicates decided, nothing written yet
     bad = list(errors)  # pass 1's list (pass 2 meets the same records again and appends them twice)
     acc = Accounting()

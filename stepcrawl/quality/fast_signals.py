@@ -8,7 +8,9 @@ tokenizer is a deterministic rule set over whitespace-separated chunks (prefix /
 regexes, special cases, URL match), each chunk tokenized independently of its context. So:
 
 * :class:`ChunkTokenizer` applies the *same rules* — the regexes and special cases are read from
-  the very ``spacy.blank(lang)`` pipeline datatrove builds, not re-typed — with spaCy's affix
+  the language's spaCy ``Defaults`` exactly as ``spacy.blank(lang)``, the pipeline datatrove
+  builds, reads them (tested equal; building the pipeline itself costs seconds per language and
+  process), not re-typed — with spaCy's affix
   algorithm (``Tokenizer._split_affixes`` / ``_attach_tokens``) in Python, memoised per chunk
   (web text is Zipfian: almost every chunk is a cache hit, so the per-word cost is one
   ``str.split`` plus a dict lookup). No library does "spaCy's rules without spaCy's Doc
@@ -41,22 +43,69 @@ from typing import Any, Callable
 GOPHER_STOP_WORDS = ("the", "be", "to", "of", "and", "that", "have", "with")
 
 
+@dataclass(frozen=True)
+class TokenizerRules:
+    """What spaCy's rule-based ``Tokenizer`` is made of (its constructor's arguments)."""
+
+    prefix_search: Callable | None
+    suffix_search: Callable | None
+    infix_finditer: Callable | None
+    token_match: Callable | None
+    url_match: Callable | None
+    rules: dict[str, list[dict]]
+
+
+def pipeline_rules(nlp) -> TokenizerRules:
+    """The rules of a built pipeline's tokenizer."""
+    tok = nlp.tokenizer
+    return TokenizerRules(tok.prefix_search, tok.suffix_search, tok.infix_finditer, tok.token_match, tok.url_match, tok.rules)
+
+
+STANDARD_TOKENIZER = {"@tokenizers": "spacy.Tokenizer.v1"}
+
+
+@functools.lru_cache(maxsize=None)
+def language_rules(lang: str) -> TokenizerRules | None:
+    """The rules ``spacy.blank(lang)`` gives its tokenizer, read from the language's ``Defaults``
+    exactly as spaCy's own tokenizer factory (``spacy.language.create_tokenizer``) reads them —
+    without building the pipeline. Why: building one runs spaCy's ``add_special_case`` for every
+    exception (Indonesian has ~16,000: 3.4 s), and each worker process pays it for every
+    language it meets; reading the Defaults costs milliseconds. None when the language uses
+    another tokenizer (ko, th, vi, zh, ja: a segmenter, not these rules).
+    tests/test_fast_signals.py checks the result equals the built pipeline's (30 languages)."""
+    from spacy import util
+
+    cls = util.get_lang_class(lang)
+    if dict(cls.default_config["nlp"]["tokenizer"]) != STANDARD_TOKENIZER:
+        return None
+    d = cls.Defaults
+    return TokenizerRules(
+        prefix_search=util.compile_prefix_regex(d.prefixes).search if d.prefixes else None,
+        suffix_search=util.compile_suffix_regex(d.suffixes).search if d.suffixes else None,
+        infix_finditer=util.compile_infix_regex(d.infixes).finditer if d.infixes else None,
+        token_match=d.token_match,
+        url_match=d.url_match,
+        rules=d.tokenizer_exceptions,
+    )
+
+
 class ChunkTokenizer:
     """spaCy's tokenizer rules for one language, applied per whitespace chunk, memoised."""
 
     MAX_CACHE = 500_000  # chunks; cleared when full (bounded memory on any corpus)
 
-    def __init__(self, nlp) -> None:
+    def __init__(self, nlp=None, *, rules: TokenizerRules | None = None) -> None:
+        """From a spaCy pipeline's tokenizer (``nlp``) or from its rules (:func:`language_rules`)."""
         from spacy.attrs import ORTH
 
-        tok = nlp.tokenizer
-        self._prefix = tok.prefix_search
-        self._suffix = tok.suffix_search
-        self._infix = tok.infix_finditer
-        self._token_match = tok.token_match
-        self._url_match = tok.url_match
+        r = rules if rules is not None else pipeline_rules(nlp)
+        self._prefix = r.prefix_search
+        self._suffix = r.suffix_search
+        self._infix = r.infix_finditer
+        self._token_match = r.token_match
+        self._url_match = r.url_match
         self._specials: dict[str, tuple[str, ...]] = {
-            k: tuple(d[ORTH] if ORTH in d else d.get("ORTH", "") for d in v) for k, v in tok.rules.items()
+            k: tuple(d[ORTH] if ORTH in d else d.get("ORTH", "") for d in v) for k, v in r.rules.items()
         }
         self._cache: dict[str, tuple[str, ...]] = dict(self._specials)
         # spaCy's last pass (Tokenizer._apply_special_cases): special cases that affix splitting
@@ -523,7 +572,7 @@ FastPath = tuple[ChunkTokenizer, FastFilters]
 
 
 def fast_path(filters: dict[str, Any], word_tok: Any) -> FastPath | None:
-    """The fast path for a language: its datatrove filters' thresholds + spaCy's rules from the
+    """The fast path for a language: its datatrove filters' thresholds + spaCy's rules for the
     ``ZonedSpaCyTokenizer`` that exact mode uses; None when the language's datatrove tokenizer
     is not a plain spaCy pipeline (the caller then runs datatrove's filters)."""
     base = getattr(word_tok, "_base", None)
@@ -531,21 +580,25 @@ def fast_path(filters: dict[str, Any], word_tok: Any) -> FastPath | None:
         return None
     if not getattr(filters["c4_quality"], "split_paragraph", True):
         return None
-    return chunk_tokenizer(base.tokenizer), FastFilters(**{k: filters[k] for k in ("gopher_quality", "gopher_repetition", "c4_quality", "fineweb_quality")})
+    return chunk_tokenizer(base), FastFilters(**{k: filters[k] for k in ("gopher_quality", "gopher_repetition", "c4_quality", "fineweb_quality")})
 
 
-# One ChunkTokenizer per spaCy pipeline per process, shared by every step instance (each curate
-# run, each Beam bundle's DoFn): building one replays every special case of the language (~1.2 s
-# for Indonesian, ~1.4 s over 20 languages), and its memo of tokenised chunks stays warm. The
-# pipeline object is kept with its tokenizer so its id cannot be reused by another.
-_CHUNKERS: dict[int, tuple[Any, ChunkTokenizer]] = {}
+# One ChunkTokenizer per language per process, shared by every step instance (each curate run,
+# each Beam bundle's DoFn): building one replays every special case of the language (~1.4 s for
+# Indonesian), and its memo of tokenised chunks stays warm.
+_CHUNKERS: dict[tuple[str, str], ChunkTokenizer] = {}
 
 
-def chunk_tokenizer(nlp) -> ChunkTokenizer:
-    got = _CHUNKERS.get(id(nlp))
-    if got is None or got[0] is not nlp:
-        got = _CHUNKERS[id(nlp)] = (nlp, ChunkTokenizer(nlp))
-    return got[1]
+def chunk_tokenizer(spacy_tok) -> ChunkTokenizer:
+    """The chunk tokenizer for a datatrove ``SpaCyTokenizer``: from the language's rules when
+    its pipeline is spaCy's default one (no pipeline is built), else from its built pipeline."""
+    config = getattr(spacy_tok, "config", None)
+    key = (spacy_tok.language, repr(config))
+    got = _CHUNKERS.get(key)
+    if got is None:
+        rules = language_rules(spacy_tok.language) if config is None else None
+        got = _CHUNKERS[key] = ChunkTokenizer(rules=rules) if rules is not None else ChunkTokenizer(spacy_tok.tokenizer)
+    return got
 
 
 Verdicts = Callable[[str], tuple[dict[str, float], dict[str, str], dict[str, float]]]

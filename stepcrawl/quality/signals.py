@@ -40,11 +40,17 @@ def datatrove_language(lang: str | None) -> str:
     """The datatrove language key to tokenize ``lang`` with; English when its tokenizer cannot
     load here (missing optional package) or the language is unknown."""
     from datatrove.utils.text import split_into_words
-    from datatrove.utils.word_tokenizers import load_tokenizer_assignments
+    from datatrove.utils.word_tokenizers import SpaCyTokenizer, load_tokenizer_assignments, load_word_tokenizer
+
+    from stepcrawl.quality.fast_signals import language_rules
 
     if lang and lang in load_tokenizer_assignments():
         try:
-            split_into_words("probe text.", lang)
+            tok = load_word_tokenizer(lang)
+            # spaCy's default rule-based tokenizer loads wherever spaCy imports: no need to build
+            # datatrove's pipeline (seconds for some languages, per process) just to find out
+            if not (type(tok) is SpaCyTokenizer and tok.config is None and language_rules(tok.language) is not None):
+                split_into_words("probe text.", lang)
             return lang
         except Exception as exc:  # ImportError for jieba/SudachiPy/…, ValueError for others
             log.debug("datatrove tokenizer for %s unavailable (%s); using English", lang, exc)
