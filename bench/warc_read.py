@@ -139,6 +139,113 @@ def curate_wall(crawl: Path, out: Path, workers: int, split: int) -> tuple[float
     return wall, sorted(d.id for d in read_documents(out / "web"))
 
 
+def _bench_module(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "bench" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def cli_run(crawl: Path, out: Path, workers: int, split: int) -> tuple[float, float, list[str], dict]:
+    """One fresh ``stepcrawl curate`` process, as a user runs it: (wall s, CPU s of it and its
+    workers, kept ids, its manifest's per-stage times)."""
+    import json
+    import subprocess
+
+    from stepcrawl.io import read_documents
+
+    if out.exists():
+        shutil.rmtree(out)
+    cmd = [sys.executable, "-m", "stepcrawl", "curate", str(crawl), "--out", str(out), "--workers", str(workers),
+           "--warc-split-bytes", str(split), "--no-progress"]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    ids = sorted(d.id for src in sorted(out.iterdir()) if src.is_dir() and not src.name.startswith("_")
+                 for d in read_documents(src))
+    times = json.loads((out / "web" / "_manifest.json").read_text())["extra"].get("stage_times_s", {})
+    return wall, cpu, ids, times
+
+
+def cli_scaling(tmp: Path, n_pages: int, workers: list[int], units: int, repeat: int) -> list[str]:
+    """``stepcrawl curate --workers N`` as fresh processes on one WARC of real pages (every worker
+    pays its own start-up and per-language set-up, as it does for a user), same record-range
+    units for every N; alternating runs, best kept."""
+    bc = _bench_module("curate")
+    pages, origin = bc.collect_pages(n_pages)
+    crawl = tmp / f"cli{n_pages}"
+    crawl.mkdir()
+    path = crawl / "pages.warc.gz"
+    bc.write_warc(path, pages)
+    size = path.stat().st_size
+    split = max(1, size // units)
+    from stepcrawl.readers.warc import split_points
+
+    n_units = len(split_points(path, split))
+    best: dict[int, tuple] = {}
+    ids = {}
+    for _ in range(repeat):
+        for w in workers:
+            wall, cpu, ids[w], times = cli_run(crawl, tmp / f"cli-out{w}", w, split)
+            if w not in best or wall < best[w][0]:
+                best[w] = (wall, cpu, times)
+    assert all(ids[w] == ids[workers[0]] for w in workers), "ids differ between worker counts"
+    base = best[workers[0]][0]
+    lines = ["", f"Fresh `stepcrawl curate OUT --workers N --warc-split-bytes {split}` processes on one {size / 1e6:.1f} MB WARC of "
+             f"{len(pages)} real pages ({origin}), {n_units} record-range units for every N, whole command wall time "
+             f"(start-up, per-language set-up in every worker, dedup, publish), best of {repeat} alternating runs; "
+             f"same {len(ids[workers[0]])} kept ids in every run:\n",
+             "| workers | wall s | speed-up | CPU s (all processes) | extract s | signals s | dedup s |",
+             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for w in workers:
+        wall, cpu, times = best[w]
+        lines.append(f"| {w} | {wall:.1f} | {base / wall:.2f}× | {cpu:.1f} | {times.get('extract', 0):.1f} | "
+                     f"{times.get('signals', 0):.1f} | {times.get('dedup', 0):.1f} |")
+    return lines
+
+
+def in_process_scaling(tmp: Path, args, workers: list[int]) -> list[str]:
+    """``curate --workers N`` and its per-document stage alone, called in this process (warm
+    caches: steady-state scaling), fixture pages repeated."""
+    lines: list[str] = []
+    # --workers scaling on one WARC (record-range units), in this process
+    crawl = tmp / "crawl"
+    crawl.mkdir()
+    cpath = crawl / "one.warc.gz"
+    csize = write_warc(cpath, args.curate_pages)
+    split = max(1, csize // (2 * max(workers)))  # a few units per worker
+    walls, ids, swalls, sids, scpu = {}, {}, {}, {}, {}
+    # alternate the worker counts and keep each one's best run: on a shared machine a
+    # neighbour's burst otherwise decides the ratio
+    for _ in range(args.scaling_repeat):
+        for w in workers:
+            t, ids[w] = curate_wall(crawl, tmp / f"out{w}", w, split if w > 1 else 0)
+            walls[w] = min(walls.get(w, float("inf")), t)
+            t, sids[w], c = stage_wall(crawl, tmp / f"stage{w}", w, split if w > 1 else 0)
+            swalls[w] = min(swalls.get(w, float("inf")), t)
+            scpu[w] = min(scpu.get(w, float("inf")), c)
+    assert all(ids[w] == ids[workers[0]] for w in workers), "ids differ between worker counts"
+    assert all(sids[w] == sids[workers[0]] for w in workers), "ids differ between worker counts"
+    lines.append("")
+    lines.append(f"`stepcrawl curate` on one {csize / 1e6:.1f} MB WARC ({args.curate_pages} pages), "
+                 f"record-range units of ~{split / 1e6:.2f} MB, wall time, best of {args.scaling_repeat} alternating runs "
+                 f"(same ids in every run):\n")
+    lines.append("| workers | units | curate wall s | speed-up | per-document stage wall s | speed-up | stage CPU s (all processes) |")
+    lines.append("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    from stepcrawl.readers.warc import split_points
+
+    for w in workers:
+        units = 1 if w == 1 else len(split_points(cpath, split))
+        lines.append(f"| {w} | {units} | {walls[w]:.1f} | {walls[workers[0]] / walls[w]:.2f}× | "
+                     f"{swalls[w]:.1f} | {swalls[workers[0]] / swalls[w]:.2f}× | {scpu[w]:.1f} |")
+    return lines
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--records", type=int, default=4000)
@@ -146,6 +253,10 @@ def main() -> None:
     ap.add_argument("--curate-pages", type=int, default=240)
     ap.add_argument("--workers", default="1,2")
     ap.add_argument("--scaling-repeat", type=int, default=2, help="alternating runs per worker count (best kept)")
+    ap.add_argument("--cli-pages", default="", help="comma-separated page counts for the fresh-process section (real pages)")
+    ap.add_argument("--cli-units", type=int, default=8, help="record-range units the fresh-process WARCs are split into")
+    ap.add_argument("--cli-repeat", type=int, default=1)
+    ap.add_argument("--skip-in-process", action="store_true", help="only the reading and fresh-process sections")
     ap.add_argument("--md", default=None)
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-warc-"))
@@ -170,40 +281,14 @@ def main() -> None:
         counts = {n for _, _, n, _ in results}
         assert len(counts) == 1, f"readers disagree on the record count: {results}"
 
-        # --workers scaling on one WARC (record-range units)
-        crawl = tmp / "crawl"
-        crawl.mkdir()
-        cpath = crawl / "one.warc.gz"
-        csize = write_warc(cpath, args.curate_pages)
         workers = [int(x) for x in args.workers.split(",")]
-        split = max(1, csize // (2 * max(workers)))  # a few units per worker
-        walls, ids, swalls, sids, scpu = {}, {}, {}, {}, {}
-        # alternate the worker counts and keep each one's best run: on a shared machine a
-        # neighbour's burst otherwise decides the ratio
-        for _ in range(args.scaling_repeat):
-            for w in workers:
-                t, ids[w] = curate_wall(crawl, tmp / f"out{w}", w, split if w > 1 else 0)
-                walls[w] = min(walls.get(w, float("inf")), t)
-                t, sids[w], c = stage_wall(crawl, tmp / f"stage{w}", w, split if w > 1 else 0)
-                swalls[w] = min(swalls.get(w, float("inf")), t)
-                scpu[w] = min(scpu.get(w, float("inf")), c)
-        assert all(ids[w] == ids[workers[0]] for w in workers), "ids differ between worker counts"
-        assert all(sids[w] == sids[workers[0]] for w in workers), "ids differ between worker counts"
+        for n in [int(x) for x in args.cli_pages.split(",") if x]:
+            lines += cli_scaling(tmp, n, workers, args.cli_units, args.cli_repeat)
+        if not args.skip_in_process:
+            lines += in_process_scaling(tmp, args, workers)
         lines.append("")
-        lines.append(f"`stepcrawl curate` on one {csize / 1e6:.1f} MB WARC ({args.curate_pages} pages), "
-                     f"record-range units of ~{split / 1e6:.2f} MB, wall time, best of {args.scaling_repeat} alternating runs "
-                     f"(same ids in every run):\n")
-        lines.append("| workers | units | curate wall s | speed-up | per-document stage wall s | speed-up | stage CPU s (all processes) |")
-        lines.append("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-        from stepcrawl.readers.warc import split_points
-
-        for w in workers:
-            units = 1 if w == 1 else len(split_points(cpath, split))
-            lines.append(f"| {w} | {units} | {walls[w]:.1f} | {walls[workers[0]] / walls[w]:.2f}× | "
-                         f"{swalls[w]:.1f} | {swalls[workers[0]] / swalls[w]:.2f}× | {scpu[w]:.1f} |")
-        lines.append("")
-        lines.append(f"Machine: {platform.machine()}, {os.cpu_count()} logical CPUs visible (shared), Python {platform.python_version()}, "
-                     f"load average at the end {os.getloadavg()[0]:.1f}.")
+        lines.append(f"Machine: {platform.machine()}, {os.cpu_count()} logical CPUs visible, Python {platform.python_version()}, "
+                     f"load average at the end {os.getloadavg()[0]:.1f} (1 min).")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     text = "\n".join(lines)
