@@ -209,8 +209,12 @@ def main() -> None:
         rate = len(pages) / cpu
         lines.append(f"| {name} | {len(pages)} | {wall:.2f} | {cpu:.2f} | {rate:.1f} | {rate / base:.2f} | {base_wall / wall:.2f} | {k} |")
     if args.repeat > 1:
-        lines += ["", f"Best of {args.repeat} alternating rounds per pipeline. × datatrove (CPU) within each round: "
-                  + "; ".join(f"{name.split(' (')[0]} {min(rs):.2f}–{max(rs):.2f}" for (name, *_), rs in zip(rows[1:], per_round[1:]))]
+        import statistics
+
+        lines += ["", f"Best of {args.repeat} alternating rounds per pipeline. × datatrove (CPU) within each round, "
+                  "range (median): "
+                  + "; ".join(f"{name.split(' (')[0]} {min(rs):.2f}–{max(rs):.2f} ({statistics.median(rs):.2f})"
+                              for (name, *_), rs in zip(rows[1:], per_round[1:]))]
     total = sum(stage_times.values()) or 1.0
     lines += ["", "Default curate row, per-stage wall time from its manifest (`stepcrawl stats`): "
               + ", ".join(f"{k} {v:.2f} s ({100 * v / total:.0f}%)" for k, v in stage_times.items())]

@@ -1,4 +1,5 @@
-"""The local dedup executor: URL → exact → MinHash-LSH near-duplicates, one process.
+"""The local dedup executor: URL → exact → MinHash-LSH near-duplicates, one process (pass 1,
+most of the CPU, optionally on several: ``workers``).
 
 Pass 1 streams the input once and keeps, per document, only what the decisions need (id,
 tier, length, URL key, exact key, MinHash signature: ~0.5 KB at 112 permutations). The global
