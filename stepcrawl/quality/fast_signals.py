@@ -72,7 +72,7 @@ def language_rules(lang: str) -> TokenizerRules | None:
     exception (Indonesian has ~16,000: 3.4 s), and each worker process pays it for every
     language it meets; reading the Defaults costs milliseconds. None when the language uses
     another tokenizer (ko, th, vi, zh, ja: a segmenter, not these rules).
-    tests/test_fast_signals.py checks the result equals the built pipeline's (30 languages)."""
+    tests/test_fast_signals.py checks the result equals the built pipeline's (31 languages)."""
     from spacy import util
 
     cls = util.get_lang_class(lang)
