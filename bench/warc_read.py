@@ -139,15 +139,6 @@ def curate_wall(crawl: Path, out: Path, workers: int, split: int) -> tuple[float
     return wall, sorted(d.id for d in read_documents(out / "web"))
 
 
-def _bench_module(name: str):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "bench" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def cli_run(crawl: Path, out: Path, workers: int, split: int) -> tuple[float, float, list[str], dict]:
     """One fresh ``stepcrawl curate`` process, as a user runs it: (wall s, CPU s of it and its
     workers, kept ids, its manifest's per-stage times)."""
@@ -176,7 +167,8 @@ def cli_scaling(tmp: Path, n_pages: int, workers: list[int], units: int, repeat:
     """``stepcrawl curate --workers N`` as fresh processes on one WARC of real pages (every worker
     pays its own start-up and per-language set-up, as it does for a user), same record-range
     units for every N; alternating runs, best kept."""
-    bc = _bench_module("curate")
+    import bench.curate as bc  # the repository root is on sys.path (see the top of this file)
+
     pages, origin = bc.collect_pages(n_pages)
     crawl = tmp / f"cli{n_pages}"
     crawl.mkdir()

@@ -16,7 +16,7 @@ import logging
 import os
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -163,15 +163,18 @@ def parallel_keys(files: list[Path], cfg: DedupConfig, workers: int) -> DocKeys:
     merged = DocKeys()
     with ProcessPoolExecutor(max_workers=min(workers, len(files))) as pool:
         for part in pool.map(file_keys, [str(f) for f in files], [cfg] * len(files)):
-            for name in ("ids", "keys", "url_keys", "exact_keys", "sig_blocks", "errors"):
-                getattr(merged, name).extend(getattr(part, name))
+            for f in fields(DocKeys):
+                getattr(merged, f.name).extend(getattr(part, f.name))
     return merged
 
 
-def plan_dedup(docs: Iterable[Document] | DocKeys, cfg: DedupConfig, progress: bool = True) -> DedupPlan:
-    """Pass 1 (unless ``docs`` is its output already) + global decisions: which positions are
-    dropped and why, and their clusters."""
-    k = docs if isinstance(docs, DocKeys) else doc_keys(docs, cfg, progress)
+def plan_dedup(docs: Iterable[Document], cfg: DedupConfig, progress: bool = True) -> DedupPlan:
+    """Pass 1 + global decisions: which positions are dropped and why, and their clusters."""
+    return plan_from_keys(doc_keys(docs, cfg, progress), cfg)
+
+
+def plan_from_keys(k: DocKeys, cfg: DedupConfig) -> DedupPlan:
+    """The global decisions from pass 1's output."""
     ids, keys, url_keys, exact_keys, sig_blocks = k.ids, k.keys, k.url_keys, k.exact_keys, k.sig_blocks
     n = len(ids)
     drop: list[str | None] = [None] * n
@@ -276,7 +279,7 @@ def run_dedup(
     if len(files) > 1:
         keys = parallel_keys(files, cfg, workers)
         errors.extend(keys.errors)
-        plan = plan_dedup(keys, cfg)
+        plan = plan_from_keys(keys, cfg)
     else:
         plan = plan_dedup(open_input(), cfg, progress=progress)
     kill_point("dedup.planned")  # kill matrix: duplicates decided, nothing written yet

@@ -589,14 +589,20 @@ def fast_path(filters: dict[str, Any], word_tok: Any) -> FastPath | None:
 _CHUNKERS: dict[tuple[str, str], ChunkTokenizer] = {}
 
 
+def default_rules(spacy_tok) -> TokenizerRules | None:
+    """The rules of a datatrove ``SpaCyTokenizer`` when its pipeline is spaCy's default one for
+    its language (no datatrove config, spaCy's rule-based tokenizer), read without building it;
+    None otherwise."""
+    return language_rules(spacy_tok.language) if getattr(spacy_tok, "config", None) is None else None
+
+
 def chunk_tokenizer(spacy_tok) -> ChunkTokenizer:
-    """The chunk tokenizer for a datatrove ``SpaCyTokenizer``: from the language's rules when
-    its pipeline is spaCy's default one (no pipeline is built), else from its built pipeline."""
-    config = getattr(spacy_tok, "config", None)
-    key = (spacy_tok.language, repr(config))
+    """The chunk tokenizer for a datatrove ``SpaCyTokenizer``: from :func:`default_rules` when
+    there are some (no pipeline is built), else from its built pipeline."""
+    key = (spacy_tok.language, repr(getattr(spacy_tok, "config", None)))
     got = _CHUNKERS.get(key)
     if got is None:
-        rules = language_rules(spacy_tok.language) if config is None else None
+        rules = default_rules(spacy_tok)
         got = _CHUNKERS[key] = ChunkTokenizer(rules=rules) if rules is not None else ChunkTokenizer(spacy_tok.tokenizer)
     return got
 

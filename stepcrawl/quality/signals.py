@@ -42,14 +42,14 @@ def datatrove_language(lang: str | None) -> str:
     from datatrove.utils.text import split_into_words
     from datatrove.utils.word_tokenizers import SpaCyTokenizer, load_tokenizer_assignments, load_word_tokenizer
 
-    from stepcrawl.quality.fast_signals import language_rules
+    from stepcrawl.quality.fast_signals import default_rules
 
     if lang and lang in load_tokenizer_assignments():
         try:
             tok = load_word_tokenizer(lang)
             # spaCy's default rule-based tokenizer loads wherever spaCy imports: no need to build
             # datatrove's pipeline (seconds for some languages, per process) just to find out
-            if not (type(tok) is SpaCyTokenizer and tok.config is None and language_rules(tok.language) is not None):
+            if not (type(tok) is SpaCyTokenizer and default_rules(tok) is not None):
                 split_into_words("probe text.", lang)
             return lang
         except Exception as exc:  # ImportError for jieba/SudachiPy/…, ValueError for others
